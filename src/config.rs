@@ -1,0 +1,241 @@
+//! Cookie and expiry settings, and the checks that reject unsafe or contradictory combinations.
+
+use std::time::Duration as StdDuration;
+
+use cookie::{Cookie, SameSite};
+use time::Duration;
+
+use crate::error::Error;
+
+/// Everything the layer, the session handle and the stores need to know, fixed when the layer is built.
+#[derive(Clone, Debug)]
+pub(crate) struct Config {
+    pub(crate) cookie_name: String,
+    pub(crate) path: String,
+    pub(crate) domain: Option<String>,
+    pub(crate) secure: bool,
+    pub(crate) same_site: SameSite,
+    pub(crate) persistent: bool,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) absolute_timeout: Option<Duration>,
+    pub(crate) max_bytes: usize,
+    pub(crate) save_on_server_error: bool,
+    pub(crate) key_prefix: String,
+    pub(crate) hash_ids: bool,
+    pub(crate) command_timeout: StdDuration,
+}
+
+/// A read skips the TTL write while more than this share (in tenths) of the idle timeout remains.
+const TOUCH_THRESHOLD_TENTHS: i64 = 9;
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            cookie_name: "sid".to_owned(),
+            path: "/".to_owned(),
+            domain: None,
+            secure: true,
+            same_site: SameSite::Lax,
+            persistent: false,
+            idle_timeout: Duration::minutes(120),
+            absolute_timeout: None,
+            max_bytes: 64 * 1024,
+            save_on_server_error: false,
+            key_prefix: "session:".to_owned(),
+            hash_ids: true,
+            command_timeout: StdDuration::from_secs(1),
+        }
+    }
+}
+
+impl Config {
+    pub(crate) fn idle_ms(&self) -> i64 {
+        millis(self.idle_timeout)
+    }
+
+    pub(crate) fn absolute_ms(&self) -> Option<i64> {
+        self.absolute_timeout.map(millis)
+    }
+
+    /// Reads refresh the TTL only once it has fallen below this, so read-heavy traffic rarely writes.
+    pub(crate) fn touch_below_ms(&self) -> i64 {
+        self.idle_ms() / 10 * TOUCH_THRESHOLD_TENTHS
+    }
+
+    /// A cookie carrying `value` with the configured attributes; `max_age` only for persistent cookies.
+    pub(crate) fn cookie(&self, value: String, max_age: Option<Duration>) -> Cookie<'static> {
+        let mut cookie = Cookie::build((self.cookie_name.clone(), value))
+            .path(self.path.clone())
+            .secure(self.secure)
+            .http_only(true)
+            .same_site(self.same_site);
+        if let Some(domain) = &self.domain {
+            cookie = cookie.domain(domain.clone());
+        }
+        if self.persistent {
+            if let Some(max_age) = max_age {
+                cookie = cookie.max_age(max_age);
+            }
+        }
+        cookie.build()
+    }
+
+    /// A cookie that tells the browser to forget the session, with the attributes it was set with.
+    pub(crate) fn removal_cookie(&self) -> Cookie<'static> {
+        let mut cookie = self.cookie(String::new(), None);
+        cookie.make_removal();
+        cookie
+    }
+
+    /// Rejects settings that would be unsafe or that browsers would silently drop.
+    pub(crate) fn validate(&self) -> Result<(), Error> {
+        let name = &self.cookie_name;
+        check(
+            !name.is_empty() && name.bytes().all(is_cookie_name_byte),
+            "cookie_name",
+            "must be a non-empty RFC 6265 token (visible ASCII, no separators)",
+        )?;
+        check(
+            self.path.starts_with('/') && !self.path.contains(';'),
+            "path",
+            "must start with '/' and contain no ';'",
+        )?;
+        if let Some(domain) = &self.domain {
+            check(
+                !domain.is_empty() && !domain.contains([';', ' ']),
+                "domain",
+                "must be a non-empty host name",
+            )?;
+        }
+        check(
+            self.same_site != SameSite::None || self.secure,
+            "same_site",
+            "SameSite=None requires Secure (browsers reject it otherwise)",
+        )?;
+        if name.starts_with("__Host-") {
+            check(
+                self.secure && self.path == "/" && self.domain.is_none(),
+                "cookie_name",
+                "a __Host- cookie requires Secure, Path=/ and no Domain",
+            )?;
+        }
+        if name.starts_with("__Secure-") {
+            check(self.secure, "cookie_name", "a __Secure- cookie requires Secure")?;
+        }
+        check(
+            self.idle_timeout >= Duration::seconds(1),
+            "idle_timeout",
+            "must be at least one second",
+        )?;
+        if let Some(absolute) = self.absolute_timeout {
+            check(
+                absolute >= Duration::seconds(1),
+                "absolute_timeout",
+                "must be at least one second",
+            )?;
+        }
+        check(self.max_bytes > 0, "max_bytes", "must be positive")?;
+        check(!self.key_prefix.is_empty(), "key_prefix", "must not be empty")?;
+        check(
+            !self.command_timeout.is_zero(),
+            "command_timeout",
+            "must be positive",
+        )
+    }
+}
+
+fn check(ok: bool, option: &'static str, reason: &'static str) -> Result<(), Error> {
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Config { option, reason })
+    }
+}
+
+fn is_cookie_name_byte(b: u8) -> bool {
+    b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b)
+}
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.whole_milliseconds()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn option_of(config: Config) -> &'static str {
+        match config.validate() {
+            Err(Error::Config { option, .. }) => option,
+            other => panic!("expected a config error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_are_valid_and_safe() {
+        let config = Config::default();
+        config.validate().unwrap();
+        let cookie = config.cookie("v".into(), Some(Duration::minutes(1))).to_string();
+        assert_eq!(cookie, "sid=v; HttpOnly; SameSite=Lax; Secure; Path=/");
+    }
+
+    #[test]
+    fn same_site_none_without_secure_is_rejected() {
+        let config = Config {
+            same_site: SameSite::None,
+            secure: false,
+            ..Config::default()
+        };
+        assert_eq!(option_of(config), "same_site");
+    }
+
+    #[test]
+    fn host_prefix_requires_secure_root_path_and_no_domain() {
+        let host = |f: fn(&mut Config)| {
+            let mut config = Config {
+                cookie_name: "__Host-sid".into(),
+                ..Config::default()
+            };
+            f(&mut config);
+            config
+        };
+        host(|_| {}).validate().unwrap();
+        assert_eq!(option_of(host(|c| c.secure = false)), "cookie_name");
+        assert_eq!(option_of(host(|c| c.path = "/app".into())), "cookie_name");
+        assert_eq!(
+            option_of(host(|c| c.domain = Some("example.com".into()))),
+            "cookie_name"
+        );
+    }
+
+    #[test]
+    fn bad_names_and_timeouts_are_rejected() {
+        let named = |name: &str| Config {
+            cookie_name: name.into(),
+            ..Config::default()
+        };
+        assert_eq!(option_of(named("")), "cookie_name");
+        assert_eq!(option_of(named("a b")), "cookie_name");
+        assert_eq!(option_of(named("a;b")), "cookie_name");
+        let idle = Config {
+            idle_timeout: Duration::ZERO,
+            ..Config::default()
+        };
+        assert_eq!(option_of(idle), "idle_timeout");
+    }
+
+    #[test]
+    fn persistent_cookies_carry_max_age_and_removal_keeps_attributes() {
+        let config = Config {
+            persistent: true,
+            domain: Some("example.com".into()),
+            ..Config::default()
+        };
+        let set = config.cookie("v".into(), Some(Duration::seconds(60))).to_string();
+        assert!(set.contains("Max-Age=60"), "{set}");
+        let removal = config.removal_cookie().to_string();
+        for attribute in ["HttpOnly", "SameSite=Lax", "Secure", "Path=/", "Domain=example.com", "Max-Age=0"] {
+            assert!(removal.contains(attribute), "{removal} lacks {attribute}");
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! The crate's one error type and the responses it turns into.
+
+use std::sync::Arc;
+
+use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+
+/// Everything that can go wrong with a session.
+///
+/// Handlers can return it with `?`: its response has the status of the failure and a short body that
+/// carries no internals. [`SessionLayer::with_error_handler`](crate::SessionLayer::with_error_handler)
+/// reshapes these responses, including those the layer itself produces when a save fails.
+///
+/// # Examples
+///
+/// ```
+/// use axum::response::IntoResponse;
+/// use axum_redis_session::Error;
+///
+/// let response = Error::TooLarge { limit: 1024 }.into_response();
+/// assert_eq!(response.status(), 413);
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The store could not be reached in time or refused the command. Responds 503.
+    #[error("session store failed: {0}")]
+    Store(#[source] fred::error::Error),
+    /// A stored value is not valid JSON for the type it was read as. Responds 500.
+    #[error("session value under `{key}` does not deserialize")]
+    Corrupt {
+        /// The session key whose value failed to deserialize.
+        key: String,
+        /// What serde_json reported.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A value could not be serialized to JSON. Responds 500.
+    #[error("session value under `{key}` does not serialize")]
+    Serialize {
+        /// The session key being written.
+        key: String,
+        /// What serde_json reported.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The key starts with `$`, which the crate reserves for its own metadata. Responds 500.
+    #[error("session key `{0}` is reserved: keys starting with `$` belong to the session layer")]
+    ReservedKey(String),
+    /// The change would grow the session past the configured size limit; nothing of it was saved.
+    /// Responds 413.
+    #[error("session would exceed its size limit of {limit} bytes")]
+    TooLarge {
+        /// The configured limit, in bytes.
+        limit: usize,
+    },
+    /// The session was destroyed or expired while this request was using it, so its changes were
+    /// not saved (saving them would bring it back). Responds 409.
+    #[error("session ended while the request was using it")]
+    Ended,
+    /// A layer setting is invalid; the layer refuses to build.
+    #[error("invalid session setting `{option}`: {reason}")]
+    Config {
+        /// The builder option at fault.
+        option: &'static str,
+        /// Why it is rejected.
+        reason: &'static str,
+    },
+}
+
+impl Error {
+    /// The HTTP status this error answers with.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(axum_redis_session::Error::Ended.status(), 409);
+    /// ```
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Ended => StatusCode::CONFLICT,
+            Self::Corrupt { .. } | Self::Serialize { .. } | Self::ReservedKey(_) | Self::Config { .. } => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        }
+    }
+
+    /// The default response: status and a fixed phrase, nothing from the error's internals.
+    pub(crate) fn default_response(&self) -> Response {
+        let body = match self {
+            Self::Store(_) => "session store unavailable",
+            Self::TooLarge { .. } => "session too large",
+            Self::Ended => "session ended",
+            _ => "internal error",
+        };
+        (self.status(), body).into_response()
+    }
+}
+
+/// Marks a response as produced from an [`Error`], so the layer can hand it to the user's hook.
+#[derive(Clone, Debug)]
+pub(crate) struct ErrorResponse(pub(crate) Arc<Error>);
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let mut response = self.default_response();
+        response.extensions_mut().insert(ErrorResponse(Arc::new(self)));
+        response
+    }
+}
+
+/// Shapes the response for a session error; see [`SessionLayer::with_error_handler`](crate::SessionLayer::with_error_handler).
+pub(crate) type ErrorHandler = Arc<dyn Fn(&Error) -> Response + Send + Sync>;

@@ -1,0 +1,311 @@
+//! `SessionLayer`: the configuration a router is given, and its builder.
+
+use std::fmt;
+use std::sync::Arc;
+
+use axum::response::Response;
+use cookie::SameSite;
+use time::Duration;
+use tower::Layer;
+
+use crate::config::Config;
+use crate::error::{Error, ErrorHandler};
+use crate::service::SessionService;
+use crate::store::SessionStore;
+
+/// Adds a [`Session`](crate::Session) to every request and saves what handlers change.
+///
+/// Settings are checked when the layer is applied to a router: an unsafe or contradictory
+/// combination panics there, at start-up, naming the option. Call [`validate`](Self::validate) to
+/// get that check as a `Result` instead.
+///
+/// # Examples
+///
+/// ```
+/// use axum::{routing::get, Router};
+/// use axum_redis_session::{MemoryStore, SessionLayer};
+/// use time::Duration;
+///
+/// let app: Router = Router::new()
+///     .route("/", get(|| async { "hello" }))
+///     .layer(SessionLayer::new(MemoryStore::default()).with_idle_timeout(Duration::minutes(30)));
+/// ```
+#[derive(Clone)]
+#[must_use]
+pub struct SessionLayer {
+    shared: Arc<Shared>,
+}
+
+/// What every service built by one layer shares.
+#[derive(Clone)]
+pub(crate) struct Shared {
+    pub(crate) store: SessionStore,
+    pub(crate) config: Arc<Config>,
+    pub(crate) error_handler: Option<ErrorHandler>,
+}
+
+impl fmt::Debug for SessionLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionLayer")
+            .field("store", &self.shared.store)
+            .field("config", &self.shared.config)
+            .field("error_handler", &self.shared.error_handler.is_some())
+            .finish()
+    }
+}
+
+impl SessionLayer {
+    /// A layer keeping sessions in `store`, with the secure defaults listed on each setter.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let layer = axum_redis_session::SessionLayer::new(axum_redis_session::MemoryStore::default());
+    /// ```
+    pub fn new(store: impl Into<SessionStore>) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                store: store.into(),
+                config: Arc::new(Config::default()),
+                error_handler: None,
+            }),
+        }
+    }
+
+    fn config(mut self, change: impl FnOnce(&mut Config)) -> Self {
+        let shared = Arc::make_mut(&mut self.shared);
+        change(Arc::make_mut(&mut shared.config));
+        self
+    }
+
+    /// The cookie's name. Default: `sid`. A `__Host-` name requires Secure, Path `/` and no Domain.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let layer = axum_redis_session::SessionLayer::new(axum_redis_session::MemoryStore::default());
+    /// let layer = layer.with_cookie_name("__Host-sid");
+    /// ```
+    pub fn with_cookie_name(self, name: impl Into<String>) -> Self {
+        let name = name.into();
+        self.config(|c| c.cookie_name = name)
+    }
+
+    /// How long a session lives without requests; any request that loads it rolls this forward
+    /// (throttled: the TTL is rewritten only once a tenth of it has passed). Default: 120 minutes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let layer = axum_redis_session::SessionLayer::new(axum_redis_session::MemoryStore::default());
+    /// let layer = layer.with_idle_timeout(time::Duration::minutes(30));
+    /// ```
+    pub fn with_idle_timeout(self, timeout: Duration) -> Self {
+        self.config(|c| c.idle_timeout = timeout)
+    }
+
+    /// A hard limit on a session's life from its creation, whatever its activity, enforced by the
+    /// store. Default: none.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let layer = axum_redis_session::SessionLayer::new(axum_redis_session::MemoryStore::default());
+    /// let layer = layer.with_absolute_timeout(time::Duration::hours(12));
+    /// ```
+    pub fn with_absolute_timeout(self, timeout: Duration) -> Self {
+        self.config(|c| c.absolute_timeout = Some(timeout))
+    }
+
+    /// Gives the cookie a `Max-Age` equal to the session's remaining life, renewed whenever the
+    /// store rolls its TTL, so it survives a browser restart ("remember me"). Default: off, a
+    /// browser-session cookie.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let layer = axum_redis_session::SessionLayer::new(axum_redis_session::MemoryStore::default());
+    /// let layer = layer.with_persistent_cookie(true);
+    /// ```
+    pub fn with_persistent_cookie(self, persistent: bool) -> Self {
+        self.config(|c| c.persistent = persistent)
+    }
+
+    /// The cookie's `Secure` attribute. Default: `true`.
+    ///
+    /// # Security
+    ///
+    /// Without it the browser sends the session id over plain http, where anyone on the path can
+    /// take it. Turn it off only for local development over http.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let layer = axum_redis_session::SessionLayer::new(axum_redis_session::MemoryStore::default());
+    /// let layer = layer.with_secure(cfg!(not(debug_assertions)));
+    /// ```
+    pub fn with_secure(self, secure: bool) -> Self {
+        self.config(|c| c.secure = secure)
+    }
+
+    /// The cookie's `SameSite` attribute. Default: `Lax`. `None` requires Secure.
+    ///
+    /// # Security
+    ///
+    /// `None` sends the cookie on cross-site requests, which exposes state-changing routes to CSRF
+    /// unless they are protected otherwise.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use axum_redis_session::SameSite;
+    /// # let layer = axum_redis_session::SessionLayer::new(axum_redis_session::MemoryStore::default());
+    /// let layer = layer.with_same_site(SameSite::Strict);
+    /// ```
+    pub fn with_same_site(self, same_site: SameSite) -> Self {
+        self.config(|c| c.same_site = same_site)
+    }
+
+    /// The cookie's `Domain` attribute. Default: none (the cookie goes back to this host only).
+    ///
+    /// # Security
+    ///
+    /// A domain makes every subdomain receive the session id.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let layer = axum_redis_session::SessionLayer::new(axum_redis_session::MemoryStore::default());
+    /// let layer = layer.with_domain("example.com");
+    /// ```
+    pub fn with_domain(self, domain: impl Into<String>) -> Self {
+        let domain = domain.into();
+        self.config(|c| c.domain = Some(domain))
+    }
+
+    /// The cookie's `Path` attribute. Default: `/`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let layer = axum_redis_session::SessionLayer::new(axum_redis_session::MemoryStore::default());
+    /// let layer = layer.with_path("/app");
+    /// ```
+    pub fn with_path(self, path: impl Into<String>) -> Self {
+        let path = path.into();
+        self.config(|c| c.path = path)
+    }
+
+    /// The prefix of every key the store writes. Default: `session:`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let layer = axum_redis_session::SessionLayer::new(axum_redis_session::MemoryStore::default());
+    /// let layer = layer.with_key_prefix("shop:session:");
+    /// ```
+    pub fn with_key_prefix(self, prefix: impl Into<String>) -> Self {
+        let prefix = prefix.into();
+        self.config(|c| c.key_prefix = prefix)
+    }
+
+    /// The largest a session may grow, in bytes of field names and values. A change that would
+    /// grow it past this is refused whole with [`Error::TooLarge`] (413). Default: 65 536.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let layer = axum_redis_session::SessionLayer::new(axum_redis_session::MemoryStore::default());
+    /// let layer = layer.with_max_bytes(16 * 1024);
+    /// ```
+    pub fn with_max_bytes(self, max_bytes: usize) -> Self {
+        self.config(|c| c.max_bytes = max_bytes)
+    }
+
+    /// Whether changes are saved when the handler answers with a 5xx status. Default: `false`, so
+    /// a failed request leaves the session as it was.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let layer = axum_redis_session::SessionLayer::new(axum_redis_session::MemoryStore::default());
+    /// let layer = layer.with_save_on_server_error(true);
+    /// ```
+    pub fn with_save_on_server_error(self, save: bool) -> Self {
+        self.config(|c| c.save_on_server_error = save)
+    }
+
+    /// How long one store command may take before the request fails with 503. Default: 1 second.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let layer = axum_redis_session::SessionLayer::new(axum_redis_session::MemoryStore::default());
+    /// let layer = layer.with_command_timeout(std::time::Duration::from_millis(300));
+    /// ```
+    pub fn with_command_timeout(self, timeout: std::time::Duration) -> Self {
+        self.config(|c| c.command_timeout = timeout)
+    }
+
+    /// Whether the store keys sessions by the SHA-256 of the cookie's token (default: `true`) or by
+    /// the token itself.
+    ///
+    /// # Security
+    ///
+    /// With `false`, anyone who can read Redis (a dump, `MONITOR`, a replica, a backup) holds live
+    /// session tokens. Only for legacy readers that look sessions up by the raw cookie value.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let layer = axum_redis_session::SessionLayer::new(axum_redis_session::MemoryStore::default());
+    /// let layer = layer.with_hashed_key_ids(true);
+    /// ```
+    pub fn with_hashed_key_ids(self, hashed: bool) -> Self {
+        self.config(|c| c.hash_ids = hashed)
+    }
+
+    /// Shapes the response for every session error: those handlers return and those the layer
+    /// produces when a save fails. Default: the status of [`Error::status`] with a short plain body.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use axum::response::IntoResponse;
+    /// # let layer = axum_redis_session::SessionLayer::new(axum_redis_session::MemoryStore::default());
+    /// let layer = layer.with_error_handler(|error| {
+    ///     (error.status(), axum::Json(serde_json::json!({ "error": error.status().as_u16() }))).into_response()
+    /// });
+    /// ```
+    pub fn with_error_handler(mut self, handler: impl Fn(&Error) -> Response + Send + Sync + 'static) -> Self {
+        Arc::make_mut(&mut self.shared).error_handler = Some(Arc::new(handler));
+        self
+    }
+
+    /// Checks the settings, naming the first invalid option.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use axum_redis_session::{MemoryStore, SameSite, SessionLayer};
+    ///
+    /// let layer = SessionLayer::new(MemoryStore::default())
+    ///     .with_same_site(SameSite::None)
+    ///     .with_secure(false);
+    /// assert!(layer.validate().is_err());
+    /// ```
+    pub fn validate(&self) -> Result<(), Error> {
+        self.shared.config.validate()
+    }
+}
+
+impl<S> Layer<S> for SessionLayer {
+    type Service = SessionService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        if let Err(error) = self.validate() {
+            panic!("SessionLayer: {error}");
+        }
+        SessionService::new(inner, Arc::clone(&self.shared))
+    }
+}

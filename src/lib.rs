@@ -1,0 +1,56 @@
+//! Redis-backed sessions for axum and tower.
+//!
+//! Add one [`SessionLayer`] to the router and take a [`Session`] in handlers. Session state lives in
+//! Redis (standalone, Cluster or Sentinel, through [`fred`]) and expires on its own:
+//!
+//! ```no_run
+//! use axum::{routing::get, Router};
+//! use axum_redis_session::{Error, RedisStore, Session, SessionLayer};
+//! use time::Duration;
+//!
+//! async fn handler(session: Session) -> Result<String, Error> {
+//!     let n: u64 = session.get("count").await?.unwrap_or(0);
+//!     session.insert("count", n + 1).await?;
+//!     Ok(n.to_string())
+//! }
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = RedisStore::connect("redis://127.0.0.1:6379").await?;
+//! let app: Router = Router::new()
+//!     .route("/", get(handler))
+//!     .layer(SessionLayer::new(store).with_idle_timeout(Duration::minutes(120)));
+//! # Ok(()) }
+//! ```
+//!
+//! What sets it apart:
+//!
+//! - **Delta writes.** Only the keys a request changed are written (`HSET`/`HDEL` on one hash per
+//!   session), so concurrent requests that change different keys both keep their change.
+//! - **No resurrection.** A save checks, in the same atomic script, that the session still exists: a
+//!   request that was running when the user logged out cannot bring the session back.
+//! - **Cheap reads.** A read loads the session and rolls its TTL in one round trip, and rewrites the
+//!   TTL only once a tenth of it has passed.
+//! - **No tokens in Redis.** Keys are the SHA-256 of the cookie's token.
+//! - **Honest failures.** If the save fails, the client gets 503 instead of the handler's 200.
+//!
+//! Where a request is loaded: [`Session`]'s first read. Where the delta is written and the cookie
+//! set: `SessionService`'s `finish`, after the handler returns (see `src/service.rs`).
+
+mod config;
+mod error;
+mod extract;
+mod id;
+mod layer;
+mod service;
+mod session;
+mod store;
+
+pub use cookie::SameSite;
+pub use error::Error;
+pub use extract::SessionMissing;
+pub use fred;
+pub use layer::SessionLayer;
+pub use service::{ResponseFuture, SessionService};
+pub use session::Session;
+pub use store::{MemoryStore, RedisStore, SessionStore};
+pub use time;

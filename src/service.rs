@@ -1,0 +1,197 @@
+//! The tower service: reads the cookie on the way in, saves the delta and sets the cookie on the way
+//! out, before the response leaves.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::body::{Body, Bytes, HttpBody};
+use axum::response::{IntoResponse, Response};
+use axum::BoxError;
+use axum::http::header::{CACHE_CONTROL, COOKIE, SET_COOKIE};
+use axum::http::{HeaderMap, HeaderValue, Request};
+use tower::Service;
+
+use crate::error::ErrorResponse;
+use crate::layer::Shared;
+use crate::session::{CookieUpdate, Session};
+
+/// The middleware [`SessionLayer`](crate::SessionLayer) wraps around a service.
+///
+/// # Examples
+///
+/// ```
+/// use axum_redis_session::{MemoryStore, SessionLayer};
+/// use tower::Layer;
+///
+/// let service = SessionLayer::new(MemoryStore::default()).layer(tower::service_fn(|_req: axum::http::Request<axum::body::Body>| async {
+///     Ok::<_, std::convert::Infallible>(axum::http::Response::new(axum::body::Body::empty()))
+/// }));
+/// ```
+#[derive(Clone)]
+pub struct SessionService<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S> std::fmt::Debug for SessionService<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionService").finish_non_exhaustive()
+    }
+}
+
+impl<S> SessionService<S> {
+    pub(crate) fn new(inner: S, shared: Arc<Shared>) -> Self {
+        Self { inner, shared }
+    }
+}
+
+/// The future of [`SessionService`]: the inner call, then the save.
+pub type ResponseFuture<E> = Pin<Box<dyn Future<Output = Result<Response, E>> + Send>>;
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for SessionService<S>
+where
+    S: Service<Request<ReqBody>, Response = axum::http::Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send,
+    ReqBody: Send + 'static,
+    ResBody: HttpBody<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Error>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        let shared = Arc::clone(&self.shared);
+        let cookie = SessionCookie::find(request.headers(), &shared.config.cookie_name);
+        if cookie == SessionCookie::Ambiguous {
+            tracing::warn!("request carries more than one session cookie; treated as none");
+        }
+        let session = Session::new(
+            shared.store.clone(),
+            Arc::clone(&shared.config),
+            cookie.value(),
+            cookie != SessionCookie::Absent,
+        );
+        request.extensions_mut().insert(session.clone());
+
+        // The service that was polled ready must be the one called; keep a fresh clone for the next call.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move {
+            let response = inner.call(request).await?;
+            Ok(finish(response.map(Body::new), &session, &shared).await)
+        })
+    }
+}
+
+/// Saves the session unless the handler failed, and turns a failed save into an error response:
+/// the client is never told that something succeeded when its session change was not stored.
+async fn finish(mut response: Response, session: &Session, shared: &Shared) -> Response {
+    let skip_save = response.status().is_server_error() && !shared.config.save_on_server_error;
+    let mut cookie = None;
+    if !skip_save {
+        match session.commit().await {
+            Ok(update) => cookie = update,
+            Err(error) => {
+                match error.status().is_server_error() {
+                    true => tracing::error!(key = session.id_prefix(), %error, "session save failed"),
+                    false => tracing::debug!(key = session.id_prefix(), %error, "session save refused"),
+                }
+                response = error.into_response();
+            }
+        }
+    }
+    if let (Some(handler), Some(ErrorResponse(error))) =
+        (&shared.error_handler, response.extensions().get::<ErrorResponse>().cloned())
+    {
+        response = handler(&error);
+    }
+    if let Some(update) = cookie {
+        let cookie = match update {
+            CookieUpdate::Set(cookie) | CookieUpdate::Remove(cookie) => cookie,
+        };
+        if let Ok(value) = HeaderValue::try_from(cookie.encoded().to_string()) {
+            let headers = response.headers_mut();
+            headers.append(SET_COOKIE, value);
+            // A response that hands out or revokes a session id must never be cached.
+            headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        }
+    }
+    response
+}
+
+/// The session cookie as found among the request's `Cookie` headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SessionCookie<'a> {
+    Absent,
+    Present(&'a str),
+    /// Sent more than once: which one the browser meant cannot be known, so neither is used.
+    Ambiguous,
+}
+
+impl<'a> SessionCookie<'a> {
+    fn find(headers: &'a HeaderMap, name: &str) -> Self {
+        let mut found = Self::Absent;
+        let pairs = headers
+            .get_all(COOKIE)
+            .iter()
+            .filter_map(|header| header.to_str().ok())
+            .flat_map(|header| header.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='));
+        for (cookie_name, value) in pairs {
+            if cookie_name.trim() == name {
+                found = match found {
+                    Self::Absent => Self::Present(value.trim()),
+                    _ => return Self::Ambiguous,
+                };
+            }
+        }
+        found
+    }
+
+    fn value(self) -> Option<&'a str> {
+        match self {
+            Self::Present(value) => Some(value),
+            Self::Absent | Self::Ambiguous => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(values: &[&[u8]]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for value in values {
+            map.append(COOKIE, HeaderValue::from_bytes(value).unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn finds_the_named_cookie_among_others() {
+        let map = headers(&[b"a=1; sid=abc ; b=2"]);
+        assert_eq!(SessionCookie::find(&map, "sid"), SessionCookie::Present("abc"));
+        assert_eq!(SessionCookie::find(&map, "other"), SessionCookie::Absent);
+    }
+
+    #[test]
+    fn a_cookie_sent_twice_is_ambiguous_even_across_headers() {
+        assert_eq!(SessionCookie::find(&headers(&[b"sid=a; sid=b"]), "sid"), SessionCookie::Ambiguous);
+        assert_eq!(SessionCookie::find(&headers(&[b"sid=a", b"sid=b"]), "sid"), SessionCookie::Ambiguous);
+    }
+
+    #[test]
+    fn non_utf8_headers_are_skipped() {
+        let map = headers(&[b"sid=\xff\xfe", b"x=1"]);
+        assert_eq!(SessionCookie::find(&map, "sid"), SessionCookie::Absent);
+    }
+}

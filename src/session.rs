@@ -1,0 +1,501 @@
+//! The session handle: a lazily loaded snapshot plus the delta this request records, and the commit
+//! that turns them into one store write at the end of the request.
+
+use std::fmt;
+use std::mem;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use cookie::Cookie;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::OnceCell;
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::id::{KeyId, Token};
+use crate::store::{Changes, Loaded, SaveMode, Saved, SessionStore, FLASH_PREFIX, RESERVED_PREFIX};
+
+/// Attempts at a fresh id before giving up; a collision among 122-bit ids means a broken RNG.
+const CREATE_ATTEMPTS: usize = 3;
+
+/// The current request's session, handed to handlers by its extractor.
+///
+/// It is a cheap handle: clones share one state. The first read loads the session from the store
+/// (one round trip, which also rolls its idle timeout); later reads are served from memory. Writes
+/// are recorded and saved in one atomic round trip after the handler returns, and only the keys
+/// that changed are written, so concurrent requests that change different keys both keep theirs.
+///
+/// # Examples
+///
+/// ```
+/// use axum_redis_session::{Error, Session};
+///
+/// async fn counter(session: Session) -> Result<String, Error> {
+///     let n: u64 = session.get("count").await?.unwrap_or(0);
+///     session.insert("count", n + 1).await?;
+///     Ok((n + 1).to_string())
+/// }
+/// ```
+#[derive(Clone)]
+pub struct Session {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: SessionStore,
+    config: Arc<Config>,
+    /// The well-formed token the request's cookie carried, with its key id.
+    incoming: Option<(Token, KeyId)>,
+    /// Whether the request carried a session cookie at all, valid or not.
+    had_cookie: bool,
+    /// `Some(None)` once a load found no live session under the incoming id.
+    loaded: OnceCell<Option<Loaded>>,
+    pending: Mutex<Pending>,
+}
+
+/// What must happen at the end of the request, beyond the field changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Intent {
+    Keep,
+    /// Move the session to a fresh id.
+    Cycle,
+    /// Delete the session; changes recorded afterwards start a new one.
+    Destroy,
+    /// Already deleted from the store (logout everywhere); only the cookie remains to be removed.
+    Destroyed,
+}
+
+#[derive(Debug)]
+struct Pending {
+    changes: Changes,
+    intent: Intent,
+}
+
+/// What the response must tell the browser about the session cookie.
+#[derive(Debug)]
+pub(crate) enum CookieUpdate {
+    Set(Cookie<'static>),
+    Remove(Cookie<'static>),
+}
+
+impl fmt::Debug for Session {
+    // Never prints the token or the session's data.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("id_prefix", &self.id_prefix())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    pub(crate) fn new(store: SessionStore, config: Arc<Config>, cookie: Option<&str>, had_cookie: bool) -> Self {
+        let incoming = cookie
+            .and_then(Token::parse)
+            .map(|token| {
+                let key = token.key_id(config.hash_ids);
+                (token, key)
+            });
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                config,
+                incoming,
+                had_cookie,
+                loaded: OnceCell::new(),
+                pending: Mutex::new(Pending {
+                    changes: Changes::default(),
+                    intent: Intent::Keep,
+                }),
+            }),
+        }
+    }
+
+    fn pending(&self) -> MutexGuard<'_, Pending> {
+        // Each critical section leaves `Pending` consistent, so a poisoned lock is still usable.
+        self.inner.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Reads the value stored under `key`, or `None`.
+    ///
+    /// A value that does not deserialize as `T` is [`Error::Corrupt`] for this read only.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # async fn handler(session: axum_redis_session::Session) -> Result<(), axum_redis_session::Error> {
+    /// let cart: Vec<String> = session.get("cart").await?.unwrap_or_default();
+    /// # Ok(()) }
+    /// ```
+    pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
+        check_user_key(key)?;
+        self.read_field(key).await?.map(|json| decode(key, &json)).transpose()
+    }
+
+    /// Stores `value` under `key`, replacing what was there. Saved when the request ends.
+    ///
+    /// Keys starting with `$` are reserved for the crate ([`Error::ReservedKey`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # async fn handler(session: axum_redis_session::Session) -> Result<(), axum_redis_session::Error> {
+    /// session.insert("theme", "dark").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn insert<T: Serialize>(&self, key: &str, value: T) -> Result<(), Error> {
+        check_user_key(key)?;
+        self.write_field(key, &value)
+    }
+
+    /// Removes `key`. Saved when the request ends; needs no read of the session.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # async fn handler(session: axum_redis_session::Session) -> Result<(), axum_redis_session::Error> {
+    /// session.remove("cart").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn remove(&self, key: &str) -> Result<(), Error> {
+        check_user_key(key)?;
+        self.pending().changes.fields.insert(key.to_owned(), None);
+        Ok(())
+    }
+
+    /// Removes every key (and pending flash value), keeping the session, its id and its user.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # async fn handler(session: axum_redis_session::Session) {
+    /// session.clear().await;
+    /// # }
+    /// ```
+    pub async fn clear(&self) {
+        let mut pending = self.pending();
+        pending.changes.clear = true;
+        pending.changes.fields.clear();
+    }
+
+    /// Stores a flash value: readable once, by [`take_flash`](Self::take_flash) on a later request.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # async fn handler(session: axum_redis_session::Session) -> Result<(), axum_redis_session::Error> {
+    /// session.flash("notice", "Saved.").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn flash<T: Serialize>(&self, key: &str, value: T) -> Result<(), Error> {
+        self.write_field(&format!("{FLASH_PREFIX}{key}"), &value)
+    }
+
+    /// Reads a flash value and removes it, so it is seen once.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # async fn handler(session: axum_redis_session::Session) -> Result<(), axum_redis_session::Error> {
+    /// if let Some(notice) = session.take_flash::<String>("notice").await? {
+    ///     println!("{notice}");
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn take_flash<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
+        let field = format!("{FLASH_PREFIX}{key}");
+        let Some(json) = self.read_field(&field).await? else {
+            return Ok(None);
+        };
+        self.pending().changes.fields.insert(field, None);
+        decode(key, &json).map(Some)
+    }
+
+    /// The user this session is bound to, if any (see [`bind_user`](Self::bind_user)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # async fn handler(session: axum_redis_session::Session) -> Result<(), axum_redis_session::Error> {
+    /// let signed_in = session.user().await?.is_some();
+    /// # Ok(()) }
+    /// ```
+    pub async fn user(&self) -> Result<Option<String>, Error> {
+        if let Some(user) = self.pending().changes.user.clone() {
+            return Ok(Some(user));
+        }
+        Ok(self.load().await?.and_then(|loaded| loaded.user.clone()))
+    }
+
+    /// Binds the session to a user id, so [`destroy_everywhere`](Self::destroy_everywhere) can find
+    /// it. Call it at login together with [`cycle_id`](Self::cycle_id).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn login(session: axum_redis_session::Session) {
+    /// session.bind_user("alice");
+    /// session.cycle_id();
+    /// # }
+    /// ```
+    pub fn bind_user(&self, user: impl Into<String>) {
+        self.pending().changes.user = Some(user.into());
+    }
+
+    /// Moves the session to a fresh id at the end of the request; the old id stops working at once.
+    /// Do this on login and on any change of privilege, against session fixation.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn login(session: axum_redis_session::Session) {
+    /// session.cycle_id();
+    /// # }
+    /// ```
+    pub fn cycle_id(&self) {
+        let mut pending = self.pending();
+        if pending.intent == Intent::Keep {
+            pending.intent = Intent::Cycle;
+        }
+    }
+
+    /// Deletes the session at the end of the request and removes its cookie. Reads afterwards see
+    /// an empty session; values inserted afterwards start a new session with a new id.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn logout(session: axum_redis_session::Session) {
+    /// session.destroy();
+    /// # }
+    /// ```
+    pub fn destroy(&self) {
+        let mut pending = self.pending();
+        if pending.intent != Intent::Destroyed {
+            pending.intent = Intent::Destroy;
+        }
+        pending.changes = Changes {
+            clear: true,
+            ..Changes::default()
+        };
+    }
+
+    /// Deletes every session of this session's user now, this one included ("log out everywhere").
+    /// Returns the user, or `None` (and deletes nothing) when the session is bound to no user.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # async fn handler(session: axum_redis_session::Session) -> Result<(), axum_redis_session::Error> {
+    /// if session.destroy_everywhere().await?.is_none() {
+    ///     // not logged in
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn destroy_everywhere(&self) -> Result<Option<String>, Error> {
+        let Some(user) = self.user().await? else {
+            return Ok(None);
+        };
+        self.inner.store.destroy_user(&user, &self.inner.config).await?;
+        self.destroy();
+        self.pending().intent = Intent::Destroyed;
+        tracing::debug!(key = self.id_prefix(), "destroyed every session of the user");
+        Ok(Some(user))
+    }
+
+    /// A short prefix of the store-side key id, safe to log; `None` when the request carried no
+    /// session cookie. It is never the token itself.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn handler(session: axum_redis_session::Session) {
+    /// tracing::info!(session = session.id_prefix(), "checkout");
+    /// # }
+    /// ```
+    pub fn id_prefix(&self) -> Option<&str> {
+        self.inner.incoming.as_ref().map(|(_, key)| key.log_prefix())
+    }
+
+    fn write_field<T: Serialize>(&self, field: &str, value: &T) -> Result<(), Error> {
+        let json = serde_json::to_string(value).map_err(|source| Error::Serialize {
+            key: field.to_owned(),
+            source,
+        })?;
+        self.pending().changes.fields.insert(field.to_owned(), Some(json));
+        Ok(())
+    }
+
+    /// A field's JSON text, from this request's changes when it has any, else from the store.
+    async fn read_field(&self, field: &str) -> Result<Option<String>, Error> {
+        {
+            let pending = self.pending();
+            if let Some(change) = pending.changes.fields.get(field) {
+                return Ok(change.clone());
+            }
+            if pending.changes.clear {
+                return Ok(None);
+            }
+        }
+        Ok(self.load().await?.and_then(|loaded| loaded.fields.get(field).cloned()))
+    }
+
+    /// Loads the session once per request; concurrent callers share the one load.
+    async fn load(&self) -> Result<Option<&Loaded>, Error> {
+        let Some((_, key)) = &self.inner.incoming else {
+            return Ok(None);
+        };
+        let loaded = self
+            .inner
+            .loaded
+            .get_or_try_init(|| async {
+                let loaded = self.inner.store.load(key, &self.inner.config).await?;
+                match &loaded {
+                    Some(l) => tracing::debug!(key = key.log_prefix(), touched = l.touched, "session loaded"),
+                    None => tracing::debug!(key = key.log_prefix(), "no live session under the cookie's id"),
+                }
+                Ok::<_, Error>(loaded)
+            })
+            .await?;
+        Ok(loaded.as_ref())
+    }
+
+    /// Writes what this request changed, in one store round trip, and says what the cookie must
+    /// become. Called by the layer once the handler has produced its response.
+    pub(crate) async fn commit(&self) -> Result<Option<CookieUpdate>, Error> {
+        let (changes, intent) = {
+            let mut pending = self.pending();
+            (mem::take(&mut pending.changes), mem::replace(&mut pending.intent, Intent::Keep))
+        };
+        let config = &self.inner.config;
+        // The session this request is attached to, unless a load showed that none lives under the id.
+        let existing = match self.inner.loaded.get() {
+            Some(None) => None,
+            _ => self.inner.incoming.as_ref(),
+        };
+        let has_data = !changes.fields.is_empty() || changes.user.is_some();
+
+        if matches!(intent, Intent::Destroy | Intent::Destroyed) {
+            if let (Intent::Destroy, Some((_, key))) = (intent, existing) {
+                self.inner.store.destroy(key, config).await?;
+                tracing::debug!(key = key.log_prefix(), "session destroyed");
+            }
+            if has_data {
+                return self.create(&changes).await.map(Some);
+            }
+            return Ok(self.inner.had_cookie.then(|| CookieUpdate::Remove(config.removal_cookie())));
+        }
+
+        let Some((token, key)) = existing else {
+            return if has_data {
+                self.create(&changes).await.map(Some)
+            } else {
+                Ok(None)
+            };
+        };
+
+        if intent == Intent::Cycle {
+            for _ in 0..CREATE_ATTEMPTS {
+                let fresh = Token::generate();
+                let fresh_key = fresh.key_id(config.hash_ids);
+                let mode = SaveMode::Cycle { from: key };
+                match self.inner.store.save(&fresh_key, mode, &changes, config).await? {
+                    Saved::Written { ttl_ms } => {
+                        tracing::debug!(from = key.log_prefix(), to = fresh_key.log_prefix(), "session id cycled");
+                        return Ok(Some(CookieUpdate::Set(session_cookie(config, &fresh, ttl_ms))));
+                    }
+                    Saved::Collision => continue,
+                    Saved::Gone => return self.gone(&changes, has_data).await,
+                    Saved::TooLarge => return Err(too_large(config)),
+                }
+            }
+            return Err(exhausted());
+        }
+
+        if changes.is_empty() {
+            // A read-only request: a rolling persistent cookie follows the TTL the load just rolled.
+            let touched = self.inner.loaded.get().and_then(Option::as_ref).filter(|l| l.touched);
+            return Ok(touched
+                .filter(|_| config.persistent)
+                .map(|loaded| CookieUpdate::Set(session_cookie(config, token, loaded.ttl_ms))));
+        }
+
+        match self.inner.store.save(key, SaveMode::Update, &changes, config).await? {
+            Saved::Written { ttl_ms } => {
+                tracing::debug!(key = key.log_prefix(), fields = changes.fields.len(), "session saved");
+                Ok(config
+                    .persistent
+                    .then(|| CookieUpdate::Set(session_cookie(config, token, ttl_ms))))
+            }
+            Saved::Gone => self.gone(&changes, has_data).await,
+            Saved::TooLarge => Err(too_large(config)),
+            Saved::Collision => Err(exhausted()),
+        }
+    }
+
+    /// The session vanished before its save. If this request read it, its changes were computed from
+    /// a session that has since been destroyed or expired: refuse them rather than bring it back. If
+    /// it never read it, the cookie's id was simply unknown: start a new session with the changes.
+    async fn gone(&self, changes: &Changes, has_data: bool) -> Result<Option<CookieUpdate>, Error> {
+        if self.inner.loaded.get().is_some() {
+            tracing::debug!(key = self.id_prefix(), "session ended during the request; changes refused");
+            return Err(Error::Ended);
+        }
+        if has_data {
+            self.create(changes).await.map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Writes a new session under a fresh id that is not taken.
+    async fn create(&self, changes: &Changes) -> Result<CookieUpdate, Error> {
+        let config = &self.inner.config;
+        for _ in 0..CREATE_ATTEMPTS {
+            let token = Token::generate();
+            let key = token.key_id(config.hash_ids);
+            match self.inner.store.save(&key, SaveMode::New, changes, config).await? {
+                Saved::Written { ttl_ms } => {
+                    tracing::debug!(key = key.log_prefix(), "session created");
+                    return Ok(CookieUpdate::Set(session_cookie(config, &token, ttl_ms)));
+                }
+                Saved::Collision => tracing::warn!("fresh session id collided; retrying"),
+                Saved::TooLarge => return Err(too_large(config)),
+                Saved::Gone => return Err(exhausted()),
+            }
+        }
+        Err(exhausted())
+    }
+}
+
+fn session_cookie(config: &Config, token: &Token, ttl_ms: i64) -> Cookie<'static> {
+    config.cookie(token.as_str().to_owned(), Some(time::Duration::milliseconds(ttl_ms)))
+}
+
+fn too_large(config: &Config) -> Error {
+    Error::TooLarge {
+        limit: config.max_bytes,
+    }
+}
+
+/// Three fresh 122-bit ids all taken: the random source is broken, so refuse to write.
+fn exhausted() -> Error {
+    Error::Store(fred::error::Error::new(
+        fred::error::ErrorKind::Unknown,
+        "no free session id after repeated attempts",
+    ))
+}
+
+fn check_user_key(key: &str) -> Result<(), Error> {
+    if key.starts_with(RESERVED_PREFIX) {
+        Err(Error::ReservedKey(key.to_owned()))
+    } else {
+        Ok(())
+    }
+}
+
+fn decode<T: DeserializeOwned>(key: &str, json: &str) -> Result<T, Error> {
+    serde_json::from_str(json).map_err(|source| Error::Corrupt {
+        key: key.to_owned(),
+        source,
+    })
+}

@@ -1,0 +1,223 @@
+//! An in-process store with the Redis store's semantics, for local runs and tests. Sessions are not
+//! shared between processes and do not survive a restart.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::{is_metadata, Changes, Loaded, SaveMode, Saved, CREATED_FIELD, DEADLINE_FIELD, USER_FIELD};
+use crate::config::Config;
+use crate::id::KeyId;
+
+/// Sessions kept in this process's memory.
+///
+/// # Examples
+///
+/// ```
+/// use axum_redis_session::{MemoryStore, SessionLayer};
+///
+/// let layer = SessionLayer::new(MemoryStore::default());
+/// ```
+#[derive(Clone, Default)]
+pub struct MemoryStore {
+    state: Arc<Mutex<State>>,
+}
+
+#[derive(Default)]
+struct State {
+    sessions: HashMap<String, Record>,
+    /// User id to the key ids bound to it, with their expiry (unix ms).
+    users: HashMap<String, HashMap<String, i64>>,
+    /// Expired sessions are swept once the map grows past this.
+    sweep_at: usize,
+}
+
+struct Record {
+    /// All hash fields, metadata included, exactly as the Redis store lays them out.
+    fields: HashMap<String, String>,
+    expires_at: i64,
+}
+
+impl Record {
+    fn deadline(&self) -> Option<i64> {
+        self.fields.get(DEADLINE_FIELD).and_then(|d| d.parse().ok())
+    }
+}
+
+impl fmt::Debug for MemoryStore {
+    // Session contents stay out of logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("sessions", &self.lock().sessions.len())
+            .finish()
+    }
+}
+
+fn now_ms() -> i64 {
+    let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl MemoryStore {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Every update below is completed before the guard drops, so a poisoned map is consistent.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn load(&self, key: &KeyId, config: &Config) -> Option<Loaded> {
+        let now = now_ms();
+        let mut state = self.lock();
+        let record = state.live(key.as_str(), now)?;
+        let deadline = record.deadline();
+        let mut ttl = record.expires_at - now;
+        let mut touched = false;
+        if ttl < config.touch_below_ms() {
+            let new_ttl = deadline.map_or(config.idle_ms(), |d| config.idle_ms().min(d - now));
+            if new_ttl > ttl {
+                record.expires_at = now + new_ttl;
+                ttl = new_ttl;
+                touched = true;
+            }
+        }
+        let fields = record.fields.clone();
+        if touched {
+            if let Some(user) = fields.get(USER_FIELD) {
+                state.index(user, key.as_str(), now + ttl);
+            }
+        }
+        Some(Loaded::from_hash(fields, ttl, touched))
+    }
+
+    pub(crate) fn save(&self, key: &KeyId, mode: SaveMode<'_>, changes: &Changes, config: &Config) -> Saved {
+        let now = now_ms();
+        let mut state = self.lock();
+        if !matches!(mode, SaveMode::Update) && state.live(key.as_str(), now).is_some() {
+            return Saved::Collision;
+        }
+        let source = match mode {
+            SaveMode::New => None,
+            SaveMode::Update => Some(key),
+            SaveMode::Cycle { from } => Some(from),
+        };
+        let (mut fields, old_size) = match source {
+            None => {
+                let mut fields = HashMap::from([(CREATED_FIELD.to_owned(), now.to_string())]);
+                if let Some(absolute) = config.absolute_ms() {
+                    fields.insert(DEADLINE_FIELD.to_owned(), (now + absolute).to_string());
+                }
+                (fields, 0)
+            }
+            Some(source) => match state.live(source.as_str(), now) {
+                Some(record) => (record.fields.clone(), size_of(&record.fields)),
+                None => return Saved::Gone,
+            },
+        };
+        let old_user = fields.get(USER_FIELD).cloned();
+
+        if changes.clear {
+            fields.retain(|field, _| is_metadata(field));
+        }
+        for (field, value) in &changes.fields {
+            match value {
+                Some(value) => fields.insert(field.clone(), value.clone()),
+                None => fields.remove(field),
+            };
+        }
+        if let Some(user) = &changes.user {
+            fields.insert(USER_FIELD.to_owned(), user.clone());
+        }
+        let size = size_of(&fields);
+        if size > config.max_bytes && size > old_size {
+            return Saved::TooLarge;
+        }
+
+        let deadline = fields.get(DEADLINE_FIELD).and_then(|d| d.parse::<i64>().ok());
+        let ttl = deadline.map_or(config.idle_ms(), |d| config.idle_ms().min(d - now));
+        if let Some(source) = source {
+            state.sessions.remove(source.as_str());
+            if let Some(old_user) = &old_user {
+                state.unindex(old_user, source.as_str());
+            }
+        }
+        let user = fields.get(USER_FIELD).cloned();
+        state.sessions.insert(
+            key.as_str().to_owned(),
+            Record {
+                fields,
+                expires_at: now + ttl,
+            },
+        );
+        if let Some(user) = user {
+            state.index(&user, key.as_str(), now + ttl);
+        }
+        state.sweep(now);
+        Saved::Written { ttl_ms: ttl }
+    }
+
+    pub(crate) fn destroy(&self, key: &KeyId, _config: &Config) {
+        let mut state = self.lock();
+        if let Some(record) = state.sessions.remove(key.as_str()) {
+            if let Some(user) = record.fields.get(USER_FIELD) {
+                state.unindex(user, key.as_str());
+            }
+        }
+    }
+
+    pub(crate) fn destroy_user(&self, user: &str, _config: &Config) {
+        let mut state = self.lock();
+        for key in state.users.remove(user).unwrap_or_default().into_keys() {
+            state.sessions.remove(&key);
+        }
+    }
+}
+
+impl State {
+    /// The session under `key` if it is still alive; an expired one is dropped on the way.
+    fn live(&mut self, key: &str, now: i64) -> Option<&mut Record> {
+        let expired = self
+            .sessions
+            .get(key)
+            .is_some_and(|record| record.expires_at <= now || record.deadline().is_some_and(|d| d <= now));
+        if expired {
+            if let Some(user) = self.sessions.remove(key).and_then(|r| r.fields.get(USER_FIELD).cloned()) {
+                self.unindex(&user, key);
+            }
+        }
+        self.sessions.get_mut(key)
+    }
+
+    fn index(&mut self, user: &str, key: &str, expires_at: i64) {
+        self.users
+            .entry(user.to_owned())
+            .or_default()
+            .insert(key.to_owned(), expires_at);
+    }
+
+    fn unindex(&mut self, user: &str, key: &str) {
+        if let Some(keys) = self.users.get_mut(user) {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.users.remove(user);
+            }
+        }
+    }
+
+    /// Drops expired sessions once the map has doubled since the last sweep, so memory stays bounded
+    /// at an amortised constant cost per save.
+    fn sweep(&mut self, now: i64) {
+        if self.sessions.len() < self.sweep_at {
+            return;
+        }
+        self.sessions.retain(|_, record| record.expires_at > now);
+        for keys in self.users.values_mut() {
+            keys.retain(|_, expires_at| *expires_at > now);
+        }
+        self.users.retain(|_, keys| !keys.is_empty());
+        self.sweep_at = (self.sessions.len() * 2).max(1024);
+    }
+}
+
+fn size_of(fields: &HashMap<String, String>) -> usize {
+    fields.iter().map(|(field, value)| field.len() + value.len()).sum()
+}

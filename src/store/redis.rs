@@ -1,0 +1,309 @@
+//! The Redis store: the only file that knows a Redis command.
+//!
+//! Layout: one hash per session at `{prefix}{key id}`, one field per session key holding that value's
+//! JSON text, crate metadata under `$`-prefixed fields, and a sorted set `{prefix}user:{id}` of key ids
+//! scored by expiry for each user a session is bound to. Every read and write is one Lua script run
+//! by `EVALSHA` (falling back to `EVAL` once the server has forgotten it), under a command timeout.
+
+use std::fmt;
+use std::sync::LazyLock;
+
+use fred::clients::{Client, Pool};
+use fred::error::{Error as FredError, ErrorKind};
+use fred::interfaces::{ClientLike, KeysInterface, LuaInterface, SortedSetsInterface};
+use fred::types::config::{Config as FredConfig, Options, ReconnectPolicy};
+use fred::types::scripts::Script;
+use fred::types::{Builder, Value};
+
+use super::{Changes, Loaded, SaveMode, Saved};
+use crate::config::Config;
+use crate::error::Error;
+use crate::id::KeyId;
+
+static LOAD: LazyLock<Script> = LazyLock::new(|| Script::from_lua(include_str!("load.lua")));
+static SAVE: LazyLock<Script> = LazyLock::new(|| Script::from_lua(include_str!("save.lua")));
+static DESTROY: LazyLock<Script> = LazyLock::new(|| Script::from_lua(include_str!("destroy.lua")));
+
+/// Connections a store opens itself from a URL: enough to keep two cores busy without one
+/// connection's reader becoming the bottleneck.
+const POOL_SIZE: usize = 2;
+
+/// A session store on Redis (or Valkey), over a `fred` client or pool you may already have.
+///
+/// # Examples
+///
+/// ```no_run
+/// use axum_redis_session::{RedisStore, SessionLayer};
+///
+/// # async fn run() -> Result<(), axum_redis_session::Error> {
+/// let store = RedisStore::connect("redis://127.0.0.1:6379").await?;
+/// let layer = SessionLayer::new(store);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RedisStore {
+    connection: Connection,
+}
+
+#[derive(Clone)]
+enum Connection {
+    Client(Client),
+    Pool(Pool),
+}
+
+impl fmt::Debug for RedisStore {
+    // fred's own Debug would print the server configuration, which may hold a password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.connection {
+            Connection::Client(_) => "client",
+            Connection::Pool(_) => "pool",
+        };
+        f.debug_struct("RedisStore").field("connection", &kind).finish()
+    }
+}
+
+impl RedisStore {
+    /// Connects to the server(s) named by a URL in fred's syntax (`redis://host:port/db`,
+    /// `rediss://…`, `redis-cluster://…`, `redis-sentinel://…`).
+    ///
+    /// Returns at once without waiting for the server: an application may start before Redis
+    /// does, answers 503 on session routes meanwhile, and the connection keeps retrying in the
+    /// background. Fails only for a URL that does not parse.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), axum_redis_session::Error> {
+    /// let store = axum_redis_session::RedisStore::connect("redis://127.0.0.1:6379/0").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect(url: &str) -> Result<Self, Error> {
+        let config = FredConfig::from_url(url).map_err(Error::Store)?;
+        let pool = Builder::from_config(config)
+            // max_attempts 0: keep reconnecting for as long as the application runs.
+            .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
+            .with_connection_config(|connection| {
+                connection.connection_timeout = std::time::Duration::from_secs(2);
+                connection.internal_command_timeout = std::time::Duration::from_secs(2);
+            })
+            .build_pool(POOL_SIZE)
+            .map_err(Error::Store)?;
+        // The connection tasks run in the background; nothing here waits for the server.
+        drop(pool.connect_pool());
+        Ok(Self::from_pool(pool))
+    }
+
+    /// Uses a fred client you have built and connected yourself.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use axum_redis_session::fred::prelude::*;
+    /// use axum_redis_session::RedisStore;
+    ///
+    /// # async fn run() -> Result<(), axum_redis_session::fred::error::Error> {
+    /// let client = Builder::from_config(Config::from_url("redis://127.0.0.1:6379")?).build()?;
+    /// client.init().await?;
+    /// let store = RedisStore::from_client(client);
+    /// # Ok(()) }
+    /// ```
+    pub fn from_client(client: Client) -> Self {
+        Self {
+            connection: Connection::Client(client),
+        }
+    }
+
+    /// Uses a fred pool you have built and connected yourself; each command takes the next client.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use axum_redis_session::fred::prelude::*;
+    /// use axum_redis_session::RedisStore;
+    ///
+    /// # async fn run() -> Result<(), axum_redis_session::fred::error::Error> {
+    /// let pool = Builder::from_config(Config::from_url("redis://127.0.0.1:6379")?).build_pool(4)?;
+    /// pool.init().await?;
+    /// let store = RedisStore::from_pool(pool);
+    /// # Ok(()) }
+    /// ```
+    pub fn from_pool(pool: Pool) -> Self {
+        Self {
+            connection: Connection::Pool(pool),
+        }
+    }
+
+    fn client(&self) -> &Client {
+        match &self.connection {
+            Connection::Client(client) => client,
+            Connection::Pool(pool) => pool.next(),
+        }
+    }
+
+    pub(crate) async fn load(&self, key: &KeyId, config: &Config) -> Result<Option<Loaded>, Error> {
+        let args = vec![
+            Value::from(config.idle_ms()),
+            Value::from(config.touch_below_ms()),
+            Value::from(config.key_prefix.as_str()),
+            Value::from(key.as_str()),
+        ];
+        // A load may be retried after a dropped connection: reading and rolling a TTL twice is harmless.
+        let options = Options {
+            timeout: Some(config.command_timeout),
+            ..Options::default()
+        };
+        let reply = self.run(&LOAD, vec![session_key(config, key)], args, &options).await?;
+        let Value::Array(reply) = reply else {
+            return Ok(None);
+        };
+        let mut reply = reply.into_iter();
+        let (Some(ttl), Some(touched), Some(Value::Array(flat))) = (reply.next(), reply.next(), reply.next())
+        else {
+            return Err(unexpected_reply("load"));
+        };
+        let mut flat = flat.into_iter();
+        let mut hash = Vec::with_capacity(flat.len() / 2);
+        while let (Some(field), Some(value)) = (flat.next(), flat.next()) {
+            match (field.into_string(), value.into_string()) {
+                (Some(field), Some(value)) => hash.push((field, value)),
+                _ => return Err(unexpected_reply("load")),
+            }
+        }
+        Ok(Some(Loaded::from_hash(
+            hash,
+            ttl.as_i64().unwrap_or(0),
+            touched.as_i64() == Some(1),
+        )))
+    }
+
+    pub(crate) async fn save(
+        &self,
+        key: &KeyId,
+        mode: SaveMode<'_>,
+        changes: &Changes,
+        config: &Config,
+    ) -> Result<Saved, Error> {
+        let (mode_name, source) = match mode {
+            SaveMode::New => ("new", None),
+            SaveMode::Update => ("update", None),
+            SaveMode::Cycle { from } => ("cycle", Some(from)),
+        };
+        let mut keys = vec![session_key(config, key)];
+        keys.extend(source.map(|from| session_key(config, from)));
+
+        let sets: Vec<(&String, &String)> = changes
+            .fields
+            .iter()
+            .filter_map(|(field, value)| value.as_ref().map(|value| (field, value)))
+            .collect();
+        let mut args = Vec::with_capacity(10 + changes.fields.len() * 2);
+        args.extend([
+            Value::from(mode_name),
+            Value::from(config.idle_ms()),
+            config.absolute_ms().map_or_else(|| Value::from(""), Value::from),
+            Value::from(i64::try_from(config.max_bytes).unwrap_or(i64::MAX)),
+            Value::from(config.key_prefix.as_str()),
+            Value::from(key.as_str()),
+            Value::from(source.map_or("", KeyId::as_str)),
+            Value::from(if changes.clear { "1" } else { "0" }),
+            Value::from(changes.user.as_deref().unwrap_or("")),
+            Value::from(sets.len() as i64),
+        ]);
+        for (field, value) in sets {
+            args.push(Value::from(field.as_str()));
+            args.push(Value::from(value.as_str()));
+        }
+        for (field, value) in &changes.fields {
+            if value.is_none() {
+                args.push(Value::from(field.as_str()));
+            }
+        }
+
+        let reply = self.run(&SAVE, keys, args, &write_options(config)).await?;
+        let Value::Array(reply) = reply else {
+            return Err(unexpected_reply("save"));
+        };
+        let status = reply.first().and_then(Value::as_str);
+        match status.as_deref() {
+            Some("ok") => Ok(Saved::Written {
+                ttl_ms: reply.get(1).and_then(Value::as_i64).unwrap_or(0),
+            }),
+            Some("gone") => Ok(Saved::Gone),
+            Some("collision") => Ok(Saved::Collision),
+            Some("too_large") => Ok(Saved::TooLarge),
+            _ => Err(unexpected_reply("save")),
+        }
+    }
+
+    pub(crate) async fn destroy(&self, key: &KeyId, config: &Config) -> Result<(), Error> {
+        let args = vec![Value::from(config.key_prefix.as_str()), Value::from(key.as_str())];
+        let keys = vec![session_key(config, key)];
+        self.run(&DESTROY, keys, args, &write_options(config)).await?;
+        Ok(())
+    }
+
+    /// Reads the user's index, then deletes each session with its own single-key command (a cluster
+    /// keeps them on different slots) and only those entries from the index, so a session created
+    /// meanwhile stays indexed.
+    pub(crate) async fn destroy_user(&self, user: &str, config: &Config) -> Result<(), Error> {
+        let index = format!("{}user:{user}", config.key_prefix);
+        let client = self.client().with_options(&write_options(config));
+        let ids: Vec<String> = client
+            .zrange(index.as_str(), 0, -1, None, false, None, false)
+            .await
+            .map_err(Error::Store)?;
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let pipeline = self.client().pipeline();
+        for id in &ids {
+            let _: () = pipeline
+                .del(format!("{}{id}", config.key_prefix))
+                .await
+                .map_err(Error::Store)?;
+        }
+        let _: () = pipeline.zrem(index.as_str(), ids).await.map_err(Error::Store)?;
+        match tokio::time::timeout(config.command_timeout, pipeline.all::<Value>()).await {
+            Ok(result) => result.map(drop).map_err(Error::Store),
+            Err(_) => Err(Error::Store(FredError::new(
+                ErrorKind::Timeout,
+                "logout-everywhere timed out",
+            ))),
+        }
+    }
+
+    /// Runs a script by its hash, sending its text only when the server does not know it yet.
+    async fn run(&self, script: &Script, keys: Vec<String>, args: Vec<Value>, options: &Options) -> Result<Value, Error> {
+        let client = self.client().with_options(options);
+        let result = client.evalsha(script.sha1().clone(), keys.clone(), args.clone()).await;
+        match result {
+            Err(error) if error.details().starts_with("NOSCRIPT") => {
+                let lua = script.lua().cloned().unwrap_or_default();
+                client.eval(lua, keys, args).await
+            }
+            result => result,
+        }
+        .map_err(Error::Store)
+    }
+}
+
+fn session_key(config: &Config, key: &KeyId) -> String {
+    format!("{}{}", config.key_prefix, key.as_str())
+}
+
+/// A write is sent once: replaying it after a dropped connection could report a cycled or created
+/// session as gone or taken. The caller answers 503 instead.
+fn write_options(config: &Config) -> Options {
+    Options {
+        timeout: Some(config.command_timeout),
+        max_attempts: Some(1),
+        ..Options::default()
+    }
+}
+
+fn unexpected_reply(script: &str) -> Error {
+    Error::Store(FredError::new(
+        ErrorKind::Protocol,
+        format!("unexpected reply from the {script} script"),
+    ))
+}
