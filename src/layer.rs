@@ -10,6 +10,7 @@ use tower::Layer;
 
 use crate::config::Config;
 use crate::error::{Error, ErrorHandler};
+use crate::metrics::Metrics;
 use crate::service::SessionService;
 use crate::store::SessionStore;
 
@@ -42,6 +43,7 @@ pub(crate) struct Shared {
     pub(crate) store: SessionStore,
     pub(crate) config: Arc<Config>,
     pub(crate) error_handler: Option<ErrorHandler>,
+    pub(crate) metrics: Metrics,
 }
 
 impl fmt::Debug for SessionLayer {
@@ -68,6 +70,7 @@ impl SessionLayer {
                 store: store.into(),
                 config: Arc::new(Config::default()),
                 error_handler: None,
+                metrics: Metrics::default(),
             }),
         }
     }
@@ -280,6 +283,19 @@ impl SessionLayer {
     pub fn with_error_handler(mut self, handler: impl Fn(&Error) -> Response + Send + Sync + 'static) -> Self {
         Arc::make_mut(&mut self.shared).error_handler = Some(Arc::new(handler));
         self
+    }
+
+    /// The counters of this layer (loads, touches, saves, errors), shared by every service it builds.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let layer = axum_redis_session::SessionLayer::new(axum_redis_session::MemoryStore::default());
+    /// let metrics = layer.metrics();
+    /// // serve `metrics.to_prometheus()` from a route of your own
+    /// ```
+    pub fn metrics(&self) -> Metrics {
+        self.shared.metrics.clone()
     }
 
     /// Checks the settings, naming the first invalid option.

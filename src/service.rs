@@ -13,8 +13,9 @@ use axum::http::header::{CACHE_CONTROL, COOKIE, SET_COOKIE};
 use axum::http::{HeaderMap, HeaderValue, Request};
 use tower::Service;
 
-use crate::error::ErrorResponse;
+use crate::error::{Error, ErrorResponse};
 use crate::layer::Shared;
+use crate::metrics::Event;
 use crate::session::{CookieUpdate, Session};
 
 /// The middleware [`SessionLayer`](crate::SessionLayer) wraps around a service.
@@ -73,12 +74,7 @@ where
         if cookie == SessionCookie::Ambiguous {
             tracing::warn!("request carries more than one session cookie; treated as none");
         }
-        let session = Session::new(
-            shared.store.clone(),
-            Arc::clone(&shared.config),
-            cookie.value(),
-            cookie != SessionCookie::Absent,
-        );
+        let session = Session::new(Arc::clone(&shared), cookie.value(), cookie != SessionCookie::Absent);
         request.extensions_mut().insert(session.clone());
 
         // The service that was polled ready must be the one called; keep a fresh clone for the next call.
@@ -99,19 +95,21 @@ async fn finish(mut response: Response, session: &Session, shared: &Shared) -> R
     if !skip_save {
         match session.commit().await {
             Ok(update) => cookie = update,
-            Err(error) => {
-                match error.status().is_server_error() {
-                    true => tracing::error!(key = session.id_prefix(), %error, "session save failed"),
-                    false => tracing::debug!(key = session.id_prefix(), %error, "session save refused"),
-                }
-                response = error.into_response();
-            }
+            Err(error) => response = error.into_response(),
         }
     }
-    if let (Some(handler), Some(ErrorResponse(error))) =
-        (&shared.error_handler, response.extensions().get::<ErrorResponse>().cloned())
-    {
-        response = handler(&error);
+    // Session errors, whether a handler returned them or the save above failed.
+    if let Some(ErrorResponse(error)) = response.extensions().get::<ErrorResponse>().cloned() {
+        if let Error::Store(_) = *error {
+            shared.metrics.record(Event::StoreError);
+            tracing::error!(key = session.id_prefix(), %error, "session store failed");
+        } else {
+            shared.metrics.record(Event::Refused);
+            tracing::debug!(key = session.id_prefix(), %error, "session request refused");
+        }
+        if let Some(handler) = &shared.error_handler {
+            response = handler(&error);
+        }
     }
     if let Some(update) = cookie {
         let cookie = match update {

@@ -13,7 +13,9 @@ use tokio::sync::OnceCell;
 use crate::config::Config;
 use crate::error::Error;
 use crate::id::{KeyId, Token};
-use crate::store::{Changes, Loaded, SaveMode, Saved, SessionStore, FLASH_PREFIX, RESERVED_PREFIX};
+use crate::layer::Shared;
+use crate::metrics::Event;
+use crate::store::{Changes, Loaded, SaveMode, Saved, FLASH_PREFIX, RESERVED_PREFIX};
 
 /// Attempts at a fresh id before giving up; a collision among 122-bit ids means a broken RNG.
 const CREATE_ATTEMPTS: usize = 3;
@@ -42,8 +44,7 @@ pub struct Session {
 }
 
 struct Inner {
-    store: SessionStore,
-    config: Arc<Config>,
+    shared: Arc<Shared>,
     /// The well-formed token the request's cookie carried, with its key id.
     incoming: Option<(Token, KeyId)>,
     /// Whether the request carried a session cookie at all, valid or not.
@@ -88,17 +89,14 @@ impl fmt::Debug for Session {
 }
 
 impl Session {
-    pub(crate) fn new(store: SessionStore, config: Arc<Config>, cookie: Option<&str>, had_cookie: bool) -> Self {
-        let incoming = cookie
-            .and_then(Token::parse)
-            .map(|token| {
-                let key = token.key_id(config.hash_ids);
-                (token, key)
-            });
+    pub(crate) fn new(shared: Arc<Shared>, cookie: Option<&str>, had_cookie: bool) -> Self {
+        let incoming = cookie.and_then(Token::parse).map(|token| {
+            let key = token.key_id(shared.config.hash_ids);
+            (token, key)
+        });
         Self {
             inner: Arc::new(Inner {
-                store,
-                config,
+                shared,
                 incoming,
                 had_cookie,
                 loaded: OnceCell::new(),
@@ -295,9 +293,10 @@ impl Session {
         let Some(user) = self.user().await? else {
             return Ok(None);
         };
-        self.inner.store.destroy_user(&user, &self.inner.config).await?;
+        self.inner.shared.store.destroy_user(&user, &self.inner.shared.config).await?;
         self.destroy();
         self.pending().intent = Intent::Destroyed;
+        self.record(Event::Destroy);
         tracing::debug!(key = self.id_prefix(), "destroyed every session of the user");
         Ok(Some(user))
     }
@@ -314,6 +313,10 @@ impl Session {
     /// ```
     pub fn id_prefix(&self) -> Option<&str> {
         self.inner.incoming.as_ref().map(|(_, key)| key.log_prefix())
+    }
+
+    fn record(&self, event: Event) {
+        self.inner.shared.metrics.record(event);
     }
 
     fn write_field<T: Serialize>(&self, field: &str, value: &T) -> Result<(), Error> {
@@ -348,7 +351,11 @@ impl Session {
             .inner
             .loaded
             .get_or_try_init(|| async {
-                let loaded = self.inner.store.load(key, &self.inner.config).await?;
+                let loaded = self.inner.shared.store.load(key, &self.inner.shared.config).await?;
+                self.record(Event::Load {
+                    found: loaded.is_some(),
+                    touched: loaded.as_ref().is_some_and(|l| l.touched),
+                });
                 match &loaded {
                     Some(l) => tracing::debug!(key = key.log_prefix(), touched = l.touched, "session loaded"),
                     None => tracing::debug!(key = key.log_prefix(), "no live session under the cookie's id"),
@@ -366,7 +373,7 @@ impl Session {
             let mut pending = self.pending();
             (mem::take(&mut pending.changes), mem::replace(&mut pending.intent, Intent::Keep))
         };
-        let config = &self.inner.config;
+        let config = &self.inner.shared.config;
         // The session this request is attached to, unless a load showed that none lives under the id.
         let existing = match self.inner.loaded.get() {
             Some(None) => None,
@@ -376,7 +383,8 @@ impl Session {
 
         if matches!(intent, Intent::Destroy | Intent::Destroyed) {
             if let (Intent::Destroy, Some((_, key))) = (intent, existing) {
-                self.inner.store.destroy(key, config).await?;
+                self.inner.shared.store.destroy(key, config).await?;
+                self.record(Event::Destroy);
                 tracing::debug!(key = key.log_prefix(), "session destroyed");
             }
             if has_data {
@@ -398,8 +406,9 @@ impl Session {
                 let fresh = Token::generate();
                 let fresh_key = fresh.key_id(config.hash_ids);
                 let mode = SaveMode::Cycle { from: key };
-                match self.inner.store.save(&fresh_key, mode, &changes, config).await? {
+                match self.inner.shared.store.save(&fresh_key, mode, &changes, config).await? {
                     Saved::Written { ttl_ms } => {
+                        self.record(Event::Cycle);
                         tracing::debug!(from = key.log_prefix(), to = fresh_key.log_prefix(), "session id cycled");
                         return Ok(Some(CookieUpdate::Set(session_cookie(config, &fresh, ttl_ms))));
                     }
@@ -419,8 +428,9 @@ impl Session {
                 .map(|loaded| CookieUpdate::Set(session_cookie(config, token, loaded.ttl_ms))));
         }
 
-        match self.inner.store.save(key, SaveMode::Update, &changes, config).await? {
+        match self.inner.shared.store.save(key, SaveMode::Update, &changes, config).await? {
             Saved::Written { ttl_ms } => {
+                self.record(Event::Update);
                 tracing::debug!(key = key.log_prefix(), fields = changes.fields.len(), "session saved");
                 Ok(config
                     .persistent
@@ -449,12 +459,13 @@ impl Session {
 
     /// Writes a new session under a fresh id that is not taken.
     async fn create(&self, changes: &Changes) -> Result<CookieUpdate, Error> {
-        let config = &self.inner.config;
+        let config = &self.inner.shared.config;
         for _ in 0..CREATE_ATTEMPTS {
             let token = Token::generate();
             let key = token.key_id(config.hash_ids);
-            match self.inner.store.save(&key, SaveMode::New, changes, config).await? {
+            match self.inner.shared.store.save(&key, SaveMode::New, changes, config).await? {
                 Saved::Written { ttl_ms } => {
+                    self.record(Event::Create);
                     tracing::debug!(key = key.log_prefix(), "session created");
                     return Ok(CookieUpdate::Set(session_cookie(config, &token, ttl_ms)));
                 }

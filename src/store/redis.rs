@@ -6,6 +6,7 @@
 //! by `EVALSHA` (falling back to `EVAL` once the server has forgotten it), under a command timeout.
 
 use std::fmt;
+use std::future::Future;
 use std::sync::LazyLock;
 
 use fred::clients::{Client, Pool};
@@ -78,7 +79,9 @@ impl RedisStore {
     /// # Ok(()) }
     /// ```
     pub async fn connect(url: &str) -> Result<Self, Error> {
-        let config = FredConfig::from_url(url).map_err(Error::Store)?;
+        let mut config = FredConfig::from_url(url).map_err(Error::Store)?;
+        // Retry a failed first connection under the policy below instead of giving up on it.
+        config.fail_fast = false;
         let pool = Builder::from_config(config)
             // max_attempts 0: keep reconnecting for as long as the application runs.
             .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
@@ -152,7 +155,7 @@ impl RedisStore {
             timeout: Some(config.command_timeout),
             ..Options::default()
         };
-        let reply = self.run(&LOAD, vec![session_key(config, key)], args, &options).await?;
+        let reply = self.run(&LOAD, vec![session_key(config, key)], args, config, &options).await?;
         let Value::Array(reply) = reply else {
             return Ok(None);
         };
@@ -219,7 +222,7 @@ impl RedisStore {
             }
         }
 
-        let reply = self.run(&SAVE, keys, args, &write_options(config)).await?;
+        let reply = self.run(&SAVE, keys, args, config, &write_options(config)).await?;
         let Value::Array(reply) = reply else {
             return Err(unexpected_reply("save"));
         };
@@ -238,7 +241,7 @@ impl RedisStore {
     pub(crate) async fn destroy(&self, key: &KeyId, config: &Config) -> Result<(), Error> {
         let args = vec![Value::from(config.key_prefix.as_str()), Value::from(key.as_str())];
         let keys = vec![session_key(config, key)];
-        self.run(&DESTROY, keys, args, &write_options(config)).await?;
+        self.run(&DESTROY, keys, args, config, &write_options(config)).await?;
         Ok(())
     }
 
@@ -248,10 +251,7 @@ impl RedisStore {
     pub(crate) async fn destroy_user(&self, user: &str, config: &Config) -> Result<(), Error> {
         let index = format!("{}user:{user}", config.key_prefix);
         let client = self.client().with_options(&write_options(config));
-        let ids: Vec<String> = client
-            .zrange(index.as_str(), 0, -1, None, false, None, false)
-            .await
-            .map_err(Error::Store)?;
+        let ids: Vec<String> = bounded(config, client.zrange(index.as_str(), 0, -1, None, false, None, false)).await?;
         if ids.is_empty() {
             return Ok(());
         }
@@ -263,27 +263,38 @@ impl RedisStore {
                 .map_err(Error::Store)?;
         }
         let _: () = pipeline.zrem(index.as_str(), ids).await.map_err(Error::Store)?;
-        match tokio::time::timeout(config.command_timeout, pipeline.all::<Value>()).await {
-            Ok(result) => result.map(drop).map_err(Error::Store),
-            Err(_) => Err(Error::Store(FredError::new(
-                ErrorKind::Timeout,
-                "logout-everywhere timed out",
-            ))),
-        }
+        bounded(config, pipeline.all::<Value>()).await.map(drop)
     }
 
     /// Runs a script by its hash, sending its text only when the server does not know it yet.
-    async fn run(&self, script: &Script, keys: Vec<String>, args: Vec<Value>, options: &Options) -> Result<Value, Error> {
+    async fn run(
+        &self,
+        script: &Script,
+        keys: Vec<String>,
+        args: Vec<Value>,
+        config: &Config,
+        options: &Options,
+    ) -> Result<Value, Error> {
         let client = self.client().with_options(options);
-        let result = client.evalsha(script.sha1().clone(), keys.clone(), args.clone()).await;
-        match result {
-            Err(error) if error.details().starts_with("NOSCRIPT") => {
-                let lua = script.lua().cloned().unwrap_or_default();
-                client.eval(lua, keys, args).await
+        bounded(config, async {
+            match client.evalsha(script.sha1().clone(), keys.clone(), args.clone()).await {
+                Err(error) if error.details().starts_with("NOSCRIPT") => {
+                    let lua = script.lua().cloned().unwrap_or_default();
+                    client.eval(lua, keys, args).await
+                }
+                result => result,
             }
-            result => result,
-        }
-        .map_err(Error::Store)
+        })
+        .await
+    }
+}
+
+/// Bounds a store call by the command timeout even where fred would wait longer, e.g. on a client
+/// whose connection task has ended: a request must get its 503, never hang.
+async fn bounded<T>(config: &Config, call: impl Future<Output = Result<T, FredError>>) -> Result<T, Error> {
+    match tokio::time::timeout(config.command_timeout, call).await {
+        Ok(result) => result.map_err(Error::Store),
+        Err(_) => Err(Error::Store(FredError::new(ErrorKind::Timeout, "session store timed out"))),
     }
 }
 

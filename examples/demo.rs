@@ -1,0 +1,221 @@
+//! The demo service: the HTTP contract that the tests and benchmarks drive.
+//!
+//! Run with: `cargo run --release --example demo` (Redis on 127.0.0.1:6379, e.g. `docker compose up -d
+//! redis`; without one, it falls back to the in-memory store). Environment: `ADDR`, `REDIS_URL`,
+//! `SESSION_TTL_SECS`, `SESSION_ABSOLUTE_SECS`, `SESSION_MAX_BYTES`, `SESSION_PREFIX`,
+//! `SESSION_COOKIE`, `COOKIE_SECURE` (see the README).
+
+use std::env;
+use std::str::FromStr;
+use std::time::Duration as StdDuration;
+
+use axum::extract::{Form, Path};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::Router;
+use axum_redis_session::{Error, MemoryStore, Metrics, RedisStore, Session, SessionLayer, SessionStore};
+use serde::Deserialize;
+use time::Duration;
+
+const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+
+/// The routes of the contract, under `layer`.
+pub fn app(layer: SessionLayer) -> Router {
+    let metrics = layer.metrics();
+    Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .route("/metrics", get(move || render(metrics.clone())))
+        .route("/counter", get(counter))
+        .route("/counter/peek", get(peek))
+        .route("/kv/{key}", put(put_kv).get(get_kv).delete(delete_kv))
+        .route("/login", post(login))
+        .route("/me", get(me))
+        .route("/logout", post(logout))
+        .route("/logout-everywhere", post(logout_everywhere))
+        .route("/flash", post(set_flash).get(take_flash))
+        .layer(layer)
+}
+
+async fn render(metrics: Metrics) -> String {
+    metrics.to_prometheus()
+}
+
+async fn counter(session: Session) -> Result<String, Error> {
+    let count = session.get::<u64>("count").await?.unwrap_or(0) + 1;
+    session.insert("count", count).await?;
+    Ok(count.to_string())
+}
+
+async fn peek(session: Session) -> Result<String, Error> {
+    Ok(session.get::<u64>("count").await?.unwrap_or(0).to_string())
+}
+
+/// A failure of a `/kv` route: a session error, or a key the client may not use.
+enum KvError {
+    Session(Error),
+    /// Keys starting with `$` are the crate's; a client asking for one made a bad request.
+    ReservedKey,
+}
+
+impl From<Error> for KvError {
+    fn from(error: Error) -> Self {
+        Self::Session(error)
+    }
+}
+
+impl IntoResponse for KvError {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Session(error) => error.into_response(),
+            Self::ReservedKey => (StatusCode::BAD_REQUEST, "keys may not start with '$'").into_response(),
+        }
+    }
+}
+
+fn user_key(key: &str) -> Result<&str, KvError> {
+    if key.starts_with('$') {
+        Err(KvError::ReservedKey)
+    } else {
+        Ok(key)
+    }
+}
+
+async fn put_kv(session: Session, Path(key): Path<String>, value: String) -> Result<StatusCode, KvError> {
+    session.insert(user_key(&key)?, value).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn get_kv(session: Session, Path(key): Path<String>) -> Result<Response, KvError> {
+    Ok(match session.get::<String>(user_key(&key)?).await? {
+        Some(value) => value.into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    })
+}
+
+async fn delete_kv(session: Session, Path(key): Path<String>) -> Result<StatusCode, KvError> {
+    session.remove(user_key(&key)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    user: String,
+}
+
+async fn login(session: Session, Form(form): Form<LoginForm>) -> Response {
+    if form.user.is_empty() {
+        return (StatusCode::BAD_REQUEST, "user is required").into_response();
+    }
+    session.bind_user(form.user);
+    session.cycle_id();
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn me(session: Session) -> Result<Response, Error> {
+    Ok(match session.user().await? {
+        Some(user) => user.into_response(),
+        None => StatusCode::UNAUTHORIZED.into_response(),
+    })
+}
+
+async fn logout(session: Session) -> StatusCode {
+    session.destroy();
+    StatusCode::NO_CONTENT
+}
+
+async fn logout_everywhere(session: Session) -> Result<StatusCode, Error> {
+    Ok(match session.destroy_everywhere().await? {
+        Some(_) => StatusCode::NO_CONTENT,
+        None => StatusCode::UNAUTHORIZED,
+    })
+}
+
+#[derive(Deserialize)]
+struct FlashForm {
+    message: String,
+}
+
+async fn set_flash(session: Session, Form(form): Form<FlashForm>) -> Result<StatusCode, Error> {
+    session.flash("message", form.message).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn take_flash(session: Session) -> Result<Response, Error> {
+    Ok(match session.take_flash::<String>("message").await? {
+        Some(message) => message.into_response(),
+        None => StatusCode::NO_CONTENT.into_response(),
+    })
+}
+
+/// Reads an optional environment variable, failing with a message that names it.
+fn env_var<T: FromStr>(name: &str) -> Result<Option<T>, String> {
+    match env::var(name) {
+        Ok(value) => value
+            .parse()
+            .map(Some)
+            .map_err(|_| format!("{name}={value:?} is not valid")),
+        Err(_) => Ok(None),
+    }
+}
+
+/// The store the environment asks for: `REDIS_URL` if set (used even while Redis is down), else
+/// the default address if something answers there, else memory.
+pub async fn store_from_env() -> Result<SessionStore, String> {
+    if let Ok(url) = env::var("REDIS_URL") {
+        return Ok(RedisStore::connect(&url).await.map_err(|e| format!("REDIS_URL: {e}"))?.into());
+    }
+    let reachable = tokio::time::timeout(
+        StdDuration::from_millis(500),
+        tokio::net::TcpStream::connect("127.0.0.1:6379"),
+    )
+    .await
+    .is_ok_and(|connected| connected.is_ok());
+    if reachable {
+        return Ok(RedisStore::connect(DEFAULT_REDIS_URL).await.map_err(|e| e.to_string())?.into());
+    }
+    tracing::warn!("REDIS_URL is unset and nothing answers on 127.0.0.1:6379: using the in-memory store");
+    Ok(MemoryStore::default().into())
+}
+
+/// The layer the environment configures.
+pub fn layer_from_env(store: SessionStore) -> Result<SessionLayer, String> {
+    let mut layer = SessionLayer::new(store)
+        .with_idle_timeout(Duration::seconds(env_var("SESSION_TTL_SECS")?.unwrap_or(7200)))
+        .with_secure(env_var("COOKIE_SECURE")?.unwrap_or(true));
+    if let Some(secs) = env_var("SESSION_ABSOLUTE_SECS")? {
+        layer = layer.with_absolute_timeout(Duration::seconds(secs));
+    }
+    if let Some(bytes) = env_var("SESSION_MAX_BYTES")? {
+        layer = layer.with_max_bytes(bytes);
+    }
+    if let Some(prefix) = env_var::<String>("SESSION_PREFIX")? {
+        layer = layer.with_key_prefix(prefix);
+    }
+    if let Some(name) = env_var::<String>("SESSION_COOKIE")? {
+        layer = layer.with_cookie_name(name);
+    }
+    layer.validate().map_err(|e| e.to_string())?;
+    Ok(layer)
+}
+
+#[tokio::main]
+async fn main() -> Result<(), String> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let addr = env::var("ADDR").unwrap_or_else(|_| "127.0.0.1:3000".to_owned());
+    let layer = layer_from_env(store_from_env().await?)?;
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .map_err(|e| format!("ADDR {addr}: {e}"))?;
+    tracing::info!("demo listening on http://{addr}");
+    axum::serve(listener, app(layer))
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .map_err(|e| e.to_string())
+}

@@ -1,0 +1,175 @@
+//! Counters of what the layer did, for export to a monitoring system.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Live counters of one [`SessionLayer`](crate::SessionLayer), shared by every request it serves.
+///
+/// # Examples
+///
+/// ```
+/// use axum_redis_session::{MemoryStore, SessionLayer};
+///
+/// let layer = SessionLayer::new(MemoryStore::default());
+/// let metrics = layer.metrics();
+/// assert_eq!(metrics.snapshot().loads, 0);
+/// assert!(metrics.to_prometheus().contains("session_loads_total 0"));
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct Metrics(Arc<Counters>);
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    loads: AtomicU64,
+    misses: AtomicU64,
+    touches: AtomicU64,
+    touches_skipped: AtomicU64,
+    creates: AtomicU64,
+    updates: AtomicU64,
+    cycles: AtomicU64,
+    destroys: AtomicU64,
+    store_errors: AtomicU64,
+    refused: AtomicU64,
+}
+
+/// A point-in-time copy of [`Metrics`].
+///
+/// # Examples
+///
+/// ```
+/// # let metrics = axum_redis_session::SessionLayer::new(axum_redis_session::MemoryStore::default()).metrics();
+/// let snapshot = metrics.snapshot();
+/// println!("{} saves", snapshot.creates + snapshot.updates + snapshot.cycles);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MetricsSnapshot {
+    /// Sessions read from the store (each one round trip).
+    pub loads: u64,
+    /// Loads that found no live session under the cookie's id.
+    pub misses: u64,
+    /// Loads that rolled the session's TTL.
+    pub touches: u64,
+    /// Loads that left the TTL alone because enough of it remained.
+    pub touches_skipped: u64,
+    /// New sessions written.
+    pub creates: u64,
+    /// Delta saves to existing sessions.
+    pub updates: u64,
+    /// Sessions moved to a fresh id.
+    pub cycles: u64,
+    /// Sessions destroyed (a logout-everywhere counts once).
+    pub destroys: u64,
+    /// Requests answered 503 because the store failed or timed out.
+    pub store_errors: u64,
+    /// Requests answered with any other session error: too large, ended during the request,
+    /// corrupt data, a reserved key.
+    pub refused: u64,
+}
+
+/// Which counter an event bumps.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Event {
+    Load { found: bool, touched: bool },
+    Create,
+    Update,
+    Cycle,
+    Destroy,
+    StoreError,
+    Refused,
+}
+
+impl Metrics {
+    pub(crate) fn record(&self, event: Event) {
+        let c = &self.0;
+        let counter = match event {
+            Event::Load { found, touched } => {
+                c.loads.fetch_add(1, Ordering::Relaxed);
+                match (found, touched) {
+                    (false, _) => &c.misses,
+                    (true, true) => &c.touches,
+                    (true, false) => &c.touches_skipped,
+                }
+            }
+            Event::Create => &c.creates,
+            Event::Update => &c.updates,
+            Event::Cycle => &c.cycles,
+            Event::Destroy => &c.destroys,
+            Event::StoreError => &c.store_errors,
+            Event::Refused => &c.refused,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counters as they are now.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let metrics = axum_redis_session::SessionLayer::new(axum_redis_session::MemoryStore::default()).metrics();
+    /// assert_eq!(metrics.snapshot().store_errors, 0);
+    /// ```
+    pub fn snapshot(&self) -> MetricsSnapshot {
+        let c = &self.0;
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        MetricsSnapshot {
+            loads: read(&c.loads),
+            misses: read(&c.misses),
+            touches: read(&c.touches),
+            touches_skipped: read(&c.touches_skipped),
+            creates: read(&c.creates),
+            updates: read(&c.updates),
+            cycles: read(&c.cycles),
+            destroys: read(&c.destroys),
+            store_errors: read(&c.store_errors),
+            refused: read(&c.refused),
+        }
+    }
+
+    /// The counters in the Prometheus text exposition format.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let metrics = axum_redis_session::SessionLayer::new(axum_redis_session::MemoryStore::default()).metrics();
+    /// let body = metrics.to_prometheus();
+    /// assert!(body.contains("# TYPE session_saves_total counter"));
+    /// ```
+    pub fn to_prometheus(&self) -> String {
+        let s = self.snapshot();
+        let mut out = String::new();
+        let mut counter = |name: &str, help: &str, samples: &[(&str, u64)]| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (labels, value) in samples {
+                let _ = writeln!(out, "{name}{labels} {value}");
+            }
+        };
+        counter("session_loads_total", "Sessions read from the store.", &[("", s.loads)]);
+        counter(
+            "session_load_outcomes_total",
+            "Loads by outcome.",
+            &[
+                ("{outcome=\"miss\"}", s.misses),
+                ("{outcome=\"touched\"}", s.touches),
+                ("{outcome=\"touch_skipped\"}", s.touches_skipped),
+            ],
+        );
+        counter(
+            "session_saves_total",
+            "Session writes by kind.",
+            &[
+                ("{kind=\"create\"}", s.creates),
+                ("{kind=\"update\"}", s.updates),
+                ("{kind=\"cycle\"}", s.cycles),
+            ],
+        );
+        counter("session_destroys_total", "Sessions destroyed.", &[("", s.destroys)]);
+        counter(
+            "session_errors_total",
+            "Requests whose session work failed, by kind.",
+            &[("{kind=\"store\"}", s.store_errors), ("{kind=\"other\"}", s.refused)],
+        );
+        out
+    }
+}
