@@ -157,6 +157,8 @@ impl Received {
 
 impl Monitor {
     pub async fn start(server: &RedisServer) -> Self {
+        // Connected first, so its handshake is not among what the monitor reports.
+        let probe = server.probe().await;
         let stream = tokio::net::TcpStream::connect(("127.0.0.1", server.port)).await.unwrap();
         let (read, mut write) = stream.into_split();
         write.write_all(b"MONITOR\r\n").await.unwrap();
@@ -173,11 +175,7 @@ impl Monitor {
                 sink.lock().unwrap().push(std::mem::take(&mut line));
             }
         });
-        let mut monitor = Self {
-            lines,
-            probe: server.probe().await,
-            marks: 0,
-        };
+        let mut monitor = Self { lines, probe, marks: 0 };
         monitor.mark().await;
         monitor
     }
