@@ -14,7 +14,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::Router;
-use axum_redis_session::{Error, MemoryStore, Metrics, RedisStore, Session, SessionLayer, SessionStore};
+use axum_redis_session::{
+    Error, MemoryStore, Metrics, RedisStore, Session, SessionLayer, SessionStore,
+};
 use serde::Deserialize;
 use time::Duration;
 
@@ -68,7 +70,9 @@ impl IntoResponse for KvError {
     fn into_response(self) -> Response {
         match self {
             Self::Session(error) => error.into_response(),
-            Self::ReservedKey => (StatusCode::BAD_REQUEST, "keys may not start with '$'").into_response(),
+            Self::ReservedKey => {
+                (StatusCode::BAD_REQUEST, "keys may not start with '$'").into_response()
+            }
         }
     }
 }
@@ -81,7 +85,11 @@ fn user_key(key: &str) -> Result<&str, KvError> {
     }
 }
 
-async fn put_kv(session: Session, Path(key): Path<String>, value: String) -> Result<StatusCode, KvError> {
+async fn put_kv(
+    session: Session,
+    Path(key): Path<String>,
+    value: String,
+) -> Result<StatusCode, KvError> {
     session.insert(user_key(&key)?, value).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -163,7 +171,10 @@ fn env_var<T: FromStr>(name: &str) -> Result<Option<T>, String> {
 /// the default address if something answers there, else memory.
 pub async fn store_from_env() -> Result<SessionStore, String> {
     if let Ok(url) = env::var("REDIS_URL") {
-        return Ok(RedisStore::connect(&url).await.map_err(|e| format!("REDIS_URL: {e}"))?.into());
+        return Ok(RedisStore::connect(&url)
+            .await
+            .map_err(|e| format!("REDIS_URL: {e}"))?
+            .into());
     }
     let reachable = tokio::time::timeout(
         StdDuration::from_millis(500),
@@ -172,16 +183,23 @@ pub async fn store_from_env() -> Result<SessionStore, String> {
     .await
     .is_ok_and(|connected| connected.is_ok());
     if reachable {
-        return Ok(RedisStore::connect(DEFAULT_REDIS_URL).await.map_err(|e| e.to_string())?.into());
+        return Ok(RedisStore::connect(DEFAULT_REDIS_URL)
+            .await
+            .map_err(|e| e.to_string())?
+            .into());
     }
-    tracing::warn!("REDIS_URL is unset and nothing answers on 127.0.0.1:6379: using the in-memory store");
+    tracing::warn!(
+        "REDIS_URL is unset and nothing answers on 127.0.0.1:6379: using the in-memory store"
+    );
     Ok(MemoryStore::default().into())
 }
 
 /// The layer the environment configures.
 pub fn layer_from_env(store: SessionStore) -> Result<SessionLayer, String> {
     let mut layer = SessionLayer::new(store)
-        .with_idle_timeout(Duration::seconds(env_var("SESSION_TTL_SECS")?.unwrap_or(7200)))
+        .with_idle_timeout(Duration::seconds(
+            env_var("SESSION_TTL_SECS")?.unwrap_or(7200),
+        ))
         .with_secure(env_var("COOKIE_SECURE")?.unwrap_or(true));
     if let Some(secs) = env_var("SESSION_ABSOLUTE_SECS")? {
         layer = layer.with_absolute_timeout(Duration::seconds(secs));

@@ -120,7 +120,11 @@ impl Config {
             )?;
         }
         if name.starts_with("__Secure-") {
-            check(self.secure, "cookie_name", "a __Secure- cookie requires Secure")?;
+            check(
+                self.secure,
+                "cookie_name",
+                "a __Secure- cookie requires Secure",
+            )?;
         }
         check(
             self.idle_timeout >= Duration::seconds(1),
@@ -135,7 +139,11 @@ impl Config {
             )?;
         }
         check(self.max_bytes > 0, "max_bytes", "must be positive")?;
-        check(!self.key_prefix.is_empty(), "key_prefix", "must not be empty")?;
+        check(
+            !self.key_prefix.is_empty(),
+            "key_prefix",
+            "must not be empty",
+        )?;
         check(
             !self.command_timeout.is_zero(),
             "command_timeout",
@@ -175,7 +183,9 @@ mod tests {
     fn defaults_are_valid_and_safe() {
         let config = Config::default();
         config.validate().unwrap();
-        let cookie = config.cookie("v".into(), Some(Duration::minutes(1))).to_string();
+        let cookie = config
+            .cookie("v".into(), Some(Duration::minutes(1)))
+            .to_string();
         assert_eq!(cookie, "sid=v; HttpOnly; SameSite=Lax; Secure; Path=/");
     }
 
@@ -231,10 +241,19 @@ mod tests {
             domain: Some("example.com".into()),
             ..Config::default()
         };
-        let set = config.cookie("v".into(), Some(Duration::seconds(60))).to_string();
+        let set = config
+            .cookie("v".into(), Some(Duration::seconds(60)))
+            .to_string();
         assert!(set.contains("Max-Age=60"), "{set}");
         let removal = config.removal_cookie().to_string();
-        for attribute in ["HttpOnly", "SameSite=Lax", "Secure", "Path=/", "Domain=example.com", "Max-Age=0"] {
+        for attribute in [
+            "HttpOnly",
+            "SameSite=Lax",
+            "Secure",
+            "Path=/",
+            "Domain=example.com",
+            "Max-Age=0",
+        ] {
             assert!(removal.contains(attribute), "{removal} lacks {attribute}");
         }
     }

@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use axum::response::{IntoResponse, Response};
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 
 /// Everything that can go wrong with a session.
 ///
@@ -81,9 +81,10 @@ impl Error {
             Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Ended => StatusCode::CONFLICT,
-            Self::Corrupt { .. } | Self::Serialize { .. } | Self::ReservedKey(_) | Self::Config { .. } => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            Self::Corrupt { .. }
+            | Self::Serialize { .. }
+            | Self::ReservedKey(_)
+            | Self::Config { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -106,7 +107,9 @@ pub(crate) struct ErrorResponse(pub(crate) Arc<Error>);
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let mut response = self.default_response();
-        response.extensions_mut().insert(ErrorResponse(Arc::new(self)));
+        response
+            .extensions_mut()
+            .insert(ErrorResponse(Arc::new(self)));
         response
     }
 }

@@ -3,9 +3,9 @@
 use std::convert::Infallible;
 
 use axum::extract::{FromRequestParts, OptionalFromRequestParts};
-use axum::response::{IntoResponse, Response};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 
 use crate::session::Session;
 
@@ -13,7 +13,11 @@ impl<S: Send + Sync> FromRequestParts<S> for Session {
     type Rejection = SessionMissing;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        parts.extensions.get::<Session>().cloned().ok_or(SessionMissing)
+        parts
+            .extensions
+            .get::<Session>()
+            .cloned()
+            .ok_or(SessionMissing)
     }
 }
 
@@ -21,7 +25,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Session {
 impl<S: Send + Sync> OptionalFromRequestParts<S> for Session {
     type Rejection = Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Option<Self>, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &S,
+    ) -> Result<Option<Self>, Self::Rejection> {
         Ok(parts.extensions.get::<Session>().cloned())
     }
 }

@@ -280,7 +280,10 @@ impl SessionLayer {
     ///     (error.status(), axum::Json(serde_json::json!({ "error": error.status().as_u16() }))).into_response()
     /// });
     /// ```
-    pub fn with_error_handler(mut self, handler: impl Fn(&Error) -> Response + Send + Sync + 'static) -> Self {
+    pub fn with_error_handler(
+        mut self,
+        handler: impl Fn(&Error) -> Response + Send + Sync + 'static,
+    ) -> Self {
         Arc::make_mut(&mut self.shared).error_handler = Some(Arc::new(handler));
         self
     }

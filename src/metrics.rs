@@ -145,7 +145,11 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{labels} {value}");
             }
         };
-        counter("session_loads_total", "Sessions read from the store.", &[("", s.loads)]);
+        counter(
+            "session_loads_total",
+            "Sessions read from the store.",
+            &[("", s.loads)],
+        );
         counter(
             "session_load_outcomes_total",
             "Loads by outcome.",
@@ -164,11 +168,18 @@ impl Metrics {
                 ("{kind=\"cycle\"}", s.cycles),
             ],
         );
-        counter("session_destroys_total", "Sessions destroyed.", &[("", s.destroys)]);
+        counter(
+            "session_destroys_total",
+            "Sessions destroyed.",
+            &[("", s.destroys)],
+        );
         counter(
             "session_errors_total",
             "Requests whose session work failed, by kind.",
-            &[("{kind=\"store\"}", s.store_errors), ("{kind=\"other\"}", s.refused)],
+            &[
+                ("{kind=\"store\"}", s.store_errors),
+                ("{kind=\"other\"}", s.refused),
+            ],
         );
         out
     }

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::body::{Body, Bytes, HttpBody};
-use axum::response::{IntoResponse, Response};
-use axum::BoxError;
 use axum::http::header::{CACHE_CONTROL, COOKIE, SET_COOKIE};
 use axum::http::{HeaderMap, HeaderValue, Request};
+use axum::response::{IntoResponse, Response};
+use axum::BoxError;
 use tower::Service;
 
 use crate::error::{Error, ErrorResponse};
@@ -74,7 +74,11 @@ where
         if cookie == SessionCookie::Ambiguous {
             tracing::warn!("request carries more than one session cookie; treated as none");
         }
-        let session = Session::new(Arc::clone(&shared), cookie.value(), cookie != SessionCookie::Absent);
+        let session = Session::new(
+            Arc::clone(&shared),
+            cookie.value(),
+            cookie != SessionCookie::Absent,
+        );
         request.extensions_mut().insert(session.clone());
 
         // The service that was polled ready must be the one called; keep a fresh clone for the next call.
@@ -177,14 +181,23 @@ mod tests {
     #[test]
     fn finds_the_named_cookie_among_others() {
         let map = headers(&[b"a=1; sid=abc ; b=2"]);
-        assert_eq!(SessionCookie::find(&map, "sid"), SessionCookie::Present("abc"));
+        assert_eq!(
+            SessionCookie::find(&map, "sid"),
+            SessionCookie::Present("abc")
+        );
         assert_eq!(SessionCookie::find(&map, "other"), SessionCookie::Absent);
     }
 
     #[test]
     fn a_cookie_sent_twice_is_ambiguous_even_across_headers() {
-        assert_eq!(SessionCookie::find(&headers(&[b"sid=a; sid=b"]), "sid"), SessionCookie::Ambiguous);
-        assert_eq!(SessionCookie::find(&headers(&[b"sid=a", b"sid=b"]), "sid"), SessionCookie::Ambiguous);
+        assert_eq!(
+            SessionCookie::find(&headers(&[b"sid=a; sid=b"]), "sid"),
+            SessionCookie::Ambiguous
+        );
+        assert_eq!(
+            SessionCookie::find(&headers(&[b"sid=a", b"sid=b"]), "sid"),
+            SessionCookie::Ambiguous
+        );
     }
 
     #[test]

@@ -110,7 +110,10 @@ impl Session {
 
     fn pending(&self) -> MutexGuard<'_, Pending> {
         // Each critical section leaves `Pending` consistent, so a poisoned lock is still usable.
-        self.inner.pending.lock().unwrap_or_else(PoisonError::into_inner)
+        self.inner
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Reads the value stored under `key`, or `None`.
@@ -126,7 +129,10 @@ impl Session {
     /// ```
     pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
         check_user_key(key)?;
-        self.read_field(key).await?.map(|json| decode(key, &json)).transpose()
+        self.read_field(key)
+            .await?
+            .map(|json| decode(key, &json))
+            .transpose()
     }
 
     /// Stores `value` under `key`, replacing what was there. Saved when the request ends.
@@ -293,11 +299,18 @@ impl Session {
         let Some(user) = self.user().await? else {
             return Ok(None);
         };
-        self.inner.shared.store.destroy_user(&user, &self.inner.shared.config).await?;
+        self.inner
+            .shared
+            .store
+            .destroy_user(&user, &self.inner.shared.config)
+            .await?;
         self.destroy();
         self.pending().intent = Intent::Destroyed;
         self.record(Event::Destroy);
-        tracing::debug!(key = self.id_prefix(), "destroyed every session of the user");
+        tracing::debug!(
+            key = self.id_prefix(),
+            "destroyed every session of the user"
+        );
         Ok(Some(user))
     }
 
@@ -312,7 +325,10 @@ impl Session {
     /// # }
     /// ```
     pub fn id_prefix(&self) -> Option<&str> {
-        self.inner.incoming.as_ref().map(|(_, key)| key.log_prefix())
+        self.inner
+            .incoming
+            .as_ref()
+            .map(|(_, key)| key.log_prefix())
     }
 
     fn record(&self, event: Event) {
@@ -324,7 +340,10 @@ impl Session {
             key: field.to_owned(),
             source,
         })?;
-        self.pending().changes.fields.insert(field.to_owned(), Some(json));
+        self.pending()
+            .changes
+            .fields
+            .insert(field.to_owned(), Some(json));
         Ok(())
     }
 
@@ -339,7 +358,10 @@ impl Session {
                 return Ok(None);
             }
         }
-        Ok(self.load().await?.and_then(|loaded| loaded.fields.get(field).cloned()))
+        Ok(self
+            .load()
+            .await?
+            .and_then(|loaded| loaded.fields.get(field).cloned()))
     }
 
     /// Loads the session once per request; concurrent callers share the one load.
@@ -351,14 +373,26 @@ impl Session {
             .inner
             .loaded
             .get_or_try_init(|| async {
-                let loaded = self.inner.shared.store.load(key, &self.inner.shared.config).await?;
+                let loaded = self
+                    .inner
+                    .shared
+                    .store
+                    .load(key, &self.inner.shared.config)
+                    .await?;
                 self.record(Event::Load {
                     found: loaded.is_some(),
                     touched: loaded.as_ref().is_some_and(|l| l.touched),
                 });
                 match &loaded {
-                    Some(l) => tracing::debug!(key = key.log_prefix(), touched = l.touched, "session loaded"),
-                    None => tracing::debug!(key = key.log_prefix(), "no live session under the cookie's id"),
+                    Some(l) => tracing::debug!(
+                        key = key.log_prefix(),
+                        touched = l.touched,
+                        "session loaded"
+                    ),
+                    None => tracing::debug!(
+                        key = key.log_prefix(),
+                        "no live session under the cookie's id"
+                    ),
                 }
                 Ok::<_, Error>(loaded)
             })
@@ -371,7 +405,10 @@ impl Session {
     pub(crate) async fn commit(&self) -> Result<Option<CookieUpdate>, Error> {
         let (changes, intent) = {
             let mut pending = self.pending();
-            (mem::take(&mut pending.changes), mem::replace(&mut pending.intent, Intent::Keep))
+            (
+                mem::take(&mut pending.changes),
+                mem::replace(&mut pending.intent, Intent::Keep),
+            )
         };
         let config = &self.inner.shared.config;
         // The session this request is attached to, unless a load showed that none lives under the id.
@@ -390,7 +427,10 @@ impl Session {
             if has_data {
                 return self.create(&changes).await.map(Some);
             }
-            return Ok(self.inner.had_cookie.then(|| CookieUpdate::Remove(config.removal_cookie())));
+            return Ok(self
+                .inner
+                .had_cookie
+                .then(|| CookieUpdate::Remove(config.removal_cookie())));
         }
 
         let Some((token, key)) = existing else {
@@ -406,11 +446,23 @@ impl Session {
                 let fresh = Token::generate();
                 let fresh_key = fresh.key_id(config.hash_ids);
                 let mode = SaveMode::Cycle { from: key };
-                match self.inner.shared.store.save(&fresh_key, mode, &changes, config).await? {
+                match self
+                    .inner
+                    .shared
+                    .store
+                    .save(&fresh_key, mode, &changes, config)
+                    .await?
+                {
                     Saved::Written { ttl_ms } => {
                         self.record(Event::Cycle);
-                        tracing::debug!(from = key.log_prefix(), to = fresh_key.log_prefix(), "session id cycled");
-                        return Ok(Some(CookieUpdate::Set(session_cookie(config, &fresh, ttl_ms))));
+                        tracing::debug!(
+                            from = key.log_prefix(),
+                            to = fresh_key.log_prefix(),
+                            "session id cycled"
+                        );
+                        return Ok(Some(CookieUpdate::Set(session_cookie(
+                            config, &fresh, ttl_ms,
+                        ))));
                     }
                     Saved::Collision => continue,
                     Saved::Gone => return self.gone(&changes, has_data).await,
@@ -422,16 +474,31 @@ impl Session {
 
         if changes.is_empty() {
             // A read-only request: a rolling persistent cookie follows the TTL the load just rolled.
-            let touched = self.inner.loaded.get().and_then(Option::as_ref).filter(|l| l.touched);
+            let touched = self
+                .inner
+                .loaded
+                .get()
+                .and_then(Option::as_ref)
+                .filter(|l| l.touched);
             return Ok(touched
                 .filter(|_| config.persistent)
                 .map(|loaded| CookieUpdate::Set(session_cookie(config, token, loaded.ttl_ms))));
         }
 
-        match self.inner.shared.store.save(key, SaveMode::Update, &changes, config).await? {
+        match self
+            .inner
+            .shared
+            .store
+            .save(key, SaveMode::Update, &changes, config)
+            .await?
+        {
             Saved::Written { ttl_ms } => {
                 self.record(Event::Update);
-                tracing::debug!(key = key.log_prefix(), fields = changes.fields.len(), "session saved");
+                tracing::debug!(
+                    key = key.log_prefix(),
+                    fields = changes.fields.len(),
+                    "session saved"
+                );
                 Ok(config
                     .persistent
                     .then(|| CookieUpdate::Set(session_cookie(config, token, ttl_ms))))
@@ -447,7 +514,10 @@ impl Session {
     /// it never read it, the cookie's id was simply unknown: start a new session with the changes.
     async fn gone(&self, changes: &Changes, has_data: bool) -> Result<Option<CookieUpdate>, Error> {
         if self.inner.loaded.get().is_some() {
-            tracing::debug!(key = self.id_prefix(), "session ended during the request; changes refused");
+            tracing::debug!(
+                key = self.id_prefix(),
+                "session ended during the request; changes refused"
+            );
             return Err(Error::Ended);
         }
         if has_data {
@@ -463,7 +533,13 @@ impl Session {
         for _ in 0..CREATE_ATTEMPTS {
             let token = Token::generate();
             let key = token.key_id(config.hash_ids);
-            match self.inner.shared.store.save(&key, SaveMode::New, changes, config).await? {
+            match self
+                .inner
+                .shared
+                .store
+                .save(&key, SaveMode::New, changes, config)
+                .await?
+            {
                 Saved::Written { ttl_ms } => {
                     self.record(Event::Create);
                     tracing::debug!(key = key.log_prefix(), "session created");
@@ -479,7 +555,10 @@ impl Session {
 }
 
 fn session_cookie(config: &Config, token: &Token, ttl_ms: i64) -> Cookie<'static> {
-    config.cookie(token.as_str().to_owned(), Some(time::Duration::milliseconds(ttl_ms)))
+    config.cookie(
+        token.as_str().to_owned(),
+        Some(time::Duration::milliseconds(ttl_ms)),
+    )
 }
 
 fn too_large(config: &Config) -> Error {

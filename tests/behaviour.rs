@@ -105,7 +105,11 @@ async fn counter_creates_then_updates_one_session(kind: Kind) {
     let first = browser.cookie.clone().expect("a session was created");
     assert_eq!(browser.get("/counter").await.body, "2");
     assert_eq!(browser.get("/counter/peek").await.body, "2");
-    assert_eq!(browser.cookie.as_ref(), Some(&first), "the id stays the same");
+    assert_eq!(
+        browser.cookie.as_ref(),
+        Some(&first),
+        "the id stays the same"
+    );
     let m = h.metrics();
     assert_eq!((m.creates, m.updates), (1, 1));
 }
@@ -113,25 +117,51 @@ async fn counter_creates_then_updates_one_session(kind: Kind) {
 async fn kv_values_are_stored_read_and_removed(kind: Kind) {
     let h = Harness::default(kind).await;
     let mut browser = h.browser();
-    assert_eq!(browser.put("/kv/colour", "blue").await.status, StatusCode::NO_CONTENT);
-    assert_eq!(browser.put("/kv/size", "L").await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        browser.put("/kv/colour", "blue").await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        browser.put("/kv/size", "L").await.status,
+        StatusCode::NO_CONTENT
+    );
     let colour = browser.get("/kv/colour").await;
-    assert_eq!((colour.status, colour.body.as_str()), (StatusCode::OK, "blue"));
-    assert_eq!(browser.delete("/kv/colour").await.status, StatusCode::NO_CONTENT);
-    assert_eq!(browser.get("/kv/colour").await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        (colour.status, colour.body.as_str()),
+        (StatusCode::OK, "blue")
+    );
+    assert_eq!(
+        browser.delete("/kv/colour").await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        browser.get("/kv/colour").await.status,
+        StatusCode::NOT_FOUND
+    );
     assert_eq!(browser.get("/kv/size").await.body, "L");
-    assert_eq!(browser.put("/kv/$user", "mallory").await.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        browser.put("/kv/$user", "mallory").await.status,
+        StatusCode::BAD_REQUEST
+    );
 }
 
 async fn cookie_is_set_only_when_a_session_is_created(kind: Kind) {
     let h = Harness::default(kind).await;
     let mut browser = h.browser();
     for path in ["/health", "/counter/peek", "/kv/none"] {
-        assert_eq!(browser.get(path).await.set_cookie(), None, "{path} without a session");
+        assert_eq!(
+            browser.get(path).await.set_cookie(),
+            None,
+            "{path} without a session"
+        );
     }
     assert!(browser.get("/counter").await.set_cookie().is_some());
     for path in ["/counter", "/counter/peek", "/health"] {
-        assert_eq!(browser.get(path).await.set_cookie(), None, "{path} on an existing session");
+        assert_eq!(
+            browser.get(path).await.set_cookie(),
+            None,
+            "{path} on an existing session"
+        );
     }
     assert_eq!(browser.put("/kv/a", "1").await.set_cookie(), None);
 }
@@ -148,7 +178,11 @@ async fn reads_roll_the_idle_timeout_throttled(kind: Kind) {
     assert_eq!(browser.get("/counter/peek").await.body, "1");
     assert_eq!(h.metrics().touches, 1);
     tokio::time::sleep(StdDuration::from_millis(1200)).await;
-    assert_eq!(browser.get("/counter/peek").await.body, "1", "alive 2.4 s after its last write");
+    assert_eq!(
+        browser.get("/counter/peek").await.body,
+        "1",
+        "alive 2.4 s after its last write"
+    );
     // Left alone for longer than the idle timeout, it is gone.
     tokio::time::sleep(StdDuration::from_millis(2300)).await;
     assert_eq!(browser.get("/counter/peek").await.body, "0");
@@ -164,7 +198,11 @@ async fn absolute_timeout_ends_an_active_session(kind: Kind) {
     }
     assert_eq!(browser.get("/counter/peek").await.body, "4");
     tokio::time::sleep(StdDuration::from_millis(700)).await;
-    assert_eq!(browser.get("/counter/peek").await.body, "0", "dead 2.2 s after creation despite activity");
+    assert_eq!(
+        browser.get("/counter/peek").await.body,
+        "0",
+        "dead 2.2 s after creation despite activity"
+    );
 }
 
 async fn cycle_id_keeps_data_and_kills_the_old_id(kind: Kind) {
@@ -177,7 +215,11 @@ async fn cycle_id_keeps_data_and_kills_the_old_id(kind: Kind) {
     let after = browser.cookie.clone().unwrap();
     assert_ne!(before, after, "login moves the session to a new id");
     assert_eq!(browser.get("/me").await.body, "alice");
-    assert_eq!(browser.get("/counter/peek").await.body, "1", "data moved with the id");
+    assert_eq!(
+        browser.get("/counter/peek").await.body,
+        "1",
+        "data moved with the id"
+    );
 
     let mut old = Browser::with_cookie(h.app.clone(), Some(before));
     assert_eq!(old.get("/me").await.status, StatusCode::UNAUTHORIZED);
@@ -193,7 +235,15 @@ async fn destroy_deletes_and_sends_a_matching_removal_cookie(kind: Kind) {
     let logout = browser.post_form("/logout", "").await;
     assert_eq!(logout.status, StatusCode::NO_CONTENT);
     let removal = logout.set_cookie().expect("a removal cookie");
-    for attribute in ["sid=;", "Max-Age=0", "Path=/", "Domain=example.com", "Secure", "HttpOnly", "SameSite=Lax"] {
+    for attribute in [
+        "sid=;",
+        "Max-Age=0",
+        "Path=/",
+        "Domain=example.com",
+        "Secure",
+        "HttpOnly",
+        "SameSite=Lax",
+    ] {
         assert!(removal.contains(attribute), "{removal} lacks {attribute}");
     }
     assert_eq!(logout.headers["cache-control"], "no-store");
@@ -205,7 +255,10 @@ async fn destroy_deletes_and_sends_a_matching_removal_cookie(kind: Kind) {
 async fn logout_everywhere_ends_only_that_users_sessions(kind: Kind) {
     let h = Harness::default(kind).await;
     let (mut laptop, mut phone, mut bob) = (h.browser(), h.browser(), h.browser());
-    assert_eq!(laptop.post_form("/logout-everywhere", "").await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        laptop.post_form("/logout-everywhere", "").await.status,
+        StatusCode::UNAUTHORIZED
+    );
     laptop.post_form("/login", "user=alice").await;
     phone.post_form("/login", "user=alice").await;
     bob.post_form("/login", "user=bob").await;
@@ -222,11 +275,20 @@ async fn logout_everywhere_ends_only_that_users_sessions(kind: Kind) {
 async fn flash_is_read_exactly_once(kind: Kind) {
     let h = Harness::default(kind).await;
     let mut browser = h.browser();
-    assert_eq!(browser.post_form("/flash", "message=Saved%21").await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        browser.post_form("/flash", "message=Saved%21").await.status,
+        StatusCode::NO_CONTENT
+    );
     let first = browser.get("/flash").await;
-    assert_eq!((first.status, first.body.as_str()), (StatusCode::OK, "Saved!"));
+    assert_eq!(
+        (first.status, first.body.as_str()),
+        (StatusCode::OK, "Saved!")
+    );
     let second = browser.get("/flash").await;
-    assert_eq!((second.status, second.body.as_str()), (StatusCode::NO_CONTENT, ""));
+    assert_eq!(
+        (second.status, second.body.as_str()),
+        (StatusCode::NO_CONTENT, "")
+    );
 }
 
 async fn oversized_change_is_refused_whole_with_413(kind: Kind) {
@@ -234,11 +296,21 @@ async fn oversized_change_is_refused_whole_with_413(kind: Kind) {
     let mut fresh = h.browser();
     let refused = fresh.put("/kv/big", &"x".repeat(400)).await;
     assert_eq!(refused.status, StatusCode::PAYLOAD_TOO_LARGE);
-    assert_eq!(refused.set_cookie(), None, "no cookie for a session that was not written");
+    assert_eq!(
+        refused.set_cookie(),
+        None,
+        "no cookie for a session that was not written"
+    );
 
     let mut browser = h.browser();
-    assert_eq!(browser.put("/kv/small", "ok").await.status, StatusCode::NO_CONTENT);
-    assert_eq!(browser.put("/kv/big", &"x".repeat(400)).await.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        browser.put("/kv/small", "ok").await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        browser.put("/kv/big", &"x".repeat(400)).await.status,
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
     assert_eq!(browser.get("/kv/big").await.status, StatusCode::NOT_FOUND);
     assert_eq!(browser.get("/kv/small").await.body, "ok");
     assert_eq!(h.metrics().refused, 2);
@@ -255,7 +327,11 @@ async fn server_error_responses_do_not_save(kind: Kind) {
     let saving = Harness::new(kind, |l| l.with_save_on_server_error(true)).await;
     let mut browser = saving.browser();
     browser.get("/test/fail").await;
-    assert_eq!(browser.get("/counter/peek").await.body, "1000", "saved when configured to");
+    assert_eq!(
+        browser.get("/counter/peek").await.body,
+        "1000",
+        "saved when configured to"
+    );
 }
 
 async fn unknown_ids_are_never_adopted(kind: Kind) {
@@ -265,7 +341,10 @@ async fn unknown_ids_are_never_adopted(kind: Kind) {
     let reply = browser.put("/kv/a", "1").await;
     assert_eq!(reply.status, StatusCode::NO_CONTENT);
     let issued = browser.cookie.clone().unwrap();
-    assert_ne!(issued, forged, "a fresh id replaces the one the server never issued");
+    assert_ne!(
+        issued, forged,
+        "a fresh id replaces the one the server never issued"
+    );
     assert_eq!(browser.get("/kv/a").await.body, "1");
     let mut attacker = Browser::with_cookie(h.app.clone(), Some(forged));
     assert_eq!(attacker.get("/kv/a").await.status, StatusCode::NOT_FOUND);
@@ -283,7 +362,11 @@ async fn concurrent_writes_to_different_keys_are_all_kept(kind: Kind) {
         assert_eq!(status, StatusCode::NO_CONTENT);
     }
     for i in 0..32 {
-        assert_eq!(browser.get(&format!("/kv/k{i}")).await.body, i.to_string(), "k{i} was kept");
+        assert_eq!(
+            browser.get(&format!("/kv/k{i}")).await.body,
+            i.to_string(),
+            "k{i} was kept"
+        );
     }
 }
 
@@ -295,13 +378,24 @@ async fn logout_during_a_reading_request_stays_dead(kind: Kind) {
     let mut slow = browser.clone();
     let pending = tokio::spawn(async move { slow.get("/test/slow-counter").await });
     h.gate.wait_arrival().await;
-    assert_eq!(browser.post_form("/logout", "").await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        browser.post_form("/logout", "").await.status,
+        StatusCode::NO_CONTENT
+    );
     h.gate.release();
     let late = pending.await.unwrap();
-    assert_eq!(late.status, StatusCode::CONFLICT, "its changes were refused, not reported as saved");
+    assert_eq!(
+        late.status,
+        StatusCode::CONFLICT,
+        "its changes were refused, not reported as saved"
+    );
     assert_eq!(late.set_cookie(), None);
     let mut old = Browser::with_cookie(h.app.clone(), token);
-    assert_eq!(old.get("/counter/peek").await.body, "0", "the logged-out session did not come back");
+    assert_eq!(
+        old.get("/counter/peek").await.body,
+        "0",
+        "the logged-out session did not come back"
+    );
 }
 
 async fn logout_during_a_blind_write_stays_dead(kind: Kind) {
@@ -320,7 +414,11 @@ async fn logout_during_a_blind_write_stays_dead(kind: Kind) {
     let fresh = cookie::Cookie::parse(late.set_cookie().unwrap().to_owned()).unwrap();
     assert_ne!(Some(fresh.value().to_owned()), token);
     let mut old = Browser::with_cookie(h.app.clone(), token);
-    assert_eq!(old.get("/kv/a").await.status, StatusCode::NOT_FOUND, "old session stays dead");
+    assert_eq!(
+        old.get("/kv/a").await.status,
+        StatusCode::NOT_FOUND,
+        "old session stays dead"
+    );
     assert_eq!(old.get("/kv/slow").await.status, StatusCode::NOT_FOUND);
 }
 
@@ -340,17 +438,28 @@ async fn malformed_cookies_are_no_session_and_never_fail(kind: Kind) {
         oversized.into_bytes(),
         duplicate.into_bytes(),
         upper.into_bytes(),
-        (0..2000).map(|i| format!("c{i}=v; ")).collect::<String>().into_bytes(),
+        (0..2000)
+            .map(|i| format!("c{i}=v; "))
+            .collect::<String>()
+            .into_bytes(),
     ];
     for case in &cases {
         let reply = h.browser().send_raw_cookies("/counter/peek", &[case]).await;
-        assert_eq!((reply.status, reply.body.as_str()), (StatusCode::OK, "0"), "cookie {case:?}");
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (StatusCode::OK, "0"),
+            "cookie {case:?}"
+        );
     }
     let loads_before = h.metrics().loads;
     for case in &cases {
         h.browser().send_raw_cookies("/counter/peek", &[case]).await;
     }
-    assert_eq!(h.metrics().loads, loads_before, "no malformed id reached the store");
+    assert_eq!(
+        h.metrics().loads,
+        loads_before,
+        "no malformed id reached the store"
+    );
 }
 
 async fn cookie_attributes_follow_the_security_defaults(kind: Kind) {
@@ -359,29 +468,60 @@ async fn cookie_attributes_follow_the_security_defaults(kind: Kind) {
     let reply = browser.get("/counter").await;
     let set = reply.set_cookie().unwrap();
     let token = browser.cookie.clone().unwrap();
-    assert_eq!(set, format!("sid={token}; HttpOnly; SameSite=Lax; Secure; Path=/"));
+    assert_eq!(
+        set,
+        format!("sid={token}; HttpOnly; SameSite=Lax; Secure; Path=/")
+    );
     assert_eq!(token.len(), 32);
     assert!(token.bytes().all(|b| b.is_ascii_hexdigit()));
     assert_eq!(reply.headers["cache-control"], "no-store");
-    assert!(browser.get("/counter").await.headers.get("cache-control").is_none(), "only where a cookie is set");
+    assert!(
+        browser
+            .get("/counter")
+            .await
+            .headers
+            .get("cache-control")
+            .is_none(),
+        "only where a cookie is set"
+    );
 }
 
 async fn persistent_cookie_carries_max_age(kind: Kind) {
-    let h = Harness::new(kind, |l| l.with_persistent_cookie(true).with_idle_timeout(Duration::hours(1))).await;
+    let h = Harness::new(kind, |l| {
+        l.with_persistent_cookie(true)
+            .with_idle_timeout(Duration::hours(1))
+    })
+    .await;
     let mut browser = h.browser();
-    let set = browser.get("/counter").await.set_cookie().unwrap().to_owned();
+    let set = browser
+        .get("/counter")
+        .await
+        .set_cookie()
+        .unwrap()
+        .to_owned();
     let max_age = cookie::Cookie::parse(set).unwrap().max_age().unwrap();
-    assert!((3590..=3600).contains(&max_age.whole_seconds()), "{max_age}");
+    assert!(
+        (3590..=3600).contains(&max_age.whole_seconds()),
+        "{max_age}"
+    );
 }
 
 async fn error_handler_shapes_session_errors(kind: Kind) {
     let h = Harness::new(kind, |l| {
-        l.with_max_bytes(50)
-            .with_error_handler(|error| (error.status(), format!("custom {}", error.status().as_u16())).into_response())
+        l.with_max_bytes(50).with_error_handler(|error| {
+            (
+                error.status(),
+                format!("custom {}", error.status().as_u16()),
+            )
+                .into_response()
+        })
     })
     .await;
     let reply = h.browser().put("/kv/big", &"x".repeat(100)).await;
-    assert_eq!((reply.status, reply.body.as_str()), (StatusCode::PAYLOAD_TOO_LARGE, "custom 413"));
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, "custom 413")
+    );
 }
 
 /// Awaits every spawned request, in order.

@@ -48,7 +48,7 @@ if ttl < tonumber(ARGV[2]) then
       local index = ARGV[3] .. 'user:' .. user
       redis.call('ZADD', index, now + new_ttl, ARGV[4])
       if redis.call('PTTL', index) < new_ttl then
-        redis.call('PEXPIRE', index, new_ttl)
+        redis.call('PEXPIRE', index, new_ttl + math.floor(tonumber(ARGV[1]) / 10))
       end
     end
   end

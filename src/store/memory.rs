@@ -6,7 +6,9 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::{is_metadata, Changes, Loaded, SaveMode, Saved, CREATED_FIELD, DEADLINE_FIELD, USER_FIELD};
+use super::{
+    is_metadata, Changes, Loaded, SaveMode, Saved, CREATED_FIELD, DEADLINE_FIELD, USER_FIELD,
+};
 use crate::config::Config;
 use crate::id::KeyId;
 
@@ -55,7 +57,9 @@ impl fmt::Debug for MemoryStore {
 }
 
 fn now_ms() -> i64 {
-    let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let since_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
 }
 
@@ -89,7 +93,13 @@ impl MemoryStore {
         Some(Loaded::from_hash(fields, ttl, touched))
     }
 
-    pub(crate) fn save(&self, key: &KeyId, mode: SaveMode<'_>, changes: &Changes, config: &Config) -> Saved {
+    pub(crate) fn save(
+        &self,
+        key: &KeyId,
+        mode: SaveMode<'_>,
+        changes: &Changes,
+        config: &Config,
+    ) -> Saved {
         let now = now_ms();
         let mut state = self.lock();
         if !matches!(mode, SaveMode::Update) && state.live(key.as_str(), now).is_some() {
@@ -132,7 +142,9 @@ impl MemoryStore {
             return Saved::TooLarge;
         }
 
-        let deadline = fields.get(DEADLINE_FIELD).and_then(|d| d.parse::<i64>().ok());
+        let deadline = fields
+            .get(DEADLINE_FIELD)
+            .and_then(|d| d.parse::<i64>().ok());
         let ttl = deadline.map_or(config.idle_ms(), |d| config.idle_ms().min(d - now));
         if let Some(source) = source {
             state.sessions.remove(source.as_str());
@@ -175,12 +187,15 @@ impl MemoryStore {
 impl State {
     /// The session under `key` if it is still alive; an expired one is dropped on the way.
     fn live(&mut self, key: &str, now: i64) -> Option<&mut Record> {
-        let expired = self
-            .sessions
-            .get(key)
-            .is_some_and(|record| record.expires_at <= now || record.deadline().is_some_and(|d| d <= now));
+        let expired = self.sessions.get(key).is_some_and(|record| {
+            record.expires_at <= now || record.deadline().is_some_and(|d| d <= now)
+        });
         if expired {
-            if let Some(user) = self.sessions.remove(key).and_then(|r| r.fields.get(USER_FIELD).cloned()) {
+            if let Some(user) = self
+                .sessions
+                .remove(key)
+                .and_then(|r| r.fields.get(USER_FIELD).cloned())
+            {
                 self.unindex(&user, key);
             }
         }
@@ -219,5 +234,8 @@ impl State {
 }
 
 fn size_of(fields: &HashMap<String, String>) -> usize {
-    fields.iter().map(|(field, value)| field.len() + value.len()).sum()
+    fields
+        .iter()
+        .map(|(field, value)| field.len() + value.len())
+        .sum()
 }

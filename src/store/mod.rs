@@ -33,7 +33,11 @@ pub(crate) struct Loaded {
 
 impl Loaded {
     /// Splits a stored hash into user fields and the crate's metadata.
-    fn from_hash(hash: impl IntoIterator<Item = (String, String)>, ttl_ms: i64, touched: bool) -> Self {
+    fn from_hash(
+        hash: impl IntoIterator<Item = (String, String)>,
+        ttl_ms: i64,
+        touched: bool,
+    ) -> Self {
         let mut loaded = Self {
             ttl_ms,
             touched,

@@ -59,7 +59,9 @@ impl fmt::Debug for RedisStore {
             Connection::Client(_) => "client",
             Connection::Pool(_) => "pool",
         };
-        f.debug_struct("RedisStore").field("connection", &kind).finish()
+        f.debug_struct("RedisStore")
+            .field("connection", &kind)
+            .finish()
     }
 }
 
@@ -155,12 +157,21 @@ impl RedisStore {
             timeout: Some(config.command_timeout),
             ..Options::default()
         };
-        let reply = self.run(&LOAD, vec![session_key(config, key)], args, config, &options).await?;
+        let reply = self
+            .run(
+                &LOAD,
+                vec![session_key(config, key)],
+                args,
+                config,
+                &options,
+            )
+            .await?;
         let Value::Array(reply) = reply else {
             return Ok(None);
         };
         let mut reply = reply.into_iter();
-        let (Some(ttl), Some(touched), Some(Value::Array(flat))) = (reply.next(), reply.next(), reply.next())
+        let (Some(ttl), Some(touched), Some(Value::Array(flat))) =
+            (reply.next(), reply.next(), reply.next())
         else {
             return Err(unexpected_reply("load"));
         };
@@ -203,7 +214,9 @@ impl RedisStore {
         args.extend([
             Value::from(mode_name),
             Value::from(config.idle_ms()),
-            config.absolute_ms().map_or_else(|| Value::from(""), Value::from),
+            config
+                .absolute_ms()
+                .map_or_else(|| Value::from(""), Value::from),
             Value::from(i64::try_from(config.max_bytes).unwrap_or(i64::MAX)),
             Value::from(config.key_prefix.as_str()),
             Value::from(key.as_str()),
@@ -222,7 +235,9 @@ impl RedisStore {
             }
         }
 
-        let reply = self.run(&SAVE, keys, args, config, &write_options(config)).await?;
+        let reply = self
+            .run(&SAVE, keys, args, config, &write_options(config))
+            .await?;
         let Value::Array(reply) = reply else {
             return Err(unexpected_reply("save"));
         };
@@ -239,9 +254,13 @@ impl RedisStore {
     }
 
     pub(crate) async fn destroy(&self, key: &KeyId, config: &Config) -> Result<(), Error> {
-        let args = vec![Value::from(config.key_prefix.as_str()), Value::from(key.as_str())];
+        let args = vec![
+            Value::from(config.key_prefix.as_str()),
+            Value::from(key.as_str()),
+        ];
         let keys = vec![session_key(config, key)];
-        self.run(&DESTROY, keys, args, config, &write_options(config)).await?;
+        self.run(&DESTROY, keys, args, config, &write_options(config))
+            .await?;
         Ok(())
     }
 
@@ -251,7 +270,11 @@ impl RedisStore {
     pub(crate) async fn destroy_user(&self, user: &str, config: &Config) -> Result<(), Error> {
         let index = format!("{}user:{user}", config.key_prefix);
         let client = self.client().with_options(&write_options(config));
-        let ids: Vec<String> = bounded(config, client.zrange(index.as_str(), 0, -1, None, false, None, false)).await?;
+        let ids: Vec<String> = bounded(
+            config,
+            client.zrange(index.as_str(), 0, -1, None, false, None, false),
+        )
+        .await?;
         if ids.is_empty() {
             return Ok(());
         }
@@ -262,7 +285,10 @@ impl RedisStore {
                 .await
                 .map_err(Error::Store)?;
         }
-        let _: () = pipeline.zrem(index.as_str(), ids).await.map_err(Error::Store)?;
+        let _: () = pipeline
+            .zrem(index.as_str(), ids)
+            .await
+            .map_err(Error::Store)?;
         bounded(config, pipeline.all::<Value>()).await.map(drop)
     }
 
@@ -277,7 +303,10 @@ impl RedisStore {
     ) -> Result<Value, Error> {
         let client = self.client().with_options(options);
         bounded(config, async {
-            match client.evalsha(script.sha1().clone(), keys.clone(), args.clone()).await {
+            match client
+                .evalsha(script.sha1().clone(), keys.clone(), args.clone())
+                .await
+            {
                 Err(error) if error.details().starts_with("NOSCRIPT") => {
                     let lua = script.lua().cloned().unwrap_or_default();
                     client.eval(lua, keys, args).await
@@ -291,10 +320,16 @@ impl RedisStore {
 
 /// Bounds a store call by the command timeout even where fred would wait longer, e.g. on a client
 /// whose connection task has ended: a request must get its 503, never hang.
-async fn bounded<T>(config: &Config, call: impl Future<Output = Result<T, FredError>>) -> Result<T, Error> {
+async fn bounded<T>(
+    config: &Config,
+    call: impl Future<Output = Result<T, FredError>>,
+) -> Result<T, Error> {
     match tokio::time::timeout(config.command_timeout, call).await {
         Ok(result) => result.map_err(Error::Store),
-        Err(_) => Err(Error::Store(FredError::new(ErrorKind::Timeout, "session store timed out"))),
+        Err(_) => Err(Error::Store(FredError::new(
+            ErrorKind::Timeout,
+            "session store timed out",
+        ))),
     }
 }
 

@@ -141,7 +141,8 @@ if user then
   redis.call('ZADD', index, now + ttl, ARGV[6])
   redis.call('ZREMRANGEBYSCORE', index, '-inf', now)
   if redis.call('PTTL', index) < ttl then
-    redis.call('PEXPIRE', index, ttl)
+    -- Outlive every indexed session, with slack so that not every write rewrites it.
+    redis.call('PEXPIRE', index, ttl + math.floor(tonumber(ARGV[2]) / 10))
   end
 end
 

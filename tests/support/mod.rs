@@ -40,7 +40,14 @@ impl RedisServer {
     pub fn start_on(port: u16, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
             .args(["--appendonly", "no", "--dir"])
             .arg(dir.path())
             .args(extra)
@@ -48,7 +55,11 @@ impl RedisServer {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server must be installed (apt-get install redis-server)");
-        let server = Self { port, child, _dir: dir };
+        let server = Self {
+            port,
+            child,
+            _dir: dir,
+        };
         server.wait_until_ready();
         server
     }
@@ -84,7 +95,9 @@ impl RedisServer {
 
     /// A fred client for inspecting what the layer wrote.
     pub async fn probe(&self) -> Client {
-        let client = Builder::from_config(Config::from_url(&self.url()).unwrap()).build().unwrap();
+        let client = Builder::from_config(Config::from_url(&self.url()).unwrap())
+            .build()
+            .unwrap();
         client.init().await.expect("probe connects");
         client
     }
@@ -107,7 +120,11 @@ impl Drop for RedisServer {
 
 /// A port nothing listens on right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// One command as `MONITOR` reported it.
@@ -133,7 +150,17 @@ pub struct Monitor {
 pub struct Received(pub Vec<Seen>);
 
 /// Commands that change data.
-const WRITES: &[&str] = &["hset", "hdel", "del", "pexpire", "expire", "zadd", "zrem", "zremrangebyscore", "set"];
+const WRITES: &[&str] = &[
+    "hset",
+    "hdel",
+    "del",
+    "pexpire",
+    "expire",
+    "zadd",
+    "zrem",
+    "zremrangebyscore",
+    "set",
+];
 
 impl Received {
     /// Round trips: commands a client sent, as opposed to those its scripts ran.
@@ -159,7 +186,9 @@ impl Monitor {
     pub async fn start(server: &RedisServer) -> Self {
         // Connected first, so its handshake is not among what the monitor reports.
         let probe = server.probe().await;
-        let stream = tokio::net::TcpStream::connect(("127.0.0.1", server.port)).await.unwrap();
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
+            .await
+            .unwrap();
         let (read, mut write) = stream.into_split();
         write.write_all(b"MONITOR\r\n").await.unwrap();
         let mut reader = BufReader::new(read);
@@ -175,7 +204,11 @@ impl Monitor {
                 sink.lock().unwrap().push(std::mem::take(&mut line));
             }
         });
-        let mut monitor = Self { lines, probe, marks: 0 };
+        let mut monitor = Self {
+            lines,
+            probe,
+            marks: 0,
+        };
         monitor.mark().await;
         monitor
     }
@@ -187,7 +220,13 @@ impl Monitor {
         let _: String = self.probe.echo(marker.as_str()).await.unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
-            if self.lines.lock().unwrap().iter().any(|l| l.contains(&marker)) {
+            if self
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.contains(&marker))
+            {
                 return marker;
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
@@ -205,7 +244,11 @@ impl Monitor {
             .filter_map(|line| {
                 let from_script = line.contains(" lua]");
                 let name = line.split('"').nth(1)?.to_ascii_lowercase();
-                Some(Seen { from_script, name, line })
+                Some(Seen {
+                    from_script,
+                    name,
+                    line,
+                })
             })
             .collect();
         let _ = marker;
@@ -224,7 +267,9 @@ pub struct Reply {
 impl Reply {
     /// The `Set-Cookie` header, if the response has one.
     pub fn set_cookie(&self) -> Option<&str> {
-        self.headers.get(header::SET_COOKIE).map(|v| v.to_str().unwrap())
+        self.headers
+            .get(header::SET_COOKIE)
+            .map(|v| v.to_str().unwrap())
     }
 }
 
@@ -246,7 +291,10 @@ impl Browser {
     }
 
     pub fn with_cookie(app: Router, cookie: Option<String>) -> Self {
-        Self { cookie, ..Self::new(app) }
+        Self {
+            cookie,
+            ..Self::new(app)
+        }
     }
 
     pub async fn get(&mut self, path: &str) -> Reply {
@@ -262,7 +310,13 @@ impl Browser {
     }
 
     pub async fn post_form(&mut self, path: &str, form: &str) -> Reply {
-        self.send("POST", path, form, Some("application/x-www-form-urlencoded")).await
+        self.send(
+            "POST",
+            path,
+            form,
+            Some("application/x-www-form-urlencoded"),
+        )
+        .await
     }
 
     /// Sends a request with exactly these `Cookie` header values (raw bytes), keeping nothing.
@@ -274,7 +328,13 @@ impl Browser {
         call(&self.app, request.body(Body::empty()).unwrap()).await
     }
 
-    async fn send(&mut self, method: &str, path: &str, body: &str, content_type: Option<&str>) -> Reply {
+    async fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: &str,
+        content_type: Option<&str>,
+    ) -> Reply {
         let mut request = Request::builder().method(method).uri(path);
         if let Some(cookie) = &self.cookie {
             request = request.header(header::COOKIE, format!("{}={cookie}", self.cookie_name));
@@ -282,7 +342,11 @@ impl Browser {
         if let Some(content_type) = content_type {
             request = request.header(header::CONTENT_TYPE, content_type);
         }
-        let reply = call(&self.app, request.body(Body::from(body.to_owned())).unwrap()).await;
+        let reply = call(
+            &self.app,
+            request.body(Body::from(body.to_owned())).unwrap(),
+        )
+        .await;
         if let Some(set) = reply.set_cookie() {
             let parsed = cookie::Cookie::parse(set.to_owned()).unwrap();
             let removed = parsed.max_age() == Some(time::Duration::ZERO);
@@ -316,7 +380,11 @@ pub fn app(layer: SessionLayer, gate: Gate) -> Router {
     });
     let read_gate = gate.clone();
     let slow_read_write = get(move |session: Session| async move {
-        let count = session.get::<u64>("count").await.unwrap_or_default().unwrap_or(0);
+        let count = session
+            .get::<u64>("count")
+            .await
+            .unwrap_or_default()
+            .unwrap_or(0);
         read_gate.pass().await;
         session.insert("count", count + 1).await.unwrap();
         (count + 1).to_string()
