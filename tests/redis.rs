@@ -393,3 +393,21 @@ async fn a_failed_save_answers_503_never_the_handlers_200() {
     );
     assert_eq!(reply.set_cookie(), None);
 }
+
+#[tokio::test]
+async fn malformed_cookies_never_reach_redis() {
+    let server = RedisServer::start();
+    let (app, _) = app_on(&server, |l| l).await;
+    let mut real = Browser::new(app.clone());
+    real.get("/counter").await;
+    let cases = support::hostile_cookies(real.cookie.as_ref().unwrap());
+    let mut monitor = Monitor::start(&server).await;
+    for case in &cases {
+        let reply = Browser::new(app.clone())
+            .send_raw_cookies("/counter/peek", &[case])
+            .await;
+        assert_eq!((reply.status, reply.body.as_str()), (StatusCode::OK, "0"));
+    }
+    let received = monitor.take().await;
+    assert_eq!(received.0.len(), 0, "{received:?}");
+}

@@ -431,3 +431,21 @@ pub fn session_key(prefix: &str, token: &str) -> String {
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
     format!("{prefix}{hex}")
 }
+
+/// `Cookie` headers that must be treated as no session: malformed, oversized, non-UTF-8, duplicated
+/// (even with a valid id), wrong-case, and a flood of unrelated cookies.
+pub fn hostile_cookies(valid_token: &str) -> Vec<Vec<u8>> {
+    vec![
+        b"sid=".to_vec(),
+        b"sid=not-a-token".to_vec(),
+        b"sid=../../etc/passwd".to_vec(),
+        b"sid=\xff\xfe\xfd".to_vec(),
+        format!("sid={}", "a".repeat(8192)).into_bytes(),
+        format!("sid={valid_token}; sid={valid_token}").into_bytes(),
+        format!("sid={}", valid_token.to_uppercase()).into_bytes(),
+        (0..2000)
+            .map(|i| format!("c{i}=v; "))
+            .collect::<String>()
+            .into_bytes(),
+    ]
+}
