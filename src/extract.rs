@@ -54,3 +54,48 @@ impl IntoResponse for SessionMissing {
         (StatusCode::INTERNAL_SERVER_ERROR, self.to_string()).into_response()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::Request;
+    use axum::routing::get;
+    use axum::Router;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::{MemoryStore, SessionLayer};
+
+    async fn get_body(app: Router) -> (StatusCode, String) {
+        let response = app
+            .oneshot(Request::get("/").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn session_without_the_layer_is_a_rejection_that_says_how_to_fix_it() {
+        let app = Router::new().route("/", get(|_: Session| async { "unreachable" }));
+        let (status, body) = get_body(app).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(
+            body.contains("is `SessionLayer` added to the router"),
+            "{body}"
+        );
+    }
+
+    #[tokio::test]
+    async fn optional_session_is_none_without_the_layer_and_some_with_it() {
+        let handler = |session: Option<Session>| async move { session.is_some().to_string() };
+        let bare = Router::new().route("/", get(handler));
+        assert_eq!(get_body(bare).await.1, "false");
+        let layered = Router::new()
+            .route("/", get(handler))
+            .layer(SessionLayer::new(MemoryStore::default()));
+        assert_eq!(get_body(layered).await.1, "true");
+    }
+}

@@ -328,3 +328,38 @@ impl<S> Layer<S> for SessionLayer {
         SessionService::new(inner, Arc::clone(&self.shared))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MemoryStore;
+
+    #[test]
+    #[should_panic(expected = "invalid session setting `same_site`")]
+    fn applying_an_invalid_layer_panics_naming_the_option() {
+        let layer = SessionLayer::new(MemoryStore::default())
+            .with_same_site(SameSite::None)
+            .with_secure(false);
+        let _ = layer.layer(tower::service_fn(|()| async {
+            Ok::<_, std::convert::Infallible>(())
+        }));
+    }
+
+    #[test]
+    fn builder_setters_reach_the_shared_config() {
+        let layer = SessionLayer::new(MemoryStore::default())
+            .with_cookie_name("app")
+            .with_idle_timeout(Duration::minutes(5))
+            .with_max_bytes(10);
+        let config = &layer.shared.config;
+        assert_eq!(
+            (
+                config.cookie_name.as_str(),
+                config.idle_timeout,
+                config.max_bytes
+            ),
+            ("app", Duration::minutes(5), 10)
+        );
+        assert!(layer.validate().is_ok());
+    }
+}
