@@ -14,8 +14,14 @@ use axum_redis_session::fred::util::sha1_hash;
 use axum_redis_session::{RedisStore, SessionLayer};
 use support::{session_key, Browser, Gate, Monitor, Received, RedisServer};
 
-const LOAD_LUA: &str = include_str!("../src/store/load.lua");
-const SAVE_LUA: &str = include_str!("../src/store/save.lua");
+const LOAD_LUA: &str = concat!(
+    include_str!("../src/store/lib.lua"),
+    include_str!("../src/store/load.lua")
+);
+const SAVE_LUA: &str = concat!(
+    include_str!("../src/store/lib.lua"),
+    include_str!("../src/store/save.lua")
+);
 
 async fn app_on(
     server: &RedisServer,

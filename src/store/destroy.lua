@@ -1,12 +1,31 @@
--- Delete a session and its entry in its owner's index.
+-- Delete a session, returning what it held: used for logout, and on a cluster to take a session
+-- whose id is being cycled (its new key lives on another slot, so it moves in two steps).
 --
 -- KEYS[1]  the session hash
 -- ARGV[1]  key prefix (for the owner's index)
 -- ARGV[2]  this session's key id
+-- ARGV[3]  '1' to remove it from the owner's index here; '0' on a cluster, where the caller does it
+--
+-- Returns false when there was no live session, else its fields (flat field/value list).
 
-local user = redis.call('HGET', KEYS[1], '$user')
-redis.call('DEL', KEYS[1])
-if user then
-  redis.call('ZREM', ARGV[1] .. 'user:' .. user, ARGV[2])
+local fields = redis.call('HGETALL', KEYS[1])
+if #fields == 0 then
+  return false
 end
-return 1
+redis.call('DEL', KEYS[1])
+
+local user, deadline
+for i = 1, #fields, 2 do
+  if fields[i] == '$user' then
+    user = fields[i + 1]
+  elseif fields[i] == '$deadline' then
+    deadline = tonumber(fields[i + 1])
+  end
+end
+if user and ARGV[3] == '1' then
+  redis.call('ZREM', index_key(ARGV[1], user), ARGV[2])
+end
+if deadline and deadline <= now_ms() then
+  return false
+end
+return fields

@@ -5,6 +5,7 @@
 -- ARGV[2]  touch threshold, ms: the TTL is rolled only when less than this remains
 -- ARGV[3]  key prefix (for the owner's index)
 -- ARGV[4]  this session's key id (its member name in the index)
+-- ARGV[5]  '1' to update the owner's index here; '0' on a cluster, where the caller does it
 --
 -- Returns false when there is no live session, else { remaining ttl ms, touched 0|1, fields... }.
 
@@ -13,9 +14,7 @@ if #fields == 0 then
   return false
 end
 
-local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-
+local now = now_ms()
 local deadline, user
 for i = 1, #fields, 2 do
   if fields[i] == '$deadline' then
@@ -25,10 +24,11 @@ for i = 1, #fields, 2 do
   end
 end
 
+local inline_index = ARGV[5] == '1'
 if deadline and deadline <= now then
   redis.call('DEL', KEYS[1])
-  if user then
-    redis.call('ZREM', ARGV[3] .. 'user:' .. user, ARGV[4])
+  if user and inline_index then
+    redis.call('ZREM', index_key(ARGV[3], user), ARGV[4])
   end
   return false
 end
@@ -44,12 +44,8 @@ if ttl < tonumber(ARGV[2]) then
     redis.call('PEXPIRE', KEYS[1], new_ttl)
     ttl = new_ttl
     touched = 1
-    if user then
-      local index = ARGV[3] .. 'user:' .. user
-      redis.call('ZADD', index, now + new_ttl, ARGV[4])
-      if redis.call('PTTL', index) < new_ttl then
-        redis.call('PEXPIRE', index, new_ttl + math.floor(tonumber(ARGV[1]) / 10))
-      end
+    if user and inline_index then
+      index_add(index_key(ARGV[3], user), ARGV[4], now, new_ttl, math.floor(tonumber(ARGV[1]) / 10))
     end
   end
 end

@@ -74,6 +74,27 @@ impl Changes {
     pub(crate) fn is_empty(&self) -> bool {
         !self.clear && self.fields.is_empty() && self.user.is_none()
     }
+
+    /// These changes applied to a whole stored session (metadata included), as the fields of a new
+    /// session: what a session moved to another key must hold.
+    pub(crate) fn moved_onto(&self, stored: impl IntoIterator<Item = (String, String)>) -> Self {
+        let mut fields: BTreeMap<String, Option<String>> = stored
+            .into_iter()
+            .filter(|(field, _)| !self.clear || is_metadata(field))
+            .map(|(field, value)| (field, Some(value)))
+            .collect();
+        for (field, value) in &self.fields {
+            match value {
+                Some(value) => fields.insert(field.clone(), Some(value.clone())),
+                None => fields.remove(field),
+            };
+        }
+        Self {
+            clear: false,
+            fields,
+            user: self.user.clone(),
+        }
+    }
 }
 
 /// How a save relates to what the store already holds.

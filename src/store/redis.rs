@@ -16,14 +16,22 @@ use fred::types::config::{Config as FredConfig, Options, ReconnectPolicy};
 use fred::types::scripts::Script;
 use fred::types::{Builder, Value};
 
-use super::{Changes, Loaded, SaveMode, Saved};
+use super::{Changes, Loaded, SaveMode, Saved, USER_FIELD};
 use crate::config::Config;
 use crate::error::Error;
 use crate::id::KeyId;
 
-static LOAD: LazyLock<Script> = LazyLock::new(|| Script::from_lua(include_str!("load.lua")));
-static SAVE: LazyLock<Script> = LazyLock::new(|| Script::from_lua(include_str!("save.lua")));
-static DESTROY: LazyLock<Script> = LazyLock::new(|| Script::from_lua(include_str!("destroy.lua")));
+/// A script from its file, with the shared helpers of `lib.lua` in front.
+macro_rules! script {
+    ($file:literal) => {
+        LazyLock::new(|| Script::from_lua(concat!(include_str!("lib.lua"), include_str!($file))))
+    };
+}
+
+static LOAD: LazyLock<Script> = script!("load.lua");
+static SAVE: LazyLock<Script> = script!("save.lua");
+static DESTROY: LazyLock<Script> = script!("destroy.lua");
+static INDEX: LazyLock<Script> = script!("index.lua");
 
 /// Connections a store opens itself from a URL: enough to keep two cores busy without one
 /// connection's reader becoming the bottleneck.
@@ -145,12 +153,20 @@ impl RedisStore {
         }
     }
 
+    /// On a cluster, a user's index is on another slot than the user's sessions, so scripts cannot
+    /// update it in the same call: the store does it with separate single-key calls instead.
+    fn inline_index(&self) -> bool {
+        !self.client().is_clustered()
+    }
+
     pub(crate) async fn load(&self, key: &KeyId, config: &Config) -> Result<Option<Loaded>, Error> {
+        let inline_index = self.inline_index();
         let args = vec![
             Value::from(config.idle_ms()),
             Value::from(config.touch_below_ms()),
             Value::from(config.key_prefix.as_str()),
             Value::from(key.as_str()),
+            flag(inline_index),
         ];
         // A load may be retried after a dropped connection: reading and rolling a TTL twice is harmless.
         let options = Options {
@@ -170,24 +186,20 @@ impl RedisStore {
             return Ok(None);
         };
         let mut reply = reply.into_iter();
-        let (Some(ttl), Some(touched), Some(Value::Array(flat))) =
-            (reply.next(), reply.next(), reply.next())
+        let (Some(ttl), Some(touched), Some(flat)) = (reply.next(), reply.next(), reply.next())
         else {
             return Err(unexpected_reply("load"));
         };
-        let mut flat = flat.into_iter();
-        let mut hash = Vec::with_capacity(flat.len() / 2);
-        while let (Some(field), Some(value)) = (flat.next(), flat.next()) {
-            match (field.into_string(), value.into_string()) {
-                (Some(field), Some(value)) => hash.push((field, value)),
-                _ => return Err(unexpected_reply("load")),
-            }
-        }
-        Ok(Some(Loaded::from_hash(
-            hash,
+        let loaded = Loaded::from_hash(
+            hash_pairs(flat, "load")?,
             ttl.as_i64().unwrap_or(0),
             touched.as_i64() == Some(1),
-        )))
+        );
+        if let (false, true, Some(user)) = (inline_index, loaded.touched, &loaded.user) {
+            self.update_index(config, user, None, Some((key, loaded.ttl_ms)))
+                .await?;
+        }
+        Ok(Some(loaded))
     }
 
     pub(crate) async fn save(
@@ -197,6 +209,61 @@ impl RedisStore {
         changes: &Changes,
         config: &Config,
     ) -> Result<Saved, Error> {
+        let inline_index = self.inline_index();
+        if let (SaveMode::Cycle { from }, false) = (mode, inline_index) {
+            return self.cycle_across_slots(key, from, changes, config).await;
+        }
+        let (saved, owners) = self
+            .save_script(key, mode, changes, config, inline_index)
+            .await?;
+        if let (false, Some(owners), Saved::Written { ttl_ms }) = (inline_index, owners, saved) {
+            self.reindex(config, owners, key, key, ttl_ms).await?;
+        }
+        Ok(saved)
+    }
+
+    /// Cycles an id on a cluster, where the old and new keys live on different slots: takes the old
+    /// session (checking and deleting it atomically, so it is dead at once and cannot be taken
+    /// twice), then writes it with this request's changes under the new id. A refused write puts
+    /// the old session back as it was.
+    async fn cycle_across_slots(
+        &self,
+        key: &KeyId,
+        from: &KeyId,
+        changes: &Changes,
+        config: &Config,
+    ) -> Result<Saved, Error> {
+        let Some(taken) = self.take(from, config, false).await? else {
+            return Ok(Saved::Gone);
+        };
+        let previous = taken
+            .iter()
+            .find(|(f, _)| f == USER_FIELD)
+            .map(|(_, v)| v.clone());
+        let moved = changes.moved_onto(taken.clone());
+        let (saved, owners) = self
+            .save_script(key, SaveMode::New, &moved, config, false)
+            .await?;
+        let Saved::Written { ttl_ms } = saved else {
+            let original = Changes::default().moved_onto(taken);
+            self.save_script(from, SaveMode::New, &original, config, false)
+                .await?;
+            return Ok(saved);
+        };
+        let current = owners.and_then(|o| o.current);
+        self.reindex(config, Owners { previous, current }, from, key, ttl_ms)
+            .await?;
+        Ok(saved)
+    }
+
+    async fn save_script(
+        &self,
+        key: &KeyId,
+        mode: SaveMode<'_>,
+        changes: &Changes,
+        config: &Config,
+        inline_index: bool,
+    ) -> Result<(Saved, Option<Owners>), Error> {
         let (mode_name, source) = match mode {
             SaveMode::New => ("new", None),
             SaveMode::Update => ("update", None),
@@ -210,7 +277,7 @@ impl RedisStore {
             .iter()
             .filter_map(|(field, value)| value.as_ref().map(|value| (field, value)))
             .collect();
-        let mut args = Vec::with_capacity(10 + changes.fields.len() * 2);
+        let mut args = Vec::with_capacity(11 + changes.fields.len() * 2);
         args.extend([
             Value::from(mode_name),
             Value::from(config.idle_ms()),
@@ -221,8 +288,9 @@ impl RedisStore {
             Value::from(config.key_prefix.as_str()),
             Value::from(key.as_str()),
             Value::from(source.map_or("", KeyId::as_str)),
-            Value::from(if changes.clear { "1" } else { "0" }),
+            flag(changes.clear),
             Value::from(changes.user.as_deref().unwrap_or("")),
+            flag(inline_index),
             Value::from(sets.len() as i64),
         ]);
         for (field, value) in sets {
@@ -241,25 +309,108 @@ impl RedisStore {
         let Value::Array(reply) = reply else {
             return Err(unexpected_reply("save"));
         };
-        let status = reply.first().and_then(Value::as_str);
-        match status.as_deref() {
-            Some("ok") => Ok(Saved::Written {
+        let text = |i: usize| {
+            reply
+                .get(i)
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(|s| s.into_owned())
+        };
+        let saved = match text(0).as_deref() {
+            Some("ok") => Saved::Written {
                 ttl_ms: reply.get(1).and_then(Value::as_i64).unwrap_or(0),
-            }),
-            Some("gone") => Ok(Saved::Gone),
-            Some("collision") => Ok(Saved::Collision),
-            Some("too_large") => Ok(Saved::TooLarge),
-            _ => Err(unexpected_reply("save")),
-        }
+            },
+            Some("gone") => Saved::Gone,
+            Some("collision") => Saved::Collision,
+            Some("too_large") => Saved::TooLarge,
+            _ => return Err(unexpected_reply("save")),
+        };
+        let owners = matches!(saved, Saved::Written { .. }).then(|| Owners {
+            previous: text(2),
+            current: text(3),
+        });
+        Ok((saved, owners))
     }
 
     pub(crate) async fn destroy(&self, key: &KeyId, config: &Config) -> Result<(), Error> {
+        let inline_index = self.inline_index();
+        let taken = self.take(key, config, inline_index).await?;
+        let user = taken.and_then(|fields| fields.into_iter().find(|(f, _)| f == USER_FIELD));
+        if let (false, Some((_, user))) = (inline_index, user) {
+            self.update_index(config, &user, Some(key), None).await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes a session and returns what it held, or `None` if it was not alive.
+    async fn take(
+        &self,
+        key: &KeyId,
+        config: &Config,
+        inline_index: bool,
+    ) -> Result<Option<Vec<(String, String)>>, Error> {
         let args = vec![
             Value::from(config.key_prefix.as_str()),
             Value::from(key.as_str()),
+            flag(inline_index),
         ];
         let keys = vec![session_key(config, key)];
-        self.run(&DESTROY, keys, args, config, &write_options(config))
+        match self
+            .run(&DESTROY, keys, args, config, &write_options(config))
+            .await?
+        {
+            Value::Null => Ok(None),
+            flat => hash_pairs(flat, "destroy").map(Some),
+        }
+    }
+
+    /// After a save on a cluster: the session's entry leaves its previous owner's index under `from`
+    /// and joins its current owner's under `to`, one single-key call per index touched.
+    async fn reindex(
+        &self,
+        config: &Config,
+        owners: Owners,
+        from: &KeyId,
+        to: &KeyId,
+        ttl_ms: i64,
+    ) -> Result<(), Error> {
+        let moved = from != to;
+        match (owners.previous, owners.current) {
+            (Some(previous), Some(current)) if previous == current => {
+                let removed = moved.then_some(from);
+                self.update_index(config, &current, removed, Some((to, ttl_ms)))
+                    .await
+            }
+            (previous, current) => {
+                if let Some(previous) = previous {
+                    self.update_index(config, &previous, Some(from), None)
+                        .await?;
+                }
+                if let Some(current) = current {
+                    self.update_index(config, &current, None, Some((to, ttl_ms)))
+                        .await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Updates one user's index with its own single-key script (cluster only).
+    async fn update_index(
+        &self,
+        config: &Config,
+        user: &str,
+        remove: Option<&KeyId>,
+        add: Option<(&KeyId, i64)>,
+    ) -> Result<(), Error> {
+        let args = vec![
+            Value::from(remove.map_or("", KeyId::as_str)),
+            Value::from(add.map_or("", |(key, _)| key.as_str())),
+            Value::from(add.map_or(0, |(_, ttl)| ttl)),
+            Value::from(config.idle_ms() / 10),
+        ];
+        let keys = vec![index_key(config, user)];
+        self.run(&INDEX, keys, args, config, &write_options(config))
             .await?;
         Ok(())
     }
@@ -268,7 +419,7 @@ impl RedisStore {
     /// keeps them on different slots) and only those entries from the index, so a session created
     /// meanwhile stays indexed.
     pub(crate) async fn destroy_user(&self, user: &str, config: &Config) -> Result<(), Error> {
-        let index = format!("{}user:{user}", config.key_prefix);
+        let index = index_key(config, user);
         let client = self.client().with_options(&write_options(config));
         let ids: Vec<String> = bounded(
             config,
@@ -316,6 +467,37 @@ impl RedisStore {
         })
         .await
     }
+}
+
+/// Who owned a session before and after a save, for updating indexes outside the script.
+#[derive(Debug)]
+struct Owners {
+    previous: Option<String>,
+    current: Option<String>,
+}
+
+/// A flat field/value reply as pairs.
+fn hash_pairs(flat: Value, script: &str) -> Result<Vec<(String, String)>, Error> {
+    let Value::Array(flat) = flat else {
+        return Err(unexpected_reply(script));
+    };
+    let mut flat = flat.into_iter();
+    let mut pairs = Vec::with_capacity(flat.len() / 2);
+    while let (Some(field), Some(value)) = (flat.next(), flat.next()) {
+        match (field.into_string(), value.into_string()) {
+            (Some(field), Some(value)) => pairs.push((field, value)),
+            _ => return Err(unexpected_reply(script)),
+        }
+    }
+    Ok(pairs)
+}
+
+fn flag(on: bool) -> Value {
+    Value::from(if on { "1" } else { "0" })
+}
+
+fn index_key(config: &Config, user: &str) -> String {
+    format!("{}user:{user}", config.key_prefix)
 }
 
 /// Bounds a store call by the command timeout even where fred would wait longer, e.g. on a client

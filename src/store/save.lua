@@ -13,23 +13,19 @@
 -- ARGV[7]  key id of KEYS[2], or ''
 -- ARGV[8]  '1' to remove every user field before applying the rest
 -- ARGV[9]  user id to bind the session to, or '' to keep the current one
--- ARGV[10] n, the number of fields set; n field/value pairs follow, then the fields removed
+-- ARGV[10] '1' to update the owners' indexes here; '0' on a cluster, where the caller does it
+-- ARGV[11] n, the number of fields set; n field/value pairs follow, then the fields removed
 --
--- Returns { 'ok', ttl ms } | { 'gone' } | { 'collision' } | { 'too_large' }; nothing is written
--- unless it returns 'ok'.
+-- Returns { 'ok', ttl ms, previous owner or '', owner or '' } | { 'gone' } | { 'collision' } |
+-- { 'too_large' }; nothing is written unless it returns 'ok'.
 
 local mode, target, source = ARGV[1], KEYS[1], KEYS[2]
 local prefix = ARGV[5]
-
-local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local inline_index = ARGV[10] == '1'
+local now = now_ms()
 
 local function is_metadata(field)
   return string.sub(field, 1, 1) == '$' and string.sub(field, 1, 7) ~= '$flash:'
-end
-
-local function index_key(user)
-  return prefix .. 'user:' .. user
 end
 
 -- HSET/HDEL in bounded batches: unpack() of a huge table overflows Lua's stack.
@@ -50,8 +46,7 @@ if mode == 'new' then
     fields['$deadline'] = tostring(now + tonumber(ARGV[3]))
   end
 else
-  local from = mode == 'cycle' and source or target
-  local flat = redis.call('HGETALL', from)
+  local flat = redis.call('HGETALL', mode == 'cycle' and source or target)
   if #flat == 0 then
     return { 'gone' }
   end
@@ -62,12 +57,11 @@ else
 end
 
 local old_user = fields['$user']
-local deadline = tonumber(fields['$deadline'])
-if deadline and deadline <= now then
-  local dead_id = mode == 'cycle' and ARGV[7] or ARGV[6]
+local stored_deadline = tonumber(fields['$deadline'])
+if mode ~= 'new' and stored_deadline and stored_deadline <= now then
   redis.call('DEL', mode == 'cycle' and source or target)
-  if old_user then
-    redis.call('ZREM', index_key(old_user), dead_id)
+  if old_user and inline_index then
+    redis.call('ZREM', index_key(prefix, old_user), mode == 'cycle' and ARGV[7] or ARGV[6])
   end
   return { 'gone' }
 end
@@ -81,13 +75,13 @@ if ARGV[8] == '1' then
     end
   end
 end
-local n = tonumber(ARGV[10])
-for i = 11, 10 + 2 * n, 2 do
+local n = tonumber(ARGV[11])
+for i = 12, 11 + 2 * n, 2 do
   fields[ARGV[i]] = ARGV[i + 1]
   set[ARGV[i]] = true
   removed[ARGV[i]] = nil
 end
-for i = 11 + 2 * n, #ARGV do
+for i = 12 + 2 * n, #ARGV do
   fields[ARGV[i]] = nil
   removed[ARGV[i]] = true
 end
@@ -126,24 +120,22 @@ else
 end
 call_batched('HSET', target, writes)
 
+-- A session moved in from elsewhere keeps its own deadline, so read it after the changes.
 local ttl = tonumber(ARGV[2])
+local deadline = tonumber(fields['$deadline'])
 if deadline then
-  ttl = math.min(ttl, deadline - now)
+  ttl = math.max(1, math.min(ttl, deadline - now))
 end
 redis.call('PEXPIRE', target, ttl)
 
 local user = fields['$user']
-if old_user and (old_user ~= user or mode == 'cycle') then
-  redis.call('ZREM', index_key(old_user), mode == 'cycle' and ARGV[7] or ARGV[6])
-end
-if user then
-  local index = index_key(user)
-  redis.call('ZADD', index, now + ttl, ARGV[6])
-  redis.call('ZREMRANGEBYSCORE', index, '-inf', now)
-  if redis.call('PTTL', index) < ttl then
-    -- Outlive every indexed session, with slack so that not every write rewrites it.
-    redis.call('PEXPIRE', index, ttl + math.floor(tonumber(ARGV[2]) / 10))
+if inline_index then
+  if old_user and (old_user ~= user or mode == 'cycle') then
+    redis.call('ZREM', index_key(prefix, old_user), mode == 'cycle' and ARGV[7] or ARGV[6])
+  end
+  if user then
+    index_add(index_key(prefix, user), ARGV[6], now, ttl, math.floor(tonumber(ARGV[2]) / 10))
   end
 end
 
-return { 'ok', ttl }
+return { 'ok', ttl, old_user or '', user or '' }
