@@ -3,20 +3,27 @@
 
 mod support;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration as StdDuration;
 
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Router;
+use axum_redis_session::fred::prelude::Config;
 use axum_redis_session::{MemoryStore, MetricsSnapshot, SessionLayer, SessionStore};
-use support::{Browser, Gate, RedisServer};
+use support::{Browser, Cluster, Gate, RedisServer, SentinelGroup, TlsFiles};
 use time::Duration;
 
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 enum Kind {
     Memory,
+    /// A `redis-server` of the test's own.
     Redis,
+    /// A topology shared by the whole suite; each behaviour gets its own key prefix on it.
+    Shared(Config),
 }
+
+static PREFIXES: AtomicUsize = AtomicUsize::new(0);
 
 /// An app on a fresh store of `kind`, with its layer configured by `configure`.
 struct Harness {
@@ -28,14 +35,16 @@ struct Harness {
 
 impl Harness {
     async fn new(kind: Kind, configure: impl FnOnce(SessionLayer) -> SessionLayer) -> Self {
-        let (store, redis): (SessionStore, _) = match kind {
+        let (store, redis): (SessionStore, _) = match &kind {
             Kind::Memory => (MemoryStore::default().into(), None),
             Kind::Redis => {
                 let server = RedisServer::start();
                 (server.store().await.into(), Some(server))
             }
+            Kind::Shared(config) => (support::connected_store(config.clone()).await.into(), None),
         };
-        let layer = configure(SessionLayer::new(store));
+        let prefix = format!("t{}:session:", PREFIXES.fetch_add(1, Ordering::Relaxed));
+        let layer = configure(SessionLayer::new(store).with_key_prefix(prefix));
         let gate = Gate::default();
         Self {
             app: support::app(layer.clone(), gate.clone()),
@@ -60,6 +69,14 @@ impl Harness {
 
 macro_rules! suite {
     ($($behaviour:ident),* $(,)?) => {
+        /// Every behaviour in turn on one shared topology.
+        async fn run_suite(config: Config) {
+            $(
+                eprintln!("behaviour: {}", stringify!($behaviour));
+                $behaviour(Kind::Shared(config.clone())).await;
+            )*
+        }
+
         mod memory {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $behaviour() {
@@ -96,6 +113,39 @@ suite!(
     persistent_cookie_carries_max_age,
     error_handler_shapes_session_errors,
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suite_on_a_cluster_of_three_masters_and_three_replicas() {
+    let cluster = Cluster::start();
+    run_suite(Config::from_url(&cluster.url()).unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suite_on_sentinel() {
+    let group = SentinelGroup::start();
+    run_suite(Config::from_url(&group.url()).unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suite_on_tls() {
+    use axum_redis_session::fred::rustls::pki_types::pem::PemObject;
+    use axum_redis_session::fred::rustls::pki_types::CertificateDer;
+    use axum_redis_session::fred::rustls::{ClientConfig, RootCertStore};
+    use axum_redis_session::fred::types::config::TlsConnector;
+
+    let files = TlsFiles::generate();
+    let server = files.server();
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(&files.ca).unwrap())
+        .unwrap();
+    let client = ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut config = Config::from_url(&format!("rediss://127.0.0.1:{}", server.port)).unwrap();
+    config.tls = Some(TlsConnector::from(client).into());
+    run_suite(config).await;
+}
 
 async fn counter_creates_then_updates_one_session(kind: Kind) {
     let h = Harness::default(kind).await;
@@ -317,7 +367,7 @@ async fn oversized_change_is_refused_whole_with_413(kind: Kind) {
 }
 
 async fn server_error_responses_do_not_save(kind: Kind) {
-    let h = Harness::default(kind).await;
+    let h = Harness::default(kind.clone()).await;
     let mut browser = h.browser();
     browser.get("/counter").await;
     let failed = browser.get("/test/fail").await;

@@ -1,0 +1,180 @@
+//! A cookie-keeping client that drives the demo's routes in process, and the app it drives.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{header, HeaderMap, Request, StatusCode};
+use axum::Router;
+use axum_redis_session::SessionLayer;
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+use super::demo;
+
+/// A response, with the parts tests look at.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl Reply {
+    /// The `Set-Cookie` header, if the response has one.
+    pub fn set_cookie(&self) -> Option<&str> {
+        self.headers
+            .get(header::SET_COOKIE)
+            .map(|v| v.to_str().unwrap())
+    }
+}
+
+/// A browser-like client: keeps the session cookie the app sets and sends it back.
+#[derive(Clone)]
+pub struct Browser {
+    app: Router,
+    pub cookie: Option<String>,
+    cookie_name: String,
+}
+
+impl Browser {
+    pub fn new(app: Router) -> Self {
+        Self {
+            app,
+            cookie: None,
+            cookie_name: "sid".into(),
+        }
+    }
+
+    pub fn with_cookie(app: Router, cookie: Option<String>) -> Self {
+        Self {
+            cookie,
+            ..Self::new(app)
+        }
+    }
+
+    pub async fn get(&mut self, path: &str) -> Reply {
+        self.send("GET", path, "", None).await
+    }
+
+    pub async fn put(&mut self, path: &str, body: &str) -> Reply {
+        self.send("PUT", path, body, None).await
+    }
+
+    pub async fn delete(&mut self, path: &str) -> Reply {
+        self.send("DELETE", path, "", None).await
+    }
+
+    pub async fn post_form(&mut self, path: &str, form: &str) -> Reply {
+        self.send(
+            "POST",
+            path,
+            form,
+            Some("application/x-www-form-urlencoded"),
+        )
+        .await
+    }
+
+    /// Sends a request with exactly these `Cookie` header values (raw bytes), keeping nothing.
+    pub async fn send_raw_cookies(&self, path: &str, cookies: &[&[u8]]) -> Reply {
+        let mut request = Request::get(path);
+        for cookie in cookies {
+            request = request.header(header::COOKIE, *cookie);
+        }
+        call(&self.app, request.body(Body::empty()).unwrap()).await
+    }
+
+    async fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: &str,
+        content_type: Option<&str>,
+    ) -> Reply {
+        let mut request = Request::builder().method(method).uri(path);
+        if let Some(cookie) = &self.cookie {
+            request = request.header(header::COOKIE, format!("{}={cookie}", self.cookie_name));
+        }
+        if let Some(content_type) = content_type {
+            request = request.header(header::CONTENT_TYPE, content_type);
+        }
+        let reply = call(
+            &self.app,
+            request.body(Body::from(body.to_owned())).unwrap(),
+        )
+        .await;
+        if let Some(set) = reply.set_cookie() {
+            let parsed = cookie::Cookie::parse(set.to_owned()).unwrap();
+            let removed = parsed.max_age() == Some(time::Duration::ZERO);
+            self.cookie = (!removed).then(|| parsed.value().to_owned());
+        }
+        reply
+    }
+}
+
+async fn call(app: &Router, request: Request<Body>) -> Reply {
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    Reply {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+    }
+}
+
+/// The demo's routes under `layer`, plus test-only routes for behaviours the contract has no route
+/// for: a handler that fails after writing, and handlers that wait for a signal mid-request.
+pub fn app(layer: SessionLayer, gate: Gate) -> Router {
+    use axum::routing::{get, put};
+    use axum_redis_session::Session;
+
+    let fail = get(|session: Session| async move {
+        session.insert("count", 1000_u64).await.unwrap();
+        StatusCode::INTERNAL_SERVER_ERROR
+    });
+    let read_gate = gate.clone();
+    let slow_read_write = get(move |session: Session| async move {
+        let count = session
+            .get::<u64>("count")
+            .await
+            .unwrap_or_default()
+            .unwrap_or(0);
+        read_gate.pass().await;
+        session.insert("count", count + 1).await.unwrap();
+        (count + 1).to_string()
+    });
+    let slow_write = put(move |session: Session, body: String| async move {
+        gate.pass().await;
+        session.insert("slow", body).await.unwrap();
+        StatusCode::NO_CONTENT
+    });
+    let extra = Router::new()
+        .route("/test/fail", fail)
+        .route("/test/slow-counter", slow_read_write)
+        .route("/test/slow-put", slow_write)
+        .layer(layer.clone());
+    demo::app(layer).merge(extra)
+}
+
+/// Lets a test hold a handler mid-request: the handler signals it has arrived, then waits to be let go.
+#[derive(Clone, Default)]
+pub struct Gate {
+    arrived: Arc<tokio::sync::Notify>,
+    release: Arc<tokio::sync::Notify>,
+}
+
+impl Gate {
+    async fn pass(&self) {
+        self.arrived.notify_one();
+        self.release.notified().await;
+    }
+
+    pub async fn wait_arrival(&self) {
+        self.arrived.notified().await;
+    }
+
+    pub fn release(&self) {
+        self.release.notify_one();
+    }
+}

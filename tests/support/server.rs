@@ -1,0 +1,280 @@
+//! `redis-server` processes of our own, and a `MONITOR` tap on them.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum_redis_session::fred::prelude::*;
+use axum_redis_session::RedisStore;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+/// A `redis-server` (or `redis-sentinel`) of our own on a free loopback port, in a temporary
+/// directory, stopped by its PID when dropped.
+pub struct RedisServer {
+    pub port: u16,
+    child: Child,
+    dir: tempfile::TempDir,
+    /// Extra `redis-cli` arguments to reach it (TLS).
+    cli: Vec<String>,
+}
+
+impl RedisServer {
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts a server with extra `redis-server` arguments (e.g. `["--appendonly", "yes"]`).
+    pub fn start_with(extra: &[&str]) -> Self {
+        Self::start_on(free_port(), extra)
+    }
+
+    pub fn start_on(port: u16, extra: &[&str]) -> Self {
+        let mut args: Vec<String> = [
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ]
+        .into_iter()
+        .chain(["--appendonly", "no"])
+        .map(String::from)
+        .collect();
+        args.extend(extra.iter().map(|a| a.to_string()));
+        Self::spawn("redis-server", port, args, Vec::new())
+    }
+
+    /// Runs `program` with `args`; `{dir}` in an argument becomes the server's own directory.
+    pub fn spawn(program: &str, port: u16, args: Vec<String>, cli: Vec<String>) -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let dir_name = dir.path().to_str().unwrap().to_owned();
+        let args: Vec<String> = args
+            .into_iter()
+            .map(|a| a.replace("{dir}", &dir_name))
+            .collect();
+        let child = Command::new(program)
+            .args(&args)
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{program} must be installed (apt-get install redis-server redis-sentinel): {e}"));
+        let server = Self {
+            port,
+            child,
+            dir,
+            cli,
+        };
+        server.wait_until_ready();
+        server
+    }
+
+    pub fn dir(&self) -> PathBuf {
+        self.dir.path().to_owned()
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Runs `redis-cli` against this server and returns what it printed.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let output = Command::new("redis-cli")
+            .args(&self.cli)
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli must be installed");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    fn wait_until_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.cli(&["ping"]).starts_with("PONG") {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("server on port {} did not start", self.port);
+    }
+
+    /// Stops the server by its PID and waits for it to exit.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// A fred client for inspecting what the layer wrote.
+    pub async fn probe(&self) -> Client {
+        let client = Builder::from_config(Config::from_url(&self.url()).unwrap())
+            .build()
+            .unwrap();
+        client.init().await.expect("probe connects");
+        client
+    }
+
+    /// A store connected to this server, ready (connected) before it is returned.
+    pub async fn store(&self) -> RedisStore {
+        connected_store(Config::from_url(&self.url()).unwrap()).await
+    }
+}
+
+/// A store on a fred pool that is connected before it is returned, and that reconnects forever
+/// (as `RedisStore::connect` does) so failover tests can watch it recover.
+pub async fn connected_store(config: Config) -> RedisStore {
+    let pool = Builder::from_config(config)
+        .set_policy(ReconnectPolicy::new_constant(0, 100))
+        .build_pool(2)
+        .unwrap();
+    pool.init().await.expect("store connects");
+    RedisStore::from_pool(pool)
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One command as `MONITOR` reported it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    /// Sent by a script rather than by a client.
+    pub from_script: bool,
+    /// Lower-case command name.
+    pub name: String,
+    /// The whole line, for searching.
+    pub line: String,
+}
+
+/// Everything Redis receives, via `MONITOR` on a raw connection.
+pub struct Monitor {
+    lines: Arc<Mutex<Vec<String>>>,
+    probe: Client,
+    marks: u64,
+}
+
+/// The commands Redis received for one request.
+#[derive(Debug)]
+pub struct Received(pub Vec<Seen>);
+
+/// Commands that change data.
+const WRITES: &[&str] = &[
+    "hset",
+    "hdel",
+    "del",
+    "pexpire",
+    "expire",
+    "zadd",
+    "zrem",
+    "zremrangebyscore",
+    "set",
+];
+
+impl Received {
+    /// Round trips: commands a client sent, as opposed to those its scripts ran.
+    pub fn round_trips(&self) -> usize {
+        self.0.iter().filter(|c| !c.from_script).count()
+    }
+
+    /// Commands that changed data, wherever they ran.
+    pub fn writes(&self) -> Vec<&str> {
+        self.0
+            .iter()
+            .filter(|c| WRITES.contains(&c.name.as_str()))
+            .map(|c| c.name.as_str())
+            .collect()
+    }
+
+    pub fn any_line_contains(&self, needle: &str) -> bool {
+        self.0.iter().any(|c| c.line.contains(needle))
+    }
+}
+
+impl Monitor {
+    pub async fn start(server: &RedisServer) -> Self {
+        // Connected first, so its handshake is not among what the monitor reports.
+        let probe = server.probe().await;
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
+            .await
+            .unwrap();
+        let (read, mut write) = stream.into_split();
+        write.write_all(b"MONITOR\r\n").await.unwrap();
+        let mut reader = BufReader::new(read);
+        let mut ok = String::new();
+        reader.read_line(&mut ok).await.unwrap();
+        assert!(ok.starts_with("+OK"), "MONITOR refused: {ok}");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&lines);
+        tokio::spawn(async move {
+            let _keep_open = write;
+            let mut line = String::new();
+            while reader.read_line(&mut line).await.is_ok_and(|n| n > 0) {
+                sink.lock().unwrap().push(std::mem::take(&mut line));
+            }
+        });
+        let mut monitor = Self {
+            lines,
+            probe,
+            marks: 0,
+        };
+        monitor.mark().await;
+        monitor
+    }
+
+    /// Sends a marker and waits until MONITOR has reported it, so everything before it is in.
+    async fn mark(&mut self) -> String {
+        self.marks += 1;
+        let marker = format!("monitor-mark-{}", self.marks);
+        let _: String = self.probe.echo(marker.as_str()).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if self
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.contains(&marker))
+            {
+                return marker;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        panic!("MONITOR never reported {marker}");
+    }
+
+    /// The commands received since the previous call (or since the monitor started).
+    pub async fn take(&mut self) -> Received {
+        let marker = self.mark().await;
+        let lines = std::mem::take(&mut *self.lines.lock().unwrap());
+        let seen = lines
+            .into_iter()
+            .filter(|line| line.starts_with('+') && !line.contains("monitor-mark-"))
+            .filter_map(|line| {
+                let from_script = line.contains(" lua]");
+                let name = line.split('"').nth(1)?.to_ascii_lowercase();
+                Some(Seen {
+                    from_script,
+                    name,
+                    line,
+                })
+            })
+            .collect();
+        let _ = marker;
+        Received(seen)
+    }
+}

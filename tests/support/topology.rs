@@ -1,0 +1,289 @@
+//! Real topologies built from `redis-server` / `redis-sentinel` processes on loopback: a cluster of
+//! three masters and three replicas, a master and replica watched by three sentinels, and the
+//! certificate files of a TLS server.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use super::server::{free_port, RedisServer};
+
+/// Polls `ready` every 50 ms until it holds, failing the test with `what` after `limit`.
+pub fn wait_for(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while !ready() {
+        assert!(
+            started.elapsed() < limit,
+            "{what} did not happen within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    started.elapsed()
+}
+
+/// Six cluster-enabled nodes; after [`Cluster::form`], three masters with one replica each.
+pub struct Cluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl Cluster {
+    pub fn start() -> Self {
+        let cluster = Self::start_unformed();
+        cluster.form();
+        cluster
+    }
+
+    /// The six nodes, running but not yet joined into a cluster.
+    pub fn start_unformed() -> Self {
+        let nodes = (0..6)
+            .map(|_| {
+                let bus = free_port().to_string();
+                RedisServer::start_with(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "1000",
+                    "--cluster-port",
+                    &bus,
+                ])
+            })
+            .collect();
+        Self { nodes }
+    }
+
+    /// Joins the nodes (`redis-cli --cluster create … --cluster-replicas 1`) and waits until every
+    /// node reports all slots served.
+    pub fn form(&self) {
+        let addresses: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let output = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .output()
+            .expect("redis-cli");
+        assert!(
+            output.status.success(),
+            "cluster create: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        wait_for("cluster formation", Duration::from_secs(30), || {
+            self.healthy()
+        });
+    }
+
+    /// Every live node sees the cluster as ok, with all slots served and every node known.
+    pub fn healthy(&self) -> bool {
+        self.nodes.iter().all(|node| {
+            let info = node.cli(&["cluster", "info"]);
+            info.contains("cluster_state:ok") && info.contains("cluster_slots_ok:16384")
+        })
+    }
+
+    /// A `redis-cluster://` URL naming every node.
+    pub fn url(&self) -> String {
+        let mut nodes = self.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port));
+        let first = nodes.next().unwrap();
+        let rest: Vec<String> = nodes.map(|n| format!("node={n}")).collect();
+        format!("redis-cluster://{first}?{}", rest.join("&"))
+    }
+
+    /// Ports of the nodes that are masters now.
+    pub fn masters(&self) -> Vec<u16> {
+        self.nodes
+            .iter()
+            .filter(|n| n.cli(&["role"]).starts_with("master"))
+            .map(|n| n.port)
+            .collect()
+    }
+
+    pub fn node(&self, port: u16) -> &RedisServer {
+        self.nodes.iter().find(|n| n.port == port).unwrap()
+    }
+
+    /// Stops one node by its PID and forgets it, so health checks skip it.
+    pub fn kill(&mut self, port: u16) {
+        let at = self.nodes.iter().position(|n| n.port == port).unwrap();
+        self.nodes.remove(at).stop();
+    }
+}
+
+/// A master and its replica, watched by three sentinels under the service name `mymaster`.
+pub struct SentinelGroup {
+    pub master: RedisServer,
+    pub replica: RedisServer,
+    pub sentinels: Vec<RedisServer>,
+    _configs: tempfile::TempDir,
+}
+
+pub const SERVICE: &str = "mymaster";
+
+impl SentinelGroup {
+    pub fn start() -> Self {
+        let master = RedisServer::start();
+        let replica =
+            RedisServer::start_with(&["--replicaof", "127.0.0.1", &master.port.to_string()]);
+        wait_for("replication", Duration::from_secs(10), || {
+            replica
+                .cli(&["info", "replication"])
+                .contains("master_link_status:up")
+        });
+        let configs = tempfile::tempdir().unwrap();
+        let sentinels = (0..3)
+            .map(|i| {
+                let port = free_port();
+                let conf = configs.path().join(format!("sentinel-{i}.conf"));
+                let text = format!(
+                    "port {port}\nbind 127.0.0.1\nsentinel monitor {SERVICE} 127.0.0.1 {master} 2\n\
+                     sentinel down-after-milliseconds {SERVICE} 1000\nsentinel failover-timeout {SERVICE} 5000\n\
+                     sentinel parallel-syncs {SERVICE} 1\n",
+                    master = master.port
+                );
+                std::fs::write(&conf, text).unwrap();
+                RedisServer::spawn("redis-sentinel", port, vec![conf.to_str().unwrap().to_owned()], Vec::new())
+            })
+            .collect::<Vec<_>>();
+        let group = Self {
+            master,
+            replica,
+            sentinels,
+            _configs: configs,
+        };
+        wait_for(
+            "sentinels to see each other and the replica",
+            Duration::from_secs(20),
+            || {
+                group.sentinels.iter().all(|s| {
+                    let info = s.cli(&["sentinel", "master", SERVICE]);
+                    info.contains("num-other-sentinels\n2") && info.contains("num-slaves\n1")
+                })
+            },
+        );
+        group
+    }
+
+    /// A `redis-sentinel://` URL naming all three sentinels.
+    pub fn url(&self) -> String {
+        let first = self.sentinels[0].port;
+        let rest: Vec<String> = self.sentinels[1..]
+            .iter()
+            .map(|s| format!("node=127.0.0.1:{}", s.port))
+            .collect();
+        format!(
+            "redis-sentinel://127.0.0.1:{first}?sentinelServiceName={SERVICE}&{}",
+            rest.join("&")
+        )
+    }
+
+    /// The port the sentinels name as master now.
+    pub fn current_master(&self) -> Option<u16> {
+        let reply = self.sentinels[0].cli(&["sentinel", "get-master-addr-by-name", SERVICE]);
+        reply.lines().nth(1)?.trim().parse().ok()
+    }
+}
+
+/// A CA and a server certificate for 127.0.0.1, made with `openssl` at test time.
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TlsFiles {
+    pub fn generate() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = |name: &str| dir.path().join(name);
+        let run = |args: &[&str]| {
+            let output = Command::new("openssl")
+                .args(args)
+                .current_dir(dir.path())
+                .output()
+                .expect("openssl must be installed");
+            assert!(
+                output.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        };
+        run(&[
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
+        ]
+        .into_iter()
+        .chain(["-days", "1", "-subj", "/CN=session-test-ca"])
+        .collect::<Vec<_>>());
+        run(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ]
+        .into_iter()
+        .chain(["-subj", "/CN=localhost"])
+        .collect::<Vec<_>>());
+        std::fs::write(path("ext"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n").unwrap();
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+        ]
+        .into_iter()
+        .chain(["-out", "server.crt", "-days", "1", "-extfile", "ext"])
+        .collect::<Vec<_>>());
+        Self {
+            ca: path("ca.crt"),
+            cert: path("server.crt"),
+            key: path("server.key"),
+            _dir: dir,
+        }
+    }
+
+    /// A server that accepts only TLS connections.
+    pub fn server(&self) -> RedisServer {
+        let port = free_port();
+        let args = [
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--tls-cert-file",
+            self.cert.to_str().unwrap(),
+            "--tls-key-file",
+            self.key.to_str().unwrap(),
+            "--tls-ca-cert-file",
+            self.ca.to_str().unwrap(),
+            "--tls-auth-clients",
+            "no",
+        ];
+        let cli = vec![
+            "--tls".into(),
+            "--cacert".into(),
+            self.ca.to_str().unwrap().to_owned(),
+        ];
+        RedisServer::spawn(
+            "redis-server",
+            port,
+            args.iter().map(|a| a.to_string()).collect(),
+            cli,
+        )
+    }
+}
