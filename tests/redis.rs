@@ -417,3 +417,35 @@ async fn malformed_cookies_never_reach_redis() {
     let received = monitor.take().await;
     assert_eq!(received.0.len(), 0, "{received:?}");
 }
+
+#[tokio::test]
+async fn a_typical_session_costs_a_few_hundred_bytes() {
+    let server = RedisServer::start();
+    let (app, _) = app_on(&server, |l| l).await;
+    let mut browser = Browser::new(app);
+    browser.post_form("/login", "user=alice@example.com").await;
+    browser.get("/counter").await;
+    browser
+        .put("/kv/cart", r#"["sku-1042","sku-2210","sku-3307"]"#)
+        .await;
+    browser.put("/kv/theme", "dark").await;
+    let key = session_key("session:", browser.cookie.as_ref().unwrap());
+    let bytes: u64 = server
+        .cli(&["memory", "usage", &key, "samples", "0"])
+        .trim()
+        .parse()
+        .unwrap();
+    let index: u64 = server
+        .cli(&[
+            "memory",
+            "usage",
+            "session:user:alice@example.com",
+            "samples",
+            "0",
+        ])
+        .trim()
+        .parse()
+        .unwrap();
+    println!("MEMORY USAGE: session {bytes} bytes, user index {index} bytes");
+    assert!(bytes < 400, "a typical session takes {bytes} bytes");
+}
