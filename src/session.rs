@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::mem;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use cookie::Cookie;
 use serde::de::DeserializeOwned;
@@ -45,8 +45,10 @@ pub struct Session {
 
 struct Inner {
     shared: Arc<Shared>,
-    /// The well-formed token the request's cookie carried, with its key id.
-    incoming: Option<(Token, KeyId)>,
+    /// The well-formed token the request's cookie carried.
+    incoming: Option<Token>,
+    /// Its key id, hashed on first use: requests that never touch the session do not pay for it.
+    incoming_key: OnceLock<KeyId>,
     /// Whether the request carried a session cookie at all, valid or not.
     had_cookie: bool,
     /// `Some(None)` once a load found no live session under the incoming id.
@@ -90,14 +92,11 @@ impl fmt::Debug for Session {
 
 impl Session {
     pub(crate) fn new(shared: Arc<Shared>, cookie: Option<&str>, had_cookie: bool) -> Self {
-        let incoming = cookie.and_then(Token::parse).map(|token| {
-            let key = token.key_id(shared.config.hash_ids);
-            (token, key)
-        });
         Self {
             inner: Arc::new(Inner {
                 shared,
-                incoming,
+                incoming: cookie.and_then(Token::parse),
+                incoming_key: OnceLock::new(),
                 had_cookie,
                 loaded: OnceCell::new(),
                 pending: Mutex::new(Pending {
@@ -325,10 +324,17 @@ impl Session {
     /// # }
     /// ```
     pub fn id_prefix(&self) -> Option<&str> {
-        self.inner
-            .incoming
-            .as_ref()
-            .map(|(_, key)| key.log_prefix())
+        self.incoming().map(|(_, key)| key.log_prefix())
+    }
+
+    /// The cookie's token and its key id, if the cookie carried a well-formed one.
+    fn incoming(&self) -> Option<(&Token, &KeyId)> {
+        let token = self.inner.incoming.as_ref()?;
+        let hashed = self.inner.shared.config.hash_ids;
+        Some((
+            token,
+            self.inner.incoming_key.get_or_init(|| token.key_id(hashed)),
+        ))
     }
 
     fn record(&self, event: Event) {
@@ -366,7 +372,7 @@ impl Session {
 
     /// Loads the session once per request; concurrent callers share the one load.
     async fn load(&self) -> Result<Option<&Loaded>, Error> {
-        let Some((_, key)) = &self.inner.incoming else {
+        let Some((_, key)) = self.incoming() else {
             return Ok(None);
         };
         let loaded = self
@@ -414,7 +420,7 @@ impl Session {
         // The session this request is attached to, unless a load showed that none lives under the id.
         let existing = match self.inner.loaded.get() {
             Some(None) => None,
-            _ => self.inner.incoming.as_ref(),
+            _ => self.incoming(),
         };
         let has_data = !changes.fields.is_empty() || changes.user.is_some();
 

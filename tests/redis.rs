@@ -14,9 +14,9 @@ use axum_redis_session::fred::util::sha1_hash;
 use axum_redis_session::{RedisStore, SessionLayer};
 use support::{session_key, Browser, Gate, Monitor, Received, RedisServer};
 
-const LOAD_LUA: &str = concat!(
+const TOUCH_LUA: &str = concat!(
     include_str!("../src/store/lib.lua"),
-    include_str!("../src/store/load.lua")
+    include_str!("../src/store/touch.lua")
 );
 const SAVE_LUA: &str = concat!(
     include_str!("../src/store/lib.lua"),
@@ -118,48 +118,81 @@ async fn legacy_readers_can_opt_out_of_hashed_key_ids() {
 }
 
 #[tokio::test]
-async fn reads_roll_the_ttl_in_their_one_round_trip_only_when_it_runs_low() {
+async fn reads_are_one_hgetall_and_roll_the_ttl_only_when_it_runs_low() {
     let server = RedisServer::start();
     let (app, _) = app_on(&server, |l| l).await;
     let redis = server.probe().await;
     let mut browser = Browser::new(app);
     browser.post_form("/login", "user=alice").await;
-    browser.get("/me").await; // the server caches the load script on its first use
     let key = session_key("session:", browser.cookie.as_ref().unwrap());
+    // As if a tenth of the idle timeout had passed since the last write.
+    let make_due = || async {
+        let soon = unix_ms() + 60_000;
+        let _: () = redis
+            .hset(&key, ("$expires", soon.to_string()))
+            .await
+            .unwrap();
+        let _: () = redis.pexpire(&key, 60_000, None).await.unwrap();
+        let _: () = redis
+            .pexpire("session:user:alice", 60_000, None)
+            .await
+            .unwrap();
+    };
+    make_due().await;
+    browser.get("/me").await; // the server caches the touch script on its first use
     let mut monitor = Monitor::start(&server).await;
 
     browser.get("/me").await;
     let fresh = monitor.take().await;
+    let names: Vec<&str> = fresh.0.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(
-        (fresh.round_trips(), fresh.writes()),
-        (1, vec![]),
-        "{fresh:?}"
+        names,
+        vec!["hgetall"],
+        "a read of a fresh session is one plain command"
     );
 
-    let _: () = redis.pexpire(&key, 60_000, None).await.unwrap();
-    let _: () = redis
-        .pexpire("session:user:alice", 60_000, None)
-        .await
-        .unwrap();
+    make_due().await;
     monitor.take().await;
     browser.get("/me").await;
     let low = monitor.take().await;
-    assert_eq!(low.round_trips(), 1, "{low:?}");
+    assert_eq!(
+        (low.round_trips(), script_calls(&low, TOUCH_LUA)),
+        (2, 1),
+        "the read, then the touch: {low:?}"
+    );
     assert_eq!(
         low.writes(),
-        vec!["pexpire", "zadd", "zremrangebyscore", "pexpire"],
-        "session TTL and its index entry rolled, the index pruned"
+        vec!["pexpire", "hset", "zadd", "zremrangebyscore", "pexpire"],
+        "session TTL, its $expires and its index entry rolled, the index pruned"
     );
     let ttl: i64 = redis.pttl(&key).await.unwrap();
     assert!(
         ttl > 7_100_000,
         "rolled back to the idle timeout, got {ttl}"
     );
+    let expires: String = redis.hget(&key, "$expires").await.unwrap();
+    assert!(expires.parse::<i64>().unwrap() > unix_ms() + 7_100_000);
     let index_ttl: i64 = redis.pttl("session:user:alice").await.unwrap();
     assert!(
         index_ttl > 7_100_000,
         "the index outlives its sessions, got {index_ttl}"
     );
+
+    monitor.take().await; // this test's own checks above
+    browser.get("/me").await;
+    let after = monitor.take().await;
+    assert_eq!(
+        (after.round_trips(), after.writes().len()),
+        (1, 0),
+        "rolled once, not again: {after:?}"
+    );
+}
+
+fn unix_ms() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    now.as_millis() as i64
 }
 
 #[tokio::test]
@@ -169,7 +202,6 @@ async fn round_trip_budget_of_design_section_5() {
     let mut browser = Browser::new(app.clone());
     // A session to use, and every script cached by the server (its first use is an EVAL).
     browser.get("/counter").await;
-    browser.get("/counter/peek").await;
     browser.post_form("/login", "user=warmup").await;
     let mut monitor = Monitor::start(&server).await;
     let mut fresh = Browser::new(app.clone());
@@ -194,9 +226,9 @@ async fn round_trip_budget_of_design_section_5() {
     browser.get("/counter/peek").await;
     let read = monitor.take().await;
     assert_eq!(
-        (read.round_trips(), script_calls(&read, LOAD_LUA)),
+        (read.round_trips(), read.0.len()),
         (1, 1),
-        "cookie, read: {read:?}"
+        "cookie, read: one HGETALL, nothing else: {read:?}"
     );
     assert!(
         read.writes().is_empty(),
@@ -212,7 +244,11 @@ async fn round_trip_budget_of_design_section_5() {
     );
     assert_eq!(
         (
-            script_calls(&read_write, LOAD_LUA),
+            read_write
+                .0
+                .iter()
+                .filter(|c| c.name == "hgetall" && !c.from_script)
+                .count(),
             script_calls(&read_write, SAVE_LUA)
         ),
         (1, 1)

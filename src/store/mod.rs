@@ -19,6 +19,9 @@ pub(crate) const FLASH_PREFIX: &str = "$flash:";
 pub(crate) const USER_FIELD: &str = "$user";
 pub(crate) const CREATED_FIELD: &str = "$created";
 pub(crate) const DEADLINE_FIELD: &str = "$deadline";
+/// When the session's TTL runs out (unix ms), as of its last write or touch: lets a read decide
+/// whether to roll the TTL without asking Redis.
+pub(crate) const EXPIRES_FIELD: &str = "$expires";
 
 /// A session as loaded: its fields (user keys and flash values, as JSON text) and its owner.
 #[derive(Debug, Default)]
@@ -32,25 +35,16 @@ pub(crate) struct Loaded {
 }
 
 impl Loaded {
-    /// Splits a stored hash into user fields and the crate's metadata.
-    fn from_hash(
-        hash: impl IntoIterator<Item = (String, String)>,
-        ttl_ms: i64,
-        touched: bool,
-    ) -> Self {
-        let mut loaded = Self {
+    /// Splits a stored hash into user fields and the crate's metadata, reusing its map.
+    fn from_hash(mut fields: HashMap<String, String>, ttl_ms: i64, touched: bool) -> Self {
+        let user = fields.remove(USER_FIELD);
+        fields.retain(|field, _| !is_metadata(field));
+        Self {
+            fields,
+            user,
             ttl_ms,
             touched,
-            ..Self::default()
-        };
-        for (field, value) in hash {
-            if field == USER_FIELD {
-                loaded.user = Some(value);
-            } else if !is_metadata(&field) {
-                loaded.fields.insert(field, value);
-            }
         }
-        loaded
     }
 }
 
@@ -153,8 +147,9 @@ impl From<MemoryStore> for SessionStore {
 }
 
 impl SessionStore {
-    /// Reads a live session and rolls its idle TTL when it has run below the touch threshold, in one
-    /// round trip. An expired session (idle or absolute) is `None`.
+    /// Reads a live session and rolls its idle TTL when it has run below the touch threshold (a
+    /// second round trip, at most once per tenth of the idle timeout). An expired session (idle or
+    /// absolute) is `None`.
     pub(crate) async fn load(&self, key: &KeyId, config: &Config) -> Result<Option<Loaded>, Error> {
         match &self.0 {
             Backend::Redis(store) => store.load(key, config).await,

@@ -5,18 +5,21 @@
 //! scored by expiry for each user a session is bound to. Every read and write is one Lua script run
 //! by `EVALSHA` (falling back to `EVAL` once the server has forgotten it), under a command timeout.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::sync::LazyLock;
 
 use fred::clients::{Client, Pool};
 use fred::error::{Error as FredError, ErrorKind};
-use fred::interfaces::{ClientLike, KeysInterface, LuaInterface, SortedSetsInterface};
+use fred::interfaces::{
+    ClientLike, HashesInterface, KeysInterface, LuaInterface, SortedSetsInterface,
+};
 use fred::types::config::{Config as FredConfig, Options, ReconnectPolicy};
 use fred::types::scripts::Script;
 use fred::types::{Builder, Value};
 
-use super::{Changes, Loaded, SaveMode, Saved, USER_FIELD};
+use super::{Changes, Loaded, SaveMode, Saved, EXPIRES_FIELD, USER_FIELD};
 use crate::config::Config;
 use crate::error::Error;
 use crate::id::KeyId;
@@ -28,7 +31,7 @@ macro_rules! script {
     };
 }
 
-static LOAD: LazyLock<Script> = script!("load.lua");
+static TOUCH: LazyLock<Script> = script!("touch.lua");
 static SAVE: LazyLock<Script> = script!("save.lua");
 static DESTROY: LazyLock<Script> = script!("destroy.lua");
 static INDEX: LazyLock<Script> = script!("index.lua");
@@ -159,47 +162,63 @@ impl RedisStore {
         !self.client().is_clustered()
     }
 
+    /// A plain `HGETALL`: one round trip and one command. The TTL is rolled by a second call only
+    /// when the `$expires` the session carries says it has run below the touch threshold.
     pub(crate) async fn load(&self, key: &KeyId, config: &Config) -> Result<Option<Loaded>, Error> {
+        let hash: HashMap<String, String> =
+            bounded(config, self.client().hgetall(session_key(config, key))).await?;
+        if hash.is_empty() {
+            return Ok(None);
+        }
+        let remaining = hash
+            .get(EXPIRES_FIELD)
+            .and_then(|expires| expires.parse::<i64>().ok())
+            .map(|expires| expires - unix_ms());
+        // Past the idle timeout means this app's clock is behind Redis's: touch rather than trust it.
+        let fresh = remaining.filter(|&ms| ms >= config.touch_below_ms() && ms <= config.idle_ms());
+        let (ttl_ms, touched) = match fresh {
+            Some(ms) => (ms, false),
+            None => match self.touch(key, config).await? {
+                Some(ttl_ms) => (ttl_ms, true),
+                None => return Ok(None),
+            },
+        };
+        Ok(Some(Loaded::from_hash(hash, ttl_ms, touched)))
+    }
+
+    /// Rolls the idle TTL (never past the absolute deadline); `None` if the session is gone.
+    async fn touch(&self, key: &KeyId, config: &Config) -> Result<Option<i64>, Error> {
         let inline_index = self.inline_index();
         let args = vec![
             Value::from(config.idle_ms()),
-            Value::from(config.touch_below_ms()),
             Value::from(config.key_prefix.as_str()),
             Value::from(key.as_str()),
             flag(inline_index),
         ];
-        // A load may be retried after a dropped connection: reading and rolling a TTL twice is harmless.
-        let options = Options {
-            timeout: Some(config.command_timeout),
-            ..Options::default()
-        };
         let reply = self
             .run(
-                &LOAD,
+                &TOUCH,
                 vec![session_key(config, key)],
                 args,
                 config,
-                &options,
+                &write_options(),
             )
             .await?;
-        let Value::Array(reply) = reply else {
+        let Some(ttl_ms) = reply.as_i64() else {
             return Ok(None);
         };
-        let mut reply = reply.into_iter();
-        let (Some(ttl), Some(touched), Some(flat)) = (reply.next(), reply.next(), reply.next())
-        else {
-            return Err(unexpected_reply("load"));
-        };
-        let loaded = Loaded::from_hash(
-            hash_pairs(flat, "load")?,
-            ttl.as_i64().unwrap_or(0),
-            touched.as_i64() == Some(1),
-        );
-        if let (false, true, Some(user)) = (inline_index, loaded.touched, &loaded.user) {
-            self.update_index(config, user, None, Some((key, loaded.ttl_ms)))
-                .await?;
+        if !inline_index {
+            let user: Option<String> = bounded(
+                config,
+                self.client().hget(session_key(config, key), USER_FIELD),
+            )
+            .await?;
+            if let Some(user) = user {
+                self.update_index(config, &user, None, Some((key, ttl_ms)))
+                    .await?;
+            }
         }
-        Ok(Some(loaded))
+        Ok(Some(ttl_ms))
     }
 
     pub(crate) async fn save(
@@ -304,7 +323,7 @@ impl RedisStore {
         }
 
         let reply = self
-            .run(&SAVE, keys, args, config, &write_options(config))
+            .run(&SAVE, keys, args, config, &write_options())
             .await?;
         let Value::Array(reply) = reply else {
             return Err(unexpected_reply("save"));
@@ -356,7 +375,7 @@ impl RedisStore {
         ];
         let keys = vec![session_key(config, key)];
         match self
-            .run(&DESTROY, keys, args, config, &write_options(config))
+            .run(&DESTROY, keys, args, config, &write_options())
             .await?
         {
             Value::Null => Ok(None),
@@ -410,7 +429,7 @@ impl RedisStore {
             Value::from(config.idle_ms() / 10),
         ];
         let keys = vec![index_key(config, user)];
-        self.run(&INDEX, keys, args, config, &write_options(config))
+        self.run(&INDEX, keys, args, config, &write_options())
             .await?;
         Ok(())
     }
@@ -420,7 +439,7 @@ impl RedisStore {
     /// meanwhile stays indexed.
     pub(crate) async fn destroy_user(&self, user: &str, config: &Config) -> Result<(), Error> {
         let index = index_key(config, user);
-        let client = self.client().with_options(&write_options(config));
+        let client = self.client().with_options(&write_options());
         let ids: Vec<String> = bounded(
             config,
             client.zrange(index.as_str(), 0, -1, None, false, None, false),
@@ -502,16 +521,22 @@ fn index_key(config: &Config, user: &str) -> String {
 
 /// Bounds a store call by the command timeout even where fred would wait longer, e.g. on a client
 /// whose connection task has ended: a request must get its 503, never hang.
-async fn bounded<T>(
+///
+/// The call is boxed here, once: fred's command futures run to kilobytes, and held inline they would
+/// be copied through every future that awaits them, on every request.
+fn bounded<'a, T: 'a>(
     config: &Config,
-    call: impl Future<Output = Result<T, FredError>>,
-) -> Result<T, Error> {
-    match tokio::time::timeout(config.command_timeout, call).await {
-        Ok(result) => result.map_err(Error::Store),
-        Err(_) => Err(Error::Store(FredError::new(
-            ErrorKind::Timeout,
-            "session store timed out",
-        ))),
+    call: impl Future<Output = Result<T, FredError>> + Send + 'a,
+) -> impl Future<Output = Result<T, Error>> + Send + 'a {
+    let call = tokio::time::timeout(config.command_timeout, Box::pin(call));
+    async move {
+        match call.await {
+            Ok(result) => result.map_err(Error::Store),
+            Err(_) => Err(Error::Store(FredError::new(
+                ErrorKind::Timeout,
+                "session store timed out",
+            ))),
+        }
     }
 }
 
@@ -520,13 +545,19 @@ fn session_key(config: &Config, key: &KeyId) -> String {
 }
 
 /// A write is sent once: replaying it after a dropped connection could report a cycled or created
-/// session as gone or taken. The caller answers 503 instead.
-fn write_options(config: &Config) -> Options {
+/// session as gone or taken. The caller answers 503 instead. (The timeout is `bounded`'s.)
+fn write_options() -> Options {
     Options {
-        timeout: Some(config.command_timeout),
         max_attempts: Some(1),
         ..Options::default()
     }
+}
+
+fn unix_ms() -> i64 {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
 }
 
 fn unexpected_reply(script: &str) -> Error {

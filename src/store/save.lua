@@ -98,6 +98,16 @@ if size > tonumber(ARGV[4]) and size > old_size then
   return { 'too_large' }
 end
 
+-- A session moved in from elsewhere keeps its own deadline, so read it after the changes.
+local ttl = tonumber(ARGV[2])
+local deadline = tonumber(fields['$deadline'])
+if deadline then
+  ttl = math.max(1, math.min(ttl, deadline - now))
+end
+-- Readers decide from this whether the TTL needs rolling, without a script of their own.
+fields['$expires'] = tostring(now + ttl)
+set['$expires'] = true
+
 local writes = {}
 if mode == 'update' then
   local deletes = {}
@@ -119,13 +129,6 @@ else
   end
 end
 call_batched('HSET', target, writes)
-
--- A session moved in from elsewhere keeps its own deadline, so read it after the changes.
-local ttl = tonumber(ARGV[2])
-local deadline = tonumber(fields['$deadline'])
-if deadline then
-  ttl = math.max(1, math.min(ttl, deadline - now))
-end
 redis.call('PEXPIRE', target, ttl)
 
 local user = fields['$user']

@@ -1,0 +1,330 @@
+//! The benchmark: our demo against tower-sessions (fred Redis store) and bare axum, in one run on
+//! one machine, interleaved over rounds. Run it with `bench/run.sh`, which builds what it needs.
+//!
+//! Options: `--rounds N` (3), `--warmup SECS` (2), `--duration SECS` (5), `--out DIR` (the repository
+//! root: BENCHMARKS.md, benchmarks.csv, benchmarks.svg).
+
+mod load;
+mod redis;
+mod report;
+
+use std::fmt::Write as _;
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use load::{Client, Route};
+use redis::PrivateRedis;
+use report::{Sample, CONCURRENCIES, SERVERS};
+
+struct Options {
+    rounds: usize,
+    warmup: Duration,
+    duration: Duration,
+    out: PathBuf,
+}
+
+impl Options {
+    fn parse(root: &Path) -> Self {
+        let mut options = Self {
+            rounds: 3,
+            warmup: Duration::from_secs(2),
+            duration: Duration::from_secs(5),
+            out: root.to_owned(),
+        };
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        for pair in args.chunks(2) {
+            let value = pair
+                .get(1)
+                .unwrap_or_else(|| panic!("{} needs a value", pair[0]));
+            let secs = || Duration::from_secs_f64(value.parse().expect("seconds"));
+            match pair[0].as_str() {
+                "--rounds" => options.rounds = value.parse().expect("--rounds N"),
+                "--warmup" => options.warmup = secs(),
+                "--duration" => options.duration = secs(),
+                "--out" => options.out = PathBuf::from(value),
+                other => panic!("unknown option {other}"),
+            }
+        }
+        assert!(options.rounds >= 1);
+        options
+    }
+}
+
+/// A server under test, stopped by its PID when dropped.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Server {
+    fn start(name: &str, target: &Path, redis_url: &str) -> Self {
+        let addr: SocketAddr = format!("127.0.0.1:{}", redis::free_port()).parse().unwrap();
+        let mut command = match name {
+            "axum-redis-session" => Command::new(target.join("examples/demo")),
+            "tower-sessions" => {
+                let mut c = Command::new(target.join("peer"));
+                c.arg("tower-sessions");
+                c
+            }
+            _ => {
+                let mut c = Command::new(target.join("peer"));
+                c.arg("bare");
+                c
+            }
+        };
+        let child = command
+            .env("ADDR", addr.to_string())
+            .env("REDIS_URL", redis_url)
+            .env("COOKIE_SECURE", "false")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{name}: {e} (build with bench/run.sh)"));
+        let started = Instant::now();
+        while TcpStream::connect(addr).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{name} did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self { child, addr }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Round trips and Redis commands (Lua inner calls included) per request, counted with MONITOR.
+struct Profile {
+    server: &'static str,
+    case: &'static str,
+    round_trips: f64,
+    commands: f64,
+}
+
+async fn profile(server: &'static str, addr: SocketAddr, redis: &PrivateRedis) -> Vec<Profile> {
+    const N: u64 = 20;
+    let mut out = Vec::new();
+    let mut record = |case, (top, inner): (u64, u64)| {
+        out.push(Profile {
+            server,
+            case,
+            round_trips: top as f64 / N as f64,
+            commands: (top + inner) as f64 / N as f64,
+        })
+    };
+    let mut fresh = Client::connect(addr).await;
+    let counts = redis.profile(async {
+        for _ in 0..N {
+            fresh.get("/health").await;
+        }
+    });
+    record("GET /health", counts.await);
+    let counts = redis.profile(async {
+        for _ in 0..N {
+            fresh.get("/counter/peek").await;
+        }
+    });
+    record("GET /counter/peek, no cookie", counts.await);
+    let mut user = Client::connect(addr).await;
+    user.get("/counter").await;
+    let counts = redis.profile(async {
+        for _ in 0..N {
+            user.get("/counter/peek").await;
+        }
+    });
+    record("GET /counter/peek, cookie", counts.await);
+    let counts = redis.profile(async {
+        for _ in 0..N {
+            user.get("/counter").await;
+        }
+    });
+    record("GET /counter, cookie", counts.await);
+    out
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb / 1024 / 1024);
+    let version = |program: &str| {
+        Command::new(program)
+            .arg("--version")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default()
+    };
+    format!(
+        "{cores} cores ({cpu}), {memory} GiB; {}; {}. Load generator, server and Redis share these cores.",
+        version("redis-server"),
+        version("rustc")
+    )
+}
+
+#[tokio::main]
+async fn main() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .unwrap();
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map_or_else(|_| root.join("target"), PathBuf::from)
+        .join("release");
+    let options = Options::parse(&root);
+    let redis = PrivateRedis::start().await;
+    let started = Instant::now();
+
+    let mut samples = Vec::new();
+    let mut profiles = Vec::new();
+    for round in 0..options.rounds {
+        // Rotate the order each round so no server always runs first on a cold machine.
+        for offset in 0..SERVERS.len() {
+            let name = SERVERS[(round + offset) % SERVERS.len()];
+            redis.flushall().await;
+            let server = Server::start(name, &target, &redis.url());
+            for route in Route::ALL {
+                for concurrency in CONCURRENCIES {
+                    let (measured, before) = load::run(
+                        server.addr,
+                        route,
+                        concurrency,
+                        options.warmup,
+                        options.duration,
+                        redis.commandstats(),
+                    )
+                    .await;
+                    let after = redis.commandstats().await;
+                    let commands: u64 = after
+                        .iter()
+                        .map(|(k, v)| v - before.get(k).copied().unwrap_or(0))
+                        .sum();
+                    let sample = Sample {
+                        round,
+                        server: name,
+                        route,
+                        concurrency,
+                        rps: measured.requests as f64 / measured.seconds,
+                        p50_ms: measured.latency.value_at_quantile(0.50) as f64 / 1000.0,
+                        p99_ms: measured.latency.value_at_quantile(0.99) as f64 / 1000.0,
+                        errors: measured.errors,
+                        commands: commands as f64 / measured.sent.max(1) as f64,
+                    };
+                    eprintln!(
+                        "round {} {name:>18} {:>14} c={concurrency:<2} {:>8.0} req/s p50 {:.2} ms p99 {:.2} ms cmds/req {:.2} errors {}",
+                        round + 1,
+                        route.path(),
+                        sample.rps,
+                        sample.p50_ms,
+                        sample.p99_ms,
+                        sample.commands,
+                        sample.errors
+                    );
+                    samples.push(sample);
+                }
+            }
+            if round == 0 && name != SERVERS[0] {
+                profiles.extend(profile(name, server.addr, &redis).await);
+            }
+        }
+    }
+
+    let mut shared = Vec::new();
+    for name in &SERVERS[1..] {
+        redis.flushall().await;
+        let server = Server::start(name, &target, &redis.url());
+        let result = load::same_session(server.addr, 8, 500).await;
+        eprintln!(
+            "same session {name}: {}/{} keys kept, counter {} of {}",
+            result.keys_kept, result.clients, result.counter, result.increments
+        );
+        shared.push((*name, result));
+    }
+    let floor = redis.floor().await;
+
+    let rows = report::summarize(&samples);
+    let table = report::markdown_table(&rows);
+    println!("{table}");
+    std::fs::write(options.out.join("benchmarks.csv"), report::csv(&samples)).unwrap();
+    std::fs::write(options.out.join("benchmarks.svg"), report::svg(&rows)).unwrap();
+
+    let mut md = String::new();
+    let _ = write!(
+        md,
+        "# Benchmarks\n\n\
+         axum-redis-session (the `demo` example) against **tower-sessions 0.14 with tower-sessions-redis-store \
+         0.16** (fred) and **bare axum** (same routes, no session), measured in one run on one machine, each \
+         server in turn over {rounds} interleaved rounds; figures are medians of the rounds. Each virtual user \
+         keeps its own HTTP/1.1 connection and its own cookie; session routes start from a session created \
+         before the warm-up ({warmup:?}), then run for {duration:?}.\n\n\
+         Reproduce: `bench/run.sh` (installs redis-server if missing, builds in release, writes this file, \
+         `benchmarks.csv` and `benchmarks.svg`). Options: `--rounds`, `--warmup`, `--duration`.\n\n\
+         Machine: {machine}\n\nTotal run time: {total:.0} s.\n\n\
+         ![requests per second and p99 per route and server](benchmarks.svg)\n\n## Throughput and latency\n\n{table}\n\
+         Ratios compare requests/s. Redis cmds/req is the `INFO commandstats` delta over every request of the run \
+         divided by the requests, Lua commands run inside our scripts included.\n\n\
+         ## Redis round trips per request (MONITOR, 20 requests each)\n\n\
+         | server | request | round trips | commands incl. Lua inner |\n|---|---|---|---|\n",
+        rounds = options.rounds,
+        warmup = options.warmup,
+        duration = options.duration,
+        machine = machine(),
+        total = started.elapsed().as_secs_f64(),
+    );
+    for p in &profiles {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {:.2} | {:.2} |",
+            p.server, p.case, p.round_trips, p.commands
+        );
+    }
+    let _ = write!(
+        md,
+        "\n## Same session, concurrent clients\n\n8 clients share one cookie. Each writes its own key 500 times \
+         (`PUT /kv/k{{i}}`), then each increments `/counter` 500 times.\n\n\
+         | server | keys whose last write survived | counter reached (of 4000) |\n|---|---|---|\n"
+    );
+    for (name, r) in &shared {
+        let _ = writeln!(
+            md,
+            "| {name} | {} of {} | {} |",
+            r.keys_kept, r.clients, r.counter
+        );
+    }
+    let _ = write!(
+        md,
+        "\nA read-modify-write counter loses increments under every session layer when requests race (each \
+         reads the old value); what a session layer controls is whether writes to *different* keys survive.\n\n\
+         ## The Redis floor, same server, same run\n\n`redis-benchmark -c 32 -n 100000` against the private \
+         server, with nothing else in the way:\n\n| command | requests/s |\n|---|---|\n"
+    );
+    for (name, rps) in &floor {
+        let _ = writeln!(md, "| {name} | {rps:.0} |");
+    }
+    std::fs::write(options.out.join("BENCHMARKS.md"), md).unwrap();
+    eprintln!(
+        "wrote BENCHMARKS.md, benchmarks.csv, benchmarks.svg in {}",
+        options.out.display()
+    );
+}
