@@ -28,8 +28,8 @@
 //!   session), so concurrent requests that change different keys both keep their change.
 //! - **No resurrection.** A save checks, in the same atomic script, that the session still exists: a
 //!   request that was running when the user logged out cannot bring the session back.
-//! - **Cheap reads.** A read loads the session and rolls its TTL in one round trip, and rewrites the
-//!   TTL only once a tenth of it has passed.
+//! - **Cheap reads.** A read is one plain `HGETALL`; the idle TTL is rolled by a second, small
+//!   script only once a tenth of it has passed.
 //! - **No tokens in Redis.** Keys are the SHA-256 of the cookie's token.
 //! - **Honest failures.** If the save fails, the client gets 503 instead of the handler's 200.
 //!

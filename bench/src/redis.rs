@@ -204,10 +204,11 @@ impl PrivateRedis {
                     .expect("redis-benchmark (apt-get install redis-tools)");
                 let text = String::from_utf8_lossy(&output.stdout);
                 let last = text.rsplit('\r').next().unwrap_or_default();
+                // "<command>: 76365.02 requests per second, p50=…": the command may contain ": " itself.
                 let rps = last
-                    .split(": ")
-                    .nth(1)
-                    .and_then(|s| s.split_whitespace().next())
+                    .split(" requests per second")
+                    .next()
+                    .and_then(|head| head.rsplit(' ').next())
                     .and_then(|n| n.parse().ok())
                     .unwrap_or(0.0);
                 (name.to_owned(), rps)
