@@ -205,4 +205,71 @@ mod tests {
         let map = headers(&[b"sid=\xff\xfe", b"x=1"]);
         assert_eq!(SessionCookie::find(&map, "sid"), SessionCookie::Absent);
     }
+
+    mod properties {
+        use axum::routing::get;
+        use axum::Router;
+        use proptest::prelude::*;
+        use tower::ServiceExt;
+
+        use super::*;
+        use crate::{MemoryStore, SessionLayer};
+
+        fn cookie_header() -> impl Strategy<Value = Vec<u8>> {
+            prop_oneof![
+                prop::collection::vec(any::<u8>(), 0..300),
+                "[ -~]{0,200}".prop_map(|v| format!("sid={v}").into_bytes()),
+                "[0-9a-f]{32}".prop_map(|v| format!("sid={v}").into_bytes()),
+                "[0-9a-f]{12}4[0-9a-f]{3}[89ab][0-9a-f]{15}"
+                    .prop_map(|v| format!("a=1; sid={v}").into_bytes()),
+                ("[0-9a-f]{32}", "[ -~]{0,40}")
+                    .prop_map(|(a, b)| format!("sid={a}; x=1; sid={b}").into_bytes()),
+            ]
+        }
+
+        /// The rule, stated apart from the parser: exactly one `sid` among all `Cookie` headers,
+        /// whose value is 32 lowercase hex digits of a version-4, RFC 4122 variant UUID.
+        fn reaches_the_store(headers: &[Vec<u8>]) -> bool {
+            let values: Vec<&str> = headers
+                .iter()
+                .filter_map(|h| std::str::from_utf8(h).ok())
+                .flat_map(|h| h.split(';'))
+                .filter_map(|pair| pair.trim().split_once('='))
+                .filter(|(name, _)| name.trim() == "sid")
+                .map(|(_, value)| value.trim())
+                .collect();
+            matches!(values.as_slice(), [v] if v.len() == 32
+                && v.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+                && v.as_bytes()[12] == b'4'
+                && b"89ab".contains(&v.as_bytes()[16]))
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn arbitrary_cookie_headers_never_fail_and_only_well_formed_ids_reach_the_store(
+                headers in prop::collection::vec(cookie_header(), 1..4)
+            ) {
+                prop_assume!(headers.iter().all(|h| HeaderValue::from_bytes(h).is_ok()));
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                runtime.block_on(async {
+                    let layer = SessionLayer::new(MemoryStore::default());
+                    let metrics = layer.metrics();
+                    let handler = |session: Session| async move {
+                        session.get::<u64>("n").await.map(|n| n.unwrap_or(0).to_string())
+                    };
+                    let app = Router::new().route("/", get(handler)).layer(layer);
+                    let mut request = Request::get("/");
+                    for header in &headers {
+                        request = request.header(COOKIE, HeaderValue::from_bytes(header).unwrap());
+                    }
+                    let response = app.oneshot(request.body(Body::empty()).unwrap()).await.unwrap();
+                    prop_assert_eq!(response.status(), axum::http::StatusCode::OK);
+                    prop_assert_eq!(metrics.snapshot().loads, u64::from(reaches_the_store(&headers)));
+                    Ok(())
+                })?;
+            }
+        }
+    }
 }

@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use std::time::{Duration as StdDuration, Instant};
 
 use axum::http::StatusCode;
-use axum::Router;
 use axum_redis_session::fred::prelude::*;
 use axum_redis_session::fred::types::{ClusterHash, CustomCommand};
 use axum_redis_session::fred::util::sha1_hash;
@@ -22,15 +21,6 @@ const SAVE_LUA: &str = concat!(
     include_str!("../src/store/lib.lua"),
     include_str!("../src/store/save.lua")
 );
-
-async fn app_on(
-    server: &RedisServer,
-    configure: impl FnOnce(SessionLayer) -> SessionLayer,
-) -> (Router, Gate) {
-    let gate = Gate::default();
-    let layer = configure(SessionLayer::new(server.store().await));
-    (support::app(layer, gate.clone()), gate)
-}
 
 /// Round trips of each script among what Redis received.
 fn script_calls(received: &Received, lua: &str) -> usize {
@@ -47,7 +37,7 @@ fn script_calls(received: &Received, lua: &str) -> usize {
 #[tokio::test]
 async fn layout_is_one_hash_per_session_keyed_by_the_token_hash() {
     let server = RedisServer::start();
-    let (app, _) = app_on(&server, |l| l).await;
+    let (app, _) = support::app_on(&server, |l| l).await;
     let redis = server.probe().await;
     let mut browser = Browser::new(app);
     browser.get("/counter").await;
@@ -101,7 +91,7 @@ async fn layout_is_one_hash_per_session_keyed_by_the_token_hash() {
 #[tokio::test]
 async fn legacy_readers_can_opt_out_of_hashed_key_ids() {
     let server = RedisServer::start();
-    let (app, _) = app_on(&server, |l| {
+    let (app, _) = support::app_on(&server, |l| {
         l.with_hashed_key_ids(false).with_key_prefix("app:")
     })
     .await;
@@ -120,7 +110,7 @@ async fn legacy_readers_can_opt_out_of_hashed_key_ids() {
 #[tokio::test]
 async fn reads_are_one_hgetall_and_roll_the_ttl_only_when_it_runs_low() {
     let server = RedisServer::start();
-    let (app, _) = app_on(&server, |l| l).await;
+    let (app, _) = support::app_on(&server, |l| l).await;
     let redis = server.probe().await;
     let mut browser = Browser::new(app);
     browser.post_form("/login", "user=alice").await;
@@ -198,7 +188,7 @@ fn unix_ms() -> i64 {
 #[tokio::test]
 async fn round_trip_budget_of_design_section_5() {
     let server = RedisServer::start();
-    let (app, _) = app_on(&server, |l| l).await;
+    let (app, _) = support::app_on(&server, |l| l).await;
     let mut browser = Browser::new(app.clone());
     // A session to use, and every script cached by the server (its first use is an EVAL).
     browser.get("/counter").await;
@@ -300,7 +290,7 @@ async fn round_trip_budget_of_design_section_5() {
 #[tokio::test]
 async fn no_token_ever_reaches_redis() {
     let server = RedisServer::start();
-    let (app, _) = app_on(&server, |l| l).await;
+    let (app, _) = support::app_on(&server, |l| l).await;
     let mut monitor = Monitor::start(&server).await;
     let mut browser = Browser::new(app);
     let mut tokens = Vec::new();
@@ -330,7 +320,7 @@ async fn no_token_ever_reaches_redis() {
 #[tokio::test]
 async fn destroy_removes_the_key_and_its_index_entry() {
     let server = RedisServer::start();
-    let (app, _) = app_on(&server, |l| l).await;
+    let (app, _) = support::app_on(&server, |l| l).await;
     let redis = server.probe().await;
     let (mut laptop, mut phone) = (Browser::new(app.clone()), Browser::new(app));
     laptop.post_form("/login", "user=alice").await;
@@ -353,7 +343,7 @@ async fn destroy_removes_the_key_and_its_index_entry() {
 #[tokio::test]
 async fn corrupt_json_is_a_typed_error_for_that_read_only() {
     let server = RedisServer::start();
-    let (app, _) = app_on(&server, |l| l).await;
+    let (app, _) = support::app_on(&server, |l| l).await;
     let mut browser = Browser::new(app);
     browser.get("/counter").await;
     browser.put("/kv/a", "still here").await;
@@ -417,7 +407,7 @@ async fn redis_down_answers_503_fast_and_recovers_without_restart() {
 #[tokio::test]
 async fn a_failed_save_answers_503_never_the_handlers_200() {
     let mut server = RedisServer::start();
-    let (app, gate) = app_on(&server, |l| {
+    let (app, gate) = support::app_on(&server, |l| {
         l.with_command_timeout(StdDuration::from_millis(300))
     })
     .await;
@@ -439,7 +429,7 @@ async fn a_failed_save_answers_503_never_the_handlers_200() {
 #[tokio::test]
 async fn malformed_cookies_never_reach_redis() {
     let server = RedisServer::start();
-    let (app, _) = app_on(&server, |l| l).await;
+    let (app, _) = support::app_on(&server, |l| l).await;
     let mut real = Browser::new(app.clone());
     real.get("/counter").await;
     let cases = support::hostile_cookies(real.cookie.as_ref().unwrap());
@@ -457,7 +447,7 @@ async fn malformed_cookies_never_reach_redis() {
 #[tokio::test]
 async fn a_typical_session_costs_a_few_hundred_bytes() {
     let server = RedisServer::start();
-    let (app, _) = app_on(&server, |l| l).await;
+    let (app, _) = support::app_on(&server, |l| l).await;
     let mut browser = Browser::new(app);
     browser.post_form("/login", "user=alice@example.com").await;
     browser.get("/counter").await;

@@ -3,10 +3,14 @@
 //!
 //! Options: `--rounds N` (3), `--warmup SECS` (2), `--duration SECS` (5), `--out DIR` (the repository
 //! root: BENCHMARKS.md, benchmarks.csv, benchmarks.svg).
+//!
+//! `session-bench soak [--duration SECS] [--concurrency N]` (600, 64) runs the soak instead: see
+//! `bench/soak.sh`.
 
 mod load;
 mod redis;
 mod report;
+mod soak;
 
 use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpStream};
@@ -91,6 +95,12 @@ impl Server {
             std::thread::sleep(Duration::from_millis(20));
         }
         Self { child, addr }
+    }
+}
+
+impl Server {
+    fn pid(&self) -> u32 {
+        self.child.id()
     }
 }
 
@@ -211,6 +221,21 @@ async fn main() {
     let target = std::env::var("CARGO_TARGET_DIR")
         .map_or_else(|_| root.join("target"), PathBuf::from)
         .join("release");
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("soak") {
+        let value = |flag: &str, default: u64| {
+            args.iter()
+                .position(|a| a == flag)
+                .and_then(|i| args.get(i + 1))
+                .map_or(default, |v| {
+                    v.parse()
+                        .unwrap_or_else(|_| panic!("{flag} takes a number"))
+                })
+        };
+        let duration = Duration::from_secs(value("--duration", 600));
+        let passed = soak::run(&target, duration, value("--concurrency", 64) as usize).await;
+        std::process::exit(if passed { 0 } else { 1 });
+    }
     let options = Options::parse(&root);
     let redis = PrivateRedis::start().await;
     let started = Instant::now();

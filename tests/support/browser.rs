@@ -178,3 +178,13 @@ impl Gate {
         self.release.notify_one();
     }
 }
+
+/// The demo's routes on a store connected to `server`, with the layer shaped by `configure`.
+pub async fn app_on(
+    server: &super::RedisServer,
+    configure: impl FnOnce(SessionLayer) -> SessionLayer,
+) -> (Router, Gate) {
+    let gate = Gate::default();
+    let layer = configure(SessionLayer::new(server.store().await));
+    (app(layer, gate.clone()), gate)
+}

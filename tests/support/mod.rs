@@ -9,7 +9,7 @@ mod browser;
 mod server;
 mod topology;
 
-pub use browser::{app, Browser, Gate, Reply};
+pub use browser::{app, app_on, Browser, Gate, Reply};
 pub use server::{connected_store, free_port, Monitor, Received, RedisServer, Seen};
 pub use topology::{wait_for, Cluster, SentinelGroup, TlsFiles, SERVICE};
 

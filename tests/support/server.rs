@@ -18,6 +18,21 @@ pub struct RedisServer {
     dir: tempfile::TempDir,
     /// Extra `redis-cli` arguments to reach it (TLS).
     cli: Vec<String>,
+    program: String,
+    args: Vec<String>,
+}
+
+fn launch(program: &str, args: &[String], dir: &std::path::Path) -> Child {
+    Command::new(program)
+        .args(args)
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("{program} must be installed (apt-get install redis-server redis-sentinel): {e}")
+        })
 }
 
 impl RedisServer {
@@ -47,30 +62,28 @@ impl RedisServer {
         Self::spawn("redis-server", port, args, Vec::new())
     }
 
-    /// Runs `program` with `args`; `{dir}` in an argument becomes the server's own directory.
+    /// Runs `program` with `args` in a temporary directory of its own.
     pub fn spawn(program: &str, port: u16, args: Vec<String>, cli: Vec<String>) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let dir_name = dir.path().to_str().unwrap().to_owned();
-        let args: Vec<String> = args
-            .into_iter()
-            .map(|a| a.replace("{dir}", &dir_name))
-            .collect();
-        let child = Command::new(program)
-            .args(&args)
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{program} must be installed (apt-get install redis-server redis-sentinel): {e}"));
+        let child = launch(program, &args, dir.path());
         let server = Self {
             port,
             child,
             dir,
             cli,
+            program: program.to_owned(),
+            args,
         };
         server.wait_until_ready();
         server
+    }
+
+    /// Stops the server and starts it again on the same port, in the same directory (so with its
+    /// AOF or RDB files).
+    pub fn restart(&mut self) {
+        self.stop();
+        self.child = launch(&self.program, &self.args, self.dir.path());
+        self.wait_until_ready();
     }
 
     pub fn dir(&self) -> PathBuf {

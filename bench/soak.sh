@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Soak: mixed traffic at c=64 against the demo on a private redis-server, loopback only, bounded in
+# time (default 10 minutes; --duration SECS to change). Reports requests, errors, lost updates and
+# the demo's RSS at start and end; exits non-zero if any error, any lost update, or RSS grew > 10 %.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! command -v redis-server >/dev/null; then
+  apt-get update && apt-get install -y --no-install-recommends redis-server redis-tools
+fi
+cargo build --release --example demo
+cargo build --release -p session-bench
+exec target/release/session-bench soak "$@"

@@ -1,0 +1,77 @@
+//! No token in any log line. Its own test binary: tracing caches which call sites are enabled, and a
+//! test running in parallel on another thread could settle that before this test's subscriber exists.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use support::{Browser, RedisServer};
+
+#[tokio::test]
+async fn no_token_appears_in_any_log_line() {
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    // This test runs on a current-thread runtime, so every task it spawns logs through this default.
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let mut server = RedisServer::start();
+    let (app, _) = support::app_on(&server, |l| {
+        l.with_command_timeout(Duration::from_millis(200))
+    })
+    .await;
+    let mut browser = Browser::new(app.clone());
+    let mut tokens = Vec::new();
+    browser.get("/counter").await;
+    tokens.extend(browser.cookie.clone());
+    browser.post_form("/login", "user=alice").await;
+    tokens.extend(browser.cookie.clone());
+    browser.put("/kv/a", "1").await;
+    let duplicate = format!("sid={0}; sid={0}", tokens[1]);
+    browser
+        .send_raw_cookies("/counter/peek", &[duplicate.as_bytes()])
+        .await;
+    let mut other = Browser::new(app.clone());
+    other.post_form("/login", "user=alice").await;
+    tokens.extend(other.cookie.clone());
+    browser.post_form("/logout-everywhere", "").await;
+    server.stop();
+    let mut failing = Browser::with_cookie(app, Some(tokens[1].clone()));
+    assert_eq!(
+        failing.get("/counter").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    eprintln!(
+        "CAPTURED TAIL: {}",
+        &logs[logs.len().saturating_sub(3000)..]
+    );
+    for line in [
+        "session created",
+        "session id cycled",
+        "session store failed",
+        "more than one session cookie",
+    ] {
+        assert!(logs.contains(line), "expected a log line with {line:?}");
+    }
+    for token in &tokens {
+        assert!(!logs.contains(token.as_str()), "token {token} logged");
+    }
+}
