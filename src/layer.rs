@@ -301,6 +301,11 @@ impl SessionLayer {
         self.shared.metrics.clone()
     }
 
+    #[cfg(test)]
+    pub(crate) fn shared(&self) -> Arc<Shared> {
+        Arc::clone(&self.shared)
+    }
+
     /// Checks the settings, naming the first invalid option.
     ///
     /// # Examples

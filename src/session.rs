@@ -595,3 +595,43 @@ fn decode<T: DeserializeOwned>(key: &str, json: &str) -> Result<T, Error> {
         source,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{MemoryStore, SessionLayer};
+
+    fn session() -> Session {
+        let layer = SessionLayer::new(MemoryStore::default());
+        Session::new(layer.shared(), None, false)
+    }
+
+    #[tokio::test]
+    async fn reserved_keys_are_a_typed_error_and_record_nothing() {
+        let session = session();
+        assert!(
+            matches!(session.insert("$user", "mallory").await, Err(Error::ReservedKey(key)) if key == "$user")
+        );
+        assert!(matches!(
+            session.get::<String>("$created").await,
+            Err(Error::ReservedKey(_))
+        ));
+        assert!(matches!(
+            session.remove("$deadline").await,
+            Err(Error::ReservedKey(_))
+        ));
+        assert!(session.pending().changes.is_empty());
+    }
+
+    #[tokio::test]
+    async fn values_read_back_from_the_delta_without_a_load() {
+        let session = session();
+        session.insert("n", 5_u64).await.unwrap();
+        assert_eq!(session.get::<u64>("n").await.unwrap(), Some(5));
+        assert!(
+            matches!(session.get::<String>("n").await, Err(Error::Corrupt { key, .. }) if key == "n")
+        );
+        session.remove("n").await.unwrap();
+        assert_eq!(session.get::<u64>("n").await.unwrap(), None);
+    }
+}

@@ -30,14 +30,9 @@ async fn rediss_url_stores_sessions_on_a_verified_server_and_refuses_others() {
     );
 
     let mut browser = browser_on(&format!("rediss://127.0.0.1:{}", good.port)).await;
-    let started = std::time::Instant::now();
-    while browser.get("/counter").await.status != StatusCode::OK {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "no TLS connection"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    browser
+        .get_until_ok("/counter", Duration::from_secs(10))
+        .await;
     assert_eq!(browser.get("/counter").await.body, "2");
     let key = session_key("session:", browser.cookie.as_ref().unwrap());
     assert_eq!(

@@ -121,42 +121,32 @@ struct Profile {
 
 async fn profile(server: &'static str, addr: SocketAddr, redis: &PrivateRedis) -> Vec<Profile> {
     const N: u64 = 20;
+    // Client 0 never has a session; client 1 gets one first.
+    let mut clients = [Client::connect(addr).await, Client::connect(addr).await];
+    clients[1].get("/counter").await;
+    let cases = [
+        ("GET /health", 0, "/health"),
+        ("GET /counter/peek, no cookie", 0, "/counter/peek"),
+        ("GET /counter/peek, cookie", 1, "/counter/peek"),
+        ("GET /counter, cookie", 1, "/counter"),
+    ];
     let mut out = Vec::new();
-    let mut record = |case, (top, inner): (u64, u64)| {
+    for (case, who, path) in cases {
+        let client = &mut clients[who];
+        let (top, inner) = redis
+            .profile(async {
+                for _ in 0..N {
+                    client.get(path).await;
+                }
+            })
+            .await;
         out.push(Profile {
             server,
             case,
             round_trips: top as f64 / N as f64,
             commands: (top + inner) as f64 / N as f64,
-        })
-    };
-    let mut fresh = Client::connect(addr).await;
-    let counts = redis.profile(async {
-        for _ in 0..N {
-            fresh.get("/health").await;
-        }
-    });
-    record("GET /health", counts.await);
-    let counts = redis.profile(async {
-        for _ in 0..N {
-            fresh.get("/counter/peek").await;
-        }
-    });
-    record("GET /counter/peek, no cookie", counts.await);
-    let mut user = Client::connect(addr).await;
-    user.get("/counter").await;
-    let counts = redis.profile(async {
-        for _ in 0..N {
-            user.get("/counter/peek").await;
-        }
-    });
-    record("GET /counter/peek, cookie", counts.await);
-    let counts = redis.profile(async {
-        for _ in 0..N {
-            user.get("/counter").await;
-        }
-    });
-    record("GET /counter, cookie", counts.await);
+        });
+    }
     out
 }
 

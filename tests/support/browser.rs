@@ -56,6 +56,27 @@ impl Browser {
         self.send("GET", path, "", None).await
     }
 
+    /// Repeats `GET path` until it answers 200 (the store has come back), failing after `limit`;
+    /// returns the reply and how long it took.
+    pub async fn get_until_ok(
+        &mut self,
+        path: &str,
+        limit: std::time::Duration,
+    ) -> (Reply, std::time::Duration) {
+        let started = std::time::Instant::now();
+        loop {
+            let reply = self.get(path).await;
+            if reply.status == StatusCode::OK {
+                return (reply, started.elapsed());
+            }
+            assert!(
+                started.elapsed() < limit,
+                "{path} did not recover within {limit:?}: {reply:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn put(&mut self, path: &str, body: &str) -> Reply {
         self.send("PUT", path, body, None).await
     }
