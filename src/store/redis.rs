@@ -178,7 +178,10 @@ impl RedisStore {
         let fresh = remaining.filter(|&ms| ms >= config.touch_below_ms() && ms <= config.idle_ms());
         let (ttl_ms, touched) = match fresh {
             Some(ms) => (ms, false),
-            None => match self.touch(key, config).await? {
+            None => match self
+                .touch(key, hash.get(USER_FIELD).map(String::as_str), config)
+                .await?
+            {
                 Some(ttl_ms) => (ttl_ms, true),
                 None => return Ok(None),
             },
@@ -186,8 +189,14 @@ impl RedisStore {
         Ok(Some(Loaded::from_hash(hash, ttl_ms, touched)))
     }
 
-    /// Rolls the idle TTL (never past the absolute deadline); `None` if the session is gone.
-    async fn touch(&self, key: &KeyId, config: &Config) -> Result<Option<i64>, Error> {
+    /// Rolls the idle TTL (never past the absolute deadline); `None` if the session is gone. `user`
+    /// is the owner the load just read, whose index a cluster updates here rather than in the script.
+    async fn touch(
+        &self,
+        key: &KeyId,
+        user: Option<&str>,
+        config: &Config,
+    ) -> Result<Option<i64>, Error> {
         let inline_index = self.inline_index();
         let args = vec![
             Value::from(config.idle_ms()),
@@ -207,16 +216,9 @@ impl RedisStore {
         let Some(ttl_ms) = reply.as_i64() else {
             return Ok(None);
         };
-        if !inline_index {
-            let user: Option<String> = bounded(
-                config,
-                self.client().hget(session_key(config, key), USER_FIELD),
-            )
-            .await?;
-            if let Some(user) = user {
-                self.update_index(config, &user, None, Some((key, ttl_ms)))
-                    .await?;
-            }
+        if let (false, Some(user)) = (inline_index, user) {
+            self.update_index(config, user, None, Some((key, ttl_ms)))
+                .await?;
         }
         Ok(Some(ttl_ms))
     }
