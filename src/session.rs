@@ -448,34 +448,16 @@ impl Session {
         };
 
         if intent == Intent::Cycle {
-            for _ in 0..CREATE_ATTEMPTS {
-                let fresh = Token::generate();
-                let fresh_key = fresh.key_id(config.hash_ids);
-                let mode = SaveMode::Cycle { from: key };
-                match self
-                    .inner
-                    .shared
-                    .store
-                    .save(&fresh_key, mode, &changes, config)
-                    .await?
-                {
-                    Saved::Written { ttl_ms } => {
-                        self.record(Event::Cycle);
-                        tracing::debug!(
-                            from = key.log_prefix(),
-                            to = fresh_key.log_prefix(),
-                            "session id cycled"
-                        );
-                        return Ok(Some(CookieUpdate::Set(session_cookie(
-                            config, &fresh, ttl_ms,
-                        ))));
-                    }
-                    Saved::Collision => continue,
-                    Saved::Gone => return self.gone(&changes, has_data).await,
-                    Saved::TooLarge => return Err(too_large(config)),
+            let mode = SaveMode::Cycle { from: key };
+            return match self.save_under_fresh_id(mode, &changes).await? {
+                Some((update, fresh_key)) => {
+                    self.record(Event::Cycle);
+                    let (from, to) = (key.log_prefix(), fresh_key.log_prefix());
+                    tracing::debug!(from, to, "session id cycled");
+                    Ok(Some(update))
                 }
-            }
-            return Err(exhausted());
+                None => self.gone(&changes, has_data).await,
+            };
         }
 
         if changes.is_empty() {
@@ -535,6 +517,23 @@ impl Session {
 
     /// Writes a new session under a fresh id that is not taken.
     async fn create(&self, changes: &Changes) -> Result<CookieUpdate, Error> {
+        match self.save_under_fresh_id(SaveMode::New, changes).await? {
+            Some((update, key)) => {
+                self.record(Event::Create);
+                tracing::debug!(key = key.log_prefix(), "session created");
+                Ok(update)
+            }
+            None => Err(exhausted()),
+        }
+    }
+
+    /// Saves under a fresh id (a new session, or this one moved), drawing another id if the first
+    /// is taken. `None` when the session to move no longer exists.
+    async fn save_under_fresh_id(
+        &self,
+        mode: SaveMode<'_>,
+        changes: &Changes,
+    ) -> Result<Option<(CookieUpdate, KeyId)>, Error> {
         let config = &self.inner.shared.config;
         for _ in 0..CREATE_ATTEMPTS {
             let token = Token::generate();
@@ -543,17 +542,16 @@ impl Session {
                 .inner
                 .shared
                 .store
-                .save(&key, SaveMode::New, changes, config)
+                .save(&key, mode, changes, config)
                 .await?
             {
                 Saved::Written { ttl_ms } => {
-                    self.record(Event::Create);
-                    tracing::debug!(key = key.log_prefix(), "session created");
-                    return Ok(CookieUpdate::Set(session_cookie(config, &token, ttl_ms)));
+                    let cookie = session_cookie(config, &token, ttl_ms);
+                    return Ok(Some((CookieUpdate::Set(cookie), key)));
                 }
                 Saved::Collision => tracing::warn!("fresh session id collided; retrying"),
+                Saved::Gone => return Ok(None),
                 Saved::TooLarge => return Err(too_large(config)),
-                Saved::Gone => return Err(exhausted()),
             }
         }
         Err(exhausted())
