@@ -1,15 +1,22 @@
 //! Test support: real `redis-server` processes and topologies on free loopback ports, a `MONITOR`
-//! tap that counts what Redis receives, and a cookie-keeping client that drives the demo's contract.
+//! tap that counts what Redis receives, a cookie-keeping client that drives the demo's contract, and
+//! example binaries run as processes, behind an nginx of their own.
 #![allow(dead_code, unused_imports, unreachable_pub)] // each test binary uses its own part of this module
 
 #[path = "../../examples/demo.rs"]
 pub mod demo;
 
 mod browser;
+mod process;
+mod proxy;
 mod server;
 mod topology;
 
 pub use browser::{app, app_on, Browser, Gate, Reply};
+pub use process::{
+    example_binary, request, request_with_headers, token_of, ExampleProcess, RawReply, WireReply,
+};
+pub use proxy::Nginx;
 pub use server::{connected_store, free_port, Monitor, Received, RedisServer, Seen};
 pub use topology::{wait_for, Cluster, SentinelGroup, TlsFiles, SERVICE};
 

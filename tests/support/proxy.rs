@@ -1,0 +1,115 @@
+//! An `nginx` of our own in front of loopback upstreams: a private instance (config, logs, pid and
+//! temp files in a temporary directory) on a free port, stopped by its PID when dropped.
+
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::free_port;
+use super::process::{request_with_headers, WireReply};
+
+/// nginx balancing round robin over loopback ports; every response names the upstream that answered
+/// in `X-Upstream`.
+pub struct Nginx {
+    child: Child,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    /// Starts nginx in front of `upstreams` (ports on 127.0.0.1) and waits until it listens.
+    pub fn start(upstreams: &[u16]) -> Self {
+        let port = free_port();
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("nginx.conf");
+        std::fs::write(&conf, config(dir.path(), port, upstreams)).unwrap();
+        // `-e`: what nginx logs before it has read the config goes to our log too.
+        let child = Command::new("nginx")
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(&conf)
+            .arg("-e")
+            .arg(dir.path().join("error.log"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("nginx must be installed (apt-get install nginx-light): {e}")
+            });
+        let mut nginx = Self { child, port, dir };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            let exited = nginx.child.try_wait().unwrap();
+            assert!(
+                exited.is_none() && Instant::now() < deadline,
+                "nginx did not listen (exit: {exited:?}): {}",
+                nginx.error_log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        nginx
+    }
+
+    /// What nginx logged so far.
+    pub fn error_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
+    }
+
+    /// One request through nginx (see [`request_with_headers`]).
+    pub fn request(&self, method: &str, path: &str, cookie: Option<&str>, form: &str) -> WireReply {
+        request_with_headers(self.port, method, path, cookie, form)
+    }
+}
+
+/// A single-process nginx (`master_process off`, so the PID we hold is all of it) with every path it
+/// writes under `dir`.
+fn config(dir: &Path, port: u16, upstreams: &[u16]) -> String {
+    let dir = dir.display();
+    let servers: String = upstreams
+        .iter()
+        .map(|p| format!("        server 127.0.0.1:{p};\n"))
+        .collect();
+    format!(
+        "daemon off;
+master_process off;
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log info;
+
+events {{
+    worker_connections 256;
+}}
+
+http {{
+    access_log {dir}/access.log;
+    client_body_temp_path {dir}/client_body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+
+    upstream demo {{
+{servers}    }}
+
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://demo;
+            # A failing instance shows as a 502, not as a silent retry on the other one.
+            proxy_next_upstream off;
+            add_header X-Upstream $upstream_addr always;
+        }}
+    }}
+}}
+"
+    )
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
