@@ -231,9 +231,18 @@ async fn main() -> Result<(), String> {
         .map_err(|e| format!("ADDR {addr}: {e}"))?;
     tracing::info!("demo listening on http://{addr}");
     axum::serve(listener, app(layer))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
+        .with_graceful_shutdown(shutdown())
         .await
         .map_err(|e| e.to_string())
+}
+
+/// Ctrl-C, or the SIGTERM a container runtime sends: requests in flight finish and save first.
+async fn shutdown() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    tracing::info!("shutting down");
 }

@@ -45,6 +45,7 @@ mod metrics;
 mod service;
 mod session;
 mod store;
+mod typed;
 
 pub use cookie::SameSite;
 pub use error::Error;
@@ -56,3 +57,4 @@ pub use service::{ResponseFuture, SessionService};
 pub use session::Session;
 pub use store::{MemoryStore, RedisStore, SessionStore};
 pub use time;
+pub use typed::TypedSession;

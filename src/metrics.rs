@@ -4,6 +4,8 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::error::Error;
+
 /// Live counters of one [`SessionLayer`](crate::SessionLayer), shared by every request it serves.
 ///
 /// # Examples
@@ -30,7 +32,9 @@ pub(crate) struct Counters {
     cycles: AtomicU64,
     destroys: AtomicU64,
     store_errors: AtomicU64,
-    refused: AtomicU64,
+    too_large: AtomicU64,
+    ended: AtomicU64,
+    invalid: AtomicU64,
 }
 
 /// A point-in-time copy of [`Metrics`].
@@ -63,9 +67,13 @@ pub struct MetricsSnapshot {
     pub destroys: u64,
     /// Requests answered 503 because the store failed or timed out.
     pub store_errors: u64,
-    /// Requests answered with any other session error: too large, ended during the request,
-    /// corrupt data, a reserved key.
-    pub refused: u64,
+    /// Changes refused with 413 because the session would grow past its size limit.
+    pub too_large: u64,
+    /// Changes refused with 409 because the session ended while the request was using it.
+    pub ended: u64,
+    /// Requests that failed on a value: corrupt stored data, a value that does not serialize, a
+    /// reserved key.
+    pub invalid: u64,
 }
 
 /// Which counter an event bumps.
@@ -76,8 +84,27 @@ pub(crate) enum Event {
     Update,
     Cycle,
     Destroy,
-    StoreError,
-    Refused,
+    Failed(ErrorKind),
+}
+
+/// The kinds of session error the counters tell apart.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum ErrorKind {
+    Store,
+    TooLarge,
+    Ended,
+    Invalid,
+}
+
+impl ErrorKind {
+    pub(crate) fn of(error: &Error) -> Self {
+        match error {
+            Error::Store(_) => Self::Store,
+            Error::TooLarge { .. } => Self::TooLarge,
+            Error::Ended => Self::Ended,
+            _ => Self::Invalid,
+        }
+    }
 }
 
 impl Metrics {
@@ -96,8 +123,10 @@ impl Metrics {
             Event::Update => &c.updates,
             Event::Cycle => &c.cycles,
             Event::Destroy => &c.destroys,
-            Event::StoreError => &c.store_errors,
-            Event::Refused => &c.refused,
+            Event::Failed(ErrorKind::Store) => &c.store_errors,
+            Event::Failed(ErrorKind::TooLarge) => &c.too_large,
+            Event::Failed(ErrorKind::Ended) => &c.ended,
+            Event::Failed(ErrorKind::Invalid) => &c.invalid,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -123,7 +152,9 @@ impl Metrics {
             cycles: read(&c.cycles),
             destroys: read(&c.destroys),
             store_errors: read(&c.store_errors),
-            refused: read(&c.refused),
+            too_large: read(&c.too_large),
+            ended: read(&c.ended),
+            invalid: read(&c.invalid),
         }
     }
 
@@ -178,7 +209,9 @@ impl Metrics {
             "Requests whose session work failed, by kind.",
             &[
                 ("{kind=\"store\"}", s.store_errors),
-                ("{kind=\"other\"}", s.refused),
+                ("{kind=\"too_large\"}", s.too_large),
+                ("{kind=\"ended\"}", s.ended),
+                ("{kind=\"invalid\"}", s.invalid),
             ],
         );
         out

@@ -12,10 +12,11 @@ use axum::http::{HeaderMap, HeaderValue, Request};
 use axum::response::{IntoResponse, Response};
 use axum::BoxError;
 use tower::Service;
+use tracing::Instrument;
 
-use crate::error::{Error, ErrorResponse};
+use crate::error::ErrorResponse;
 use crate::layer::Shared;
-use crate::metrics::Event;
+use crate::metrics::{ErrorKind, Event};
 use crate::session::{CookieUpdate, Session};
 
 /// The middleware [`SessionLayer`](crate::SessionLayer) wraps around a service.
@@ -74,20 +75,26 @@ where
         if cookie == SessionCookie::Ambiguous {
             tracing::warn!("request carries more than one session cookie; treated as none");
         }
+        // `key` is filled in once the request needs its key id: hashing it costs nothing until then.
+        let span = tracing::debug_span!("session", key = tracing::field::Empty);
         let session = Session::new(
             Arc::clone(&shared),
             cookie.value(),
             cookie != SessionCookie::Absent,
+            span.clone(),
         );
         request.extensions_mut().insert(session.clone());
 
         // The service that was polled ready must be the one called; keep a fresh clone for the next call.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        Box::pin(async move {
-            let response = inner.call(request).await?;
-            Ok(finish(response.map(Body::new), &session, &shared).await)
-        })
+        Box::pin(
+            async move {
+                let response = inner.call(request).await?;
+                Ok(finish(response.map(Body::new), &session, &shared).await)
+            }
+            .instrument(span),
+        )
     }
 }
 
@@ -104,11 +111,11 @@ async fn finish(mut response: Response, session: &Session, shared: &Shared) -> R
     }
     // Session errors, whether a handler returned them or the save above failed.
     if let Some(ErrorResponse(error)) = response.extensions().get::<ErrorResponse>().cloned() {
-        if let Error::Store(_) = *error {
-            shared.metrics.record(Event::StoreError);
+        let kind = ErrorKind::of(&error);
+        shared.metrics.record(Event::Failed(kind));
+        if let ErrorKind::Store = kind {
             tracing::error!(key = session.id_prefix(), %error, "session store failed");
         } else {
-            shared.metrics.record(Event::Refused);
             tracing::debug!(key = session.id_prefix(), %error, "session request refused");
         }
         if let Some(handler) = &shared.error_handler {

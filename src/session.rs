@@ -4,11 +4,13 @@
 use std::fmt;
 use std::mem;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::Instant;
 
 use cookie::Cookie;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::OnceCell;
+use tracing::Span;
 
 use crate::config::Config;
 use crate::error::Error;
@@ -51,6 +53,8 @@ struct Inner {
     incoming_key: OnceLock<KeyId>,
     /// Whether the request carried a session cookie at all, valid or not.
     had_cookie: bool,
+    /// The request's `session` span; its `key` field is recorded once a key id is known.
+    span: Span,
     /// `Some(None)` once a load found no live session under the incoming id.
     loaded: OnceCell<Option<Loaded>>,
     pending: Mutex<Pending>,
@@ -91,13 +95,19 @@ impl fmt::Debug for Session {
 }
 
 impl Session {
-    pub(crate) fn new(shared: Arc<Shared>, cookie: Option<&str>, had_cookie: bool) -> Self {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        cookie: Option<&str>,
+        had_cookie: bool,
+        span: Span,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 shared,
                 incoming: cookie.and_then(Token::parse),
                 incoming_key: OnceLock::new(),
                 had_cookie,
+                span,
                 loaded: OnceCell::new(),
                 pending: Mutex::new(Pending {
                     changes: Changes::default(),
@@ -161,7 +171,7 @@ impl Session {
     /// ```
     pub async fn remove(&self, key: &str) -> Result<(), Error> {
         check_user_key(key)?;
-        self.pending().changes.fields.insert(key.to_owned(), None);
+        self.write_json(key.to_owned(), None);
         Ok(())
     }
 
@@ -209,7 +219,7 @@ impl Session {
         let Some(json) = self.read_field(&field).await? else {
             return Ok(None);
         };
-        self.pending().changes.fields.insert(field, None);
+        self.write_json(field, None);
         decode(key, &json).map(Some)
     }
 
@@ -298,6 +308,7 @@ impl Session {
         let Some(user) = self.user().await? else {
             return Ok(None);
         };
+        let started = Instant::now();
         self.inner
             .shared
             .store
@@ -308,6 +319,7 @@ impl Session {
         self.record(Event::Destroy);
         tracing::debug!(
             key = self.id_prefix(),
+            elapsed = ?started.elapsed(),
             "destroyed every session of the user"
         );
         Ok(Some(user))
@@ -331,10 +343,12 @@ impl Session {
     fn incoming(&self) -> Option<(&Token, &KeyId)> {
         let token = self.inner.incoming.as_ref()?;
         let hashed = self.inner.shared.config.hash_ids;
-        Some((
-            token,
-            self.inner.incoming_key.get_or_init(|| token.key_id(hashed)),
-        ))
+        let key = self.inner.incoming_key.get_or_init(|| {
+            let key = token.key_id(hashed);
+            self.inner.span.record("key", key.log_prefix());
+            key
+        });
+        Some((token, key))
     }
 
     fn record(&self, event: Event) {
@@ -346,15 +360,17 @@ impl Session {
             key: field.to_owned(),
             source,
         })?;
-        self.pending()
-            .changes
-            .fields
-            .insert(field.to_owned(), Some(json));
+        self.write_json(field.to_owned(), Some(json));
         Ok(())
     }
 
+    /// Records a field's new JSON text, or its removal.
+    pub(crate) fn write_json(&self, field: String, json: Option<String>) {
+        self.pending().changes.fields.insert(field, json);
+    }
+
     /// A field's JSON text, from this request's changes when it has any, else from the store.
-    async fn read_field(&self, field: &str) -> Result<Option<String>, Error> {
+    pub(crate) async fn read_field(&self, field: &str) -> Result<Option<String>, Error> {
         {
             let pending = self.pending();
             if let Some(change) = pending.changes.fields.get(field) {
@@ -379,6 +395,7 @@ impl Session {
             .inner
             .loaded
             .get_or_try_init(|| async {
+                let started = Instant::now();
                 let loaded = self
                     .inner
                     .shared
@@ -389,16 +406,13 @@ impl Session {
                     found: loaded.is_some(),
                     touched: loaded.as_ref().is_some_and(|l| l.touched),
                 });
+                let (key, elapsed) = (key.log_prefix(), started.elapsed());
                 match &loaded {
-                    Some(l) => tracing::debug!(
-                        key = key.log_prefix(),
-                        touched = l.touched,
-                        "session loaded"
-                    ),
-                    None => tracing::debug!(
-                        key = key.log_prefix(),
-                        "no live session under the cookie's id"
-                    ),
+                    Some(l) if l.touched => {
+                        tracing::debug!(key, ?elapsed, "session loaded, its TTL rolled")
+                    }
+                    Some(_) => tracing::debug!(key, ?elapsed, "session loaded"),
+                    None => tracing::debug!(key, ?elapsed, "no live session under the cookie's id"),
                 }
                 Ok::<_, Error>(loaded)
             })
@@ -409,6 +423,7 @@ impl Session {
     /// Writes what this request changed, in one store round trip, and says what the cookie must
     /// become. Called by the layer once the handler has produced its response.
     pub(crate) async fn commit(&self) -> Result<Option<CookieUpdate>, Error> {
+        let started = Instant::now();
         let (changes, intent) = {
             let mut pending = self.pending();
             (
@@ -428,10 +443,11 @@ impl Session {
             if let (Intent::Destroy, Some((_, key))) = (intent, existing) {
                 self.inner.shared.store.destroy(key, config).await?;
                 self.record(Event::Destroy);
-                tracing::debug!(key = key.log_prefix(), "session destroyed");
+                let elapsed = started.elapsed();
+                tracing::debug!(key = key.log_prefix(), ?elapsed, "session destroyed");
             }
             if has_data {
-                return self.create(&changes).await.map(Some);
+                return self.create(&changes, started).await.map(Some);
             }
             return Ok(self
                 .inner
@@ -441,7 +457,7 @@ impl Session {
 
         let Some((token, key)) = existing else {
             return if has_data {
-                self.create(&changes).await.map(Some)
+                self.create(&changes, started).await.map(Some)
             } else {
                 Ok(None)
             };
@@ -453,10 +469,11 @@ impl Session {
                 Some((update, fresh_key)) => {
                     self.record(Event::Cycle);
                     let (from, to) = (key.log_prefix(), fresh_key.log_prefix());
-                    tracing::debug!(from, to, "session id cycled");
+                    let elapsed = started.elapsed();
+                    tracing::debug!(from, to, ?elapsed, "session id cycled");
                     Ok(Some(update))
                 }
-                None => self.gone(&changes, has_data).await,
+                None => self.gone(&changes, has_data, started).await,
             };
         }
 
@@ -485,13 +502,14 @@ impl Session {
                 tracing::debug!(
                     key = key.log_prefix(),
                     fields = changes.fields.len(),
+                    elapsed = ?started.elapsed(),
                     "session saved"
                 );
                 Ok(config
                     .persistent
                     .then(|| CookieUpdate::Set(session_cookie(config, token, ttl_ms))))
             }
-            Saved::Gone => self.gone(&changes, has_data).await,
+            Saved::Gone => self.gone(&changes, has_data, started).await,
             Saved::TooLarge => Err(too_large(config)),
             Saved::Collision => Err(exhausted()),
         }
@@ -500,7 +518,12 @@ impl Session {
     /// The session vanished before its save. If this request read it, its changes were computed from
     /// a session that has since been destroyed or expired: refuse them rather than bring it back. If
     /// it never read it, the cookie's id was simply unknown: start a new session with the changes.
-    async fn gone(&self, changes: &Changes, has_data: bool) -> Result<Option<CookieUpdate>, Error> {
+    async fn gone(
+        &self,
+        changes: &Changes,
+        has_data: bool,
+        started: Instant,
+    ) -> Result<Option<CookieUpdate>, Error> {
         if self.inner.loaded.get().is_some() {
             tracing::debug!(
                 key = self.id_prefix(),
@@ -509,18 +532,19 @@ impl Session {
             return Err(Error::Ended);
         }
         if has_data {
-            self.create(changes).await.map(Some)
+            self.create(changes, started).await.map(Some)
         } else {
             Ok(None)
         }
     }
 
-    /// Writes a new session under a fresh id that is not taken.
-    async fn create(&self, changes: &Changes) -> Result<CookieUpdate, Error> {
+    /// Writes a new session under a fresh id that is not taken. `started` is when the commit began.
+    async fn create(&self, changes: &Changes, started: Instant) -> Result<CookieUpdate, Error> {
         match self.save_under_fresh_id(SaveMode::New, changes).await? {
             Some((update, key)) => {
                 self.record(Event::Create);
-                tracing::debug!(key = key.log_prefix(), "session created");
+                let elapsed = started.elapsed();
+                tracing::debug!(key = key.log_prefix(), ?elapsed, "session created");
                 Ok(update)
             }
             None => Err(exhausted()),
@@ -546,6 +570,8 @@ impl Session {
                 .await?
             {
                 Saved::Written { ttl_ms } => {
+                    // From here on the request's span names the session it ends with.
+                    self.inner.span.record("key", key.log_prefix());
                     let cookie = session_cookie(config, &token, ttl_ms);
                     return Ok(Some((CookieUpdate::Set(cookie), key)));
                 }
@@ -601,7 +627,7 @@ mod tests {
 
     fn session() -> Session {
         let layer = SessionLayer::new(MemoryStore::default());
-        Session::new(layer.shared(), None, false)
+        Session::new(layer.shared(), None, false, Span::none())
     }
 
     #[tokio::test]

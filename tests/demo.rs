@@ -3,104 +3,26 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::{free_port, RedisServer};
+use support::{free_port, token_of, ExampleProcess, RawReply, RedisServer};
 
-/// The demo example as `cargo test` built it, beside this test binary.
-fn demo_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let debug_dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
-    debug_dir.join("examples").join("demo")
-}
-
-/// A running demo process, stopped by its PID when dropped.
-struct Demo {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
+/// The demo example, started with `env` on top of plain-http cookies.
+struct Demo(ExampleProcess);
 
 impl Demo {
     fn start(env: &[(&str, &str)]) -> Self {
-        let port = free_port();
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("demo.log");
-        let child = Command::new(demo_binary())
-            .env_remove("REDIS_URL")
-            .env("ADDR", format!("127.0.0.1:{port}"))
-            .env("COOKIE_SECURE", "false")
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .envs(env.iter().copied())
-            .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the demo example is built by `cargo test`");
-        let demo = Self {
-            child,
-            port,
-            log,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "demo did not listen: {}",
-                demo.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        demo
+        Self(ExampleProcess::start("demo", env))
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.0.log()
     }
 
-    /// One HTTP/1.1 request; returns status, the `Set-Cookie` header and the body.
-    fn request(
-        &self,
-        method: &str,
-        path: &str,
-        cookie: Option<&str>,
-    ) -> (u16, Option<String>, String) {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
-        let cookie = cookie
-            .map(|c| format!("Cookie: sid={c}\r\n"))
-            .unwrap_or_default();
-        write!(
-            stream,
-            "{method} {path} HTTP/1.1\r\nHost: localhost\r\n{cookie}Content-Length: 0\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut reader = BufReader::new(stream);
-        let mut status_line = String::new();
-        reader.read_line(&mut status_line).unwrap();
-        let status = status_line.split(' ').nth(1).unwrap().parse().unwrap();
-        let mut set_cookie = None;
-        loop {
-            let mut line = String::new();
-            reader.read_line(&mut line).unwrap();
-            if line == "\r\n" {
-                break;
-            }
-            if let Some(value) = line.strip_prefix("set-cookie: ") {
-                set_cookie = Some(value.trim().to_owned());
-            }
-        }
-        let mut body = String::new();
-        reader.read_to_string(&mut body).unwrap();
-        (status, set_cookie, body)
+    fn request(&self, method: &str, path: &str, cookie: Option<&str>) -> RawReply {
+        self.0.request(method, path, cookie)
     }
 
     /// Counts up twice with the cookie the first response set, and returns the cookie's token.
@@ -112,22 +34,10 @@ impl Demo {
             set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Lax"),
             "{set_cookie}"
         );
-        let token = set_cookie
-            .split(';')
-            .next()
-            .unwrap()
-            .trim_start_matches("sid=")
-            .to_owned();
+        let token = token_of(&set_cookie);
         let (_, _, body) = self.request("GET", "/counter", Some(&token));
         assert_eq!(body, "2");
         token
-    }
-}
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

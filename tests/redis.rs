@@ -89,6 +89,45 @@ async fn layout_is_one_hash_per_session_keyed_by_the_token_hash() {
 }
 
 #[tokio::test]
+async fn typed_fields_are_hash_fields_and_only_changed_ones_are_sent() {
+    let server = RedisServer::start();
+    let (app, _) = support::app_on(&server, |l| l).await;
+    let redis = server.probe().await;
+    let mut browser = Browser::new(app);
+    browser.put("/test/prefs/items", "tea").await;
+    let key = session_key("session:", browser.cookie.as_deref().unwrap());
+    let hash: HashMap<String, String> = redis.hgetall(&key).await.unwrap();
+    assert_eq!(
+        (hash["items"].as_str(), hash["theme"].as_str()),
+        (r#"["tea"]"#, r#""""#)
+    );
+
+    let mut monitor = Monitor::start(&server).await;
+    browser.put("/test/prefs/items", "cake").await;
+    let received = monitor.take().await;
+    let save = received
+        .0
+        .iter()
+        .find(|c| c.name == "evalsha")
+        .expect("one save");
+    assert!(
+        save.line.contains(r#""[\"tea\",\"cake\"]""#),
+        "{}",
+        save.line
+    );
+    assert!(
+        !save.line.contains("\"theme\""),
+        "the unchanged field is not sent: {}",
+        save.line
+    );
+    assert_eq!(
+        (received.round_trips(), received.writes()),
+        (2, vec!["hset", "pexpire"]),
+        "a load, then one save: HSET of what changed, and the TTL"
+    );
+}
+
+#[tokio::test]
 async fn legacy_readers_can_opt_out_of_hashed_key_ids() {
     let server = RedisServer::start();
     let (app, _) = support::app_on(&server, |l| {

@@ -26,6 +26,7 @@ async fn no_token_appears_in_any_log_line() {
     let writer = captured.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
         .with_writer(move || writer.clone())
         .finish();
     // This test runs on a current-thread runtime, so every task it spawns logs through this default.
@@ -73,5 +74,25 @@ async fn no_token_appears_in_any_log_line() {
     }
     for token in &tokens {
         assert!(!logs.contains(token.as_str()), "token {token} logged");
+    }
+
+    // Each request's events sit in a `session` span named by the key id's prefix, never the token,
+    // and carry how long their round trip took.
+    let login_key = support::session_key("", &tokens[1]);
+    let span = format!("session{{key=\"{}\"}}", &login_key[..8]);
+    let saved = logs
+        .lines()
+        .find(|line| line.contains("session saved"))
+        .expect("a save event");
+    assert!(
+        saved.contains(&span) && saved.contains("elapsed="),
+        "{saved}"
+    );
+    for event in ["session loaded", "session created", "session id cycled"] {
+        let line = logs.lines().find(|l| l.contains(event)).unwrap();
+        assert!(
+            line.contains("session{") && line.contains("elapsed="),
+            "{line}"
+        );
     }
 }

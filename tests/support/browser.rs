@@ -165,8 +165,9 @@ pub fn app(layer: SessionLayer, gate: Gate) -> Router {
         session.insert("count", count + 1).await.unwrap();
         (count + 1).to_string()
     });
+    let write_gate = gate.clone();
     let slow_write = put(move |session: Session, body: String| async move {
-        gate.pass().await;
+        write_gate.pass().await;
         session.insert("slow", body).await.unwrap();
         StatusCode::NO_CONTENT
     });
@@ -174,8 +175,51 @@ pub fn app(layer: SessionLayer, gate: Gate) -> Router {
         .route("/test/fail", fail)
         .route("/test/slow-counter", slow_read_write)
         .route("/test/slow-put", slow_write)
+        .merge(prefs_routes(gate.clone()))
         .layer(layer.clone());
     demo::app(layer).merge(extra)
+}
+
+/// A typed session's content in the tests: two fields that requests change independently.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct Prefs {
+    pub theme: String,
+    pub items: Vec<String>,
+}
+
+/// `GET /test/prefs` (the `Prefs` as JSON), `PUT /test/prefs/items` (appends the body), and
+/// `PUT /test/prefs/theme`, which reads the whole `Prefs`, waits at the gate, then sets the theme
+/// from the body: a read-modify-write whose other fields are stale by the time it saves.
+fn prefs_routes(gate: Gate) -> Router {
+    use axum::routing::{get, put};
+    use axum_redis_session::{Error, TypedSession};
+
+    Router::new()
+        .route(
+            "/test/prefs",
+            get(|prefs: TypedSession<Prefs>| async move {
+                Ok::<_, Error>(axum::Json(prefs.get().await?))
+            }),
+        )
+        .route(
+            "/test/prefs/items",
+            put(|prefs: TypedSession<Prefs>, item: String| async move {
+                prefs.update(|p| p.items.push(item)).await?;
+                Ok::<_, Error>(StatusCode::NO_CONTENT)
+            }),
+        )
+        .route(
+            "/test/prefs/theme",
+            put(
+                move |prefs: TypedSession<Prefs>, theme: String| async move {
+                    let mut read = prefs.get().await?;
+                    gate.pass().await;
+                    read.theme = theme;
+                    prefs.set(&read).await?;
+                    Ok::<_, Error>(StatusCode::NO_CONTENT)
+                },
+            ),
+        )
 }
 
 /// Lets a test hold a handler mid-request: the handler signals it has arrived, then waits to be let go.

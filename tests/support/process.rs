@@ -74,6 +74,28 @@ impl ExampleProcess {
     }
 }
 
+impl ExampleProcess {
+    /// Sends SIGTERM (by PID) and waits up to `limit` for the process to exit on its own.
+    pub fn terminate(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -TERM failed");
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "still running {limit:?} after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
 impl Drop for ExampleProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
