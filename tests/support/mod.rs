@@ -1,6 +1,7 @@
 //! Test support: real `redis-server` processes and topologies on free loopback ports, a `MONITOR`
-//! tap that counts what Redis receives, a cookie-keeping client that drives the demo's contract, and
-//! example binaries run as processes, behind an nginx of their own.
+//! tap that counts what Redis receives, a cookie-keeping client that drives the demo's contract,
+//! example binaries run as processes, an nginx in front of them, and a minimal WebDriver client for
+//! headless Chromium.
 #![allow(dead_code, unused_imports, unreachable_pub)] // each test binary uses its own part of this module
 
 #[path = "../../examples/demo.rs"]
@@ -11,6 +12,7 @@ mod process;
 mod proxy;
 mod server;
 mod topology;
+mod webdriver;
 
 pub use browser::{app, app_on, Browser, Gate, Reply};
 pub use process::{
@@ -19,6 +21,7 @@ pub use process::{
 pub use proxy::Nginx;
 pub use server::{connected_store, free_port, Monitor, Received, RedisServer, Seen};
 pub use topology::{wait_for, Cluster, SentinelGroup, TlsFiles, SERVICE};
+pub use webdriver::{ChromeDriver, Element, Window};
 
 /// The cookie's token, as another language would read it, and its Redis key.
 pub fn session_key(prefix: &str, token: &str) -> String {
