@@ -33,6 +33,10 @@
 //! - **No tokens in Redis.** Keys are the SHA-256 of the cookie's token.
 //! - **Honest failures.** If the save fails, the client gets 503 instead of the handler's 200.
 //!
+//! [`TypedSession<T>`] takes your own `serde` struct instead, one hash field per struct field, with
+//! the same delta writes. Each request runs in a `session` tracing span named by a prefix of its key
+//! id, and [`SessionLayer::metrics`] counts loads, saves and errors by kind.
+//!
 //! Where a request is loaded: [`Session`]'s first read. Where the delta is written and the cookie
 //! set: `SessionService`'s `finish`, after the handler returns (see `src/service.rs`).
 
