@@ -97,6 +97,7 @@ suite!(
     kv_values_are_stored_read_and_removed,
     cookie_is_set_only_when_a_session_is_created,
     reads_roll_the_idle_timeout_throttled,
+    writes_roll_the_idle_timeout_once_it_runs_low,
     absolute_timeout_ends_an_active_session,
     cycle_id_keeps_data_and_kills_the_old_id,
     destroy_deletes_and_sends_a_matching_removal_cookie,
@@ -237,6 +238,24 @@ async fn reads_roll_the_idle_timeout_throttled(kind: Kind) {
     // Left alone for longer than the idle timeout, it is gone.
     tokio::time::sleep(StdDuration::from_millis(2300)).await;
     assert_eq!(browser.get("/counter/peek").await.body, "0");
+}
+
+async fn writes_roll_the_idle_timeout_once_it_runs_low(kind: Kind) {
+    let h = Harness::new(kind, |l| l.with_idle_timeout(Duration::seconds(2))).await;
+    let mut browser = h.browser();
+    browser.put("/kv/a", "1").await;
+    // Past a tenth of the idle timeout, a write rolls it, keeping the session alive past 2 s.
+    tokio::time::sleep(StdDuration::from_millis(1200)).await;
+    assert_eq!(
+        browser.put("/kv/b", "2").await.status,
+        StatusCode::NO_CONTENT
+    );
+    tokio::time::sleep(StdDuration::from_millis(1200)).await;
+    assert_eq!(
+        browser.get("/kv/a").await.body,
+        "1",
+        "alive 2.4 s after it was created"
+    );
 }
 
 async fn absolute_timeout_ends_an_active_session(kind: Kind) {

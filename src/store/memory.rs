@@ -110,6 +110,8 @@ impl MemoryStore {
             SaveMode::Update => Some(key),
             SaveMode::Cycle { from } => Some(from),
         };
+        // When the TTL runs out now, for a session that is updated in place.
+        let mut expires_at = None;
         let (mut fields, old_size) = match source {
             None => {
                 let mut fields = HashMap::from([(CREATED_FIELD.to_owned(), now.to_string())]);
@@ -119,7 +121,12 @@ impl MemoryStore {
                 (fields, 0)
             }
             Some(source) => match state.live(source.as_str(), now) {
-                Some(record) => (record.fields.clone(), size_of(&record.fields)),
+                Some(record) => {
+                    if matches!(mode, SaveMode::Update) {
+                        expires_at = Some(record.expires_at);
+                    }
+                    (record.fields.clone(), size_of(&record.fields))
+                }
                 None => return Saved::Gone,
             },
         };
@@ -145,7 +152,13 @@ impl MemoryStore {
         let deadline = fields
             .get(DEADLINE_FIELD)
             .and_then(|d| d.parse::<i64>().ok());
-        let ttl = deadline.map_or(config.idle_ms(), |d| config.idle_ms().min(d - now));
+        // As the Redis store does: an update rolls the TTL only once it has run below the threshold.
+        let remaining = expires_at
+            .map(|at| at - now)
+            .filter(|&ms| ms >= config.touch_below_ms() && ms <= config.idle_ms());
+        let ttl = remaining.unwrap_or_else(|| {
+            deadline.map_or(config.idle_ms(), |d| config.idle_ms().min(d - now))
+        });
         if let Some(source) = source {
             state.sessions.remove(source.as_str());
             if let Some(old_user) = &old_user {

@@ -2,8 +2,9 @@
 //!
 //! Layout: one hash per session at `{prefix}{key id}`, one field per session key holding that value's
 //! JSON text, crate metadata under `$`-prefixed fields, and a sorted set `{prefix}user:{id}` of key ids
-//! scored by expiry for each user a session is bound to. Every read and write is one Lua script run
-//! by `EVALSHA` (falling back to `EVAL` once the server has forgotten it), under a command timeout.
+//! scored by expiry for each user a session is bound to. A read is one plain `HGETALL`; every write is
+//! one Lua script run by `EVALSHA` (falling back to `EVAL` once the server has forgotten it). Every
+//! call runs under the command timeout.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -272,8 +273,12 @@ impl RedisStore {
             return Ok(saved);
         };
         let current = owners.and_then(|o| o.current);
-        self.reindex(config, Owners { previous, current }, from, key, ttl_ms)
-            .await?;
+        let owners = Owners {
+            previous,
+            current,
+            rolled: true,
+        };
+        self.reindex(config, owners, from, key, ttl_ms).await?;
         Ok(saved)
     }
 
@@ -298,7 +303,7 @@ impl RedisStore {
             .iter()
             .filter_map(|(field, value)| value.as_ref().map(|value| (field, value)))
             .collect();
-        let mut args = Vec::with_capacity(11 + changes.fields.len() * 2);
+        let mut args = Vec::with_capacity(12 + changes.fields.len() * 2);
         args.extend([
             Value::from(mode_name),
             Value::from(config.idle_ms()),
@@ -312,6 +317,7 @@ impl RedisStore {
             flag(changes.clear),
             Value::from(changes.user.as_deref().unwrap_or("")),
             flag(inline_index),
+            Value::from(config.touch_below_ms()),
             Value::from(sets.len() as i64),
         ]);
         for (field, value) in sets {
@@ -349,6 +355,7 @@ impl RedisStore {
         let owners = matches!(saved, Saved::Written { .. }).then(|| Owners {
             previous: text(2),
             current: text(3),
+            rolled: text(4).as_deref() == Some("1"),
         });
         Ok((saved, owners))
     }
@@ -397,6 +404,10 @@ impl RedisStore {
     ) -> Result<(), Error> {
         let moved = from != to;
         match (owners.previous, owners.current) {
+            // Same owner, same id, same expiry: the index entry is already right.
+            (Some(previous), Some(current)) if previous == current && !moved && !owners.rolled => {
+                Ok(())
+            }
             (Some(previous), Some(current)) if previous == current => {
                 let removed = moved.then_some(from);
                 self.update_index(config, &current, removed, Some((to, ttl_ms)))
@@ -495,6 +506,8 @@ impl RedisStore {
 struct Owners {
     previous: Option<String>,
     current: Option<String>,
+    /// The save rolled the TTL, so the owner's index entry must follow it.
+    rolled: bool,
 }
 
 /// A flat field/value reply as pairs.

@@ -14,10 +14,11 @@
 -- ARGV[8]  '1' to remove every user field before applying the rest
 -- ARGV[9]  user id to bind the session to, or '' to keep the current one
 -- ARGV[10] '1' to update the owners' indexes here; '0' on a cluster, where the caller does it
--- ARGV[11] n, the number of fields set; n field/value pairs follow, then the fields removed
+-- ARGV[11] touch threshold, ms: an update rolls the TTL only once it has run below this
+-- ARGV[12] n, the number of fields set; n field/value pairs follow, then the fields removed
 --
--- Returns { 'ok', ttl ms, previous owner or '', owner or '' } | { 'gone' } | { 'collision' } |
--- { 'too_large' }; nothing is written unless it returns 'ok'.
+-- Returns { 'ok', ttl ms, previous owner or '', owner or '', '1' if the TTL was rolled else '0' } |
+-- { 'gone' } | { 'collision' } | { 'too_large' }; nothing is written unless it returns 'ok'.
 
 local mode, target, source = ARGV[1], KEYS[1], KEYS[2]
 local prefix = ARGV[5]
@@ -75,13 +76,13 @@ if ARGV[8] == '1' then
     end
   end
 end
-local n = tonumber(ARGV[11])
-for i = 12, 11 + 2 * n, 2 do
+local n = tonumber(ARGV[12])
+for i = 13, 12 + 2 * n, 2 do
   fields[ARGV[i]] = ARGV[i + 1]
   set[ARGV[i]] = true
   removed[ARGV[i]] = nil
 end
-for i = 12 + 2 * n, #ARGV do
+for i = 13 + 2 * n, #ARGV do
   fields[ARGV[i]] = nil
   removed[ARGV[i]] = true
 end
@@ -99,14 +100,25 @@ if size > tonumber(ARGV[4]) and size > old_size then
 end
 
 -- A session moved in from elsewhere keeps its own deadline, so read it after the changes.
-local ttl = tonumber(ARGV[2])
+local idle = tonumber(ARGV[2])
+local ttl = idle
 local deadline = tonumber(fields['$deadline'])
 if deadline then
   ttl = math.max(1, math.min(ttl, deadline - now))
 end
--- Readers decide from this whether the TTL needs rolling, without a script of their own.
-fields['$expires'] = tostring(now + ttl)
-set['$expires'] = true
+-- Like a read, an update rolls the TTL only once it has run below the threshold, so a busy session
+-- is not re-expired and re-indexed on every write. Past the idle timeout means the timeout was
+-- shortened since the last roll.
+local stored_expires = tonumber(fields['$expires'])
+local remaining = stored_expires and stored_expires - now
+local roll = mode ~= 'update' or not remaining or remaining < tonumber(ARGV[11]) or remaining > idle
+if roll then
+  -- Readers decide from this whether the TTL needs rolling, without a script of their own.
+  fields['$expires'] = tostring(now + ttl)
+  set['$expires'] = true
+else
+  ttl = remaining
+end
 
 local writes = {}
 if mode == 'update' then
@@ -129,16 +141,18 @@ else
   end
 end
 call_batched('HSET', target, writes)
-redis.call('PEXPIRE', target, ttl)
+if roll then
+  redis.call('PEXPIRE', target, ttl)
+end
 
 local user = fields['$user']
 if inline_index then
   if old_user and (old_user ~= user or mode == 'cycle') then
     redis.call('ZREM', index_key(prefix, old_user), mode == 'cycle' and ARGV[7] or ARGV[6])
   end
-  if user then
-    index_add(index_key(prefix, user), ARGV[6], now, ttl, math.floor(tonumber(ARGV[2]) / 10))
+  if user and (roll or user ~= old_user) then
+    index_add(index_key(prefix, user), ARGV[6], now, ttl, math.floor(idle / 10))
   end
 end
 
-return { 'ok', ttl, old_user or '', user or '' }
+return { 'ok', ttl, old_user or '', user or '', roll and '1' or '0' }
