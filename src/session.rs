@@ -423,7 +423,6 @@ impl Session {
     /// Writes what this request changed, in one store round trip, and says what the cookie must
     /// become. Called by the layer once the handler has produced its response.
     pub(crate) async fn commit(&self) -> Result<Option<CookieUpdate>, Error> {
-        let started = Instant::now();
         let (changes, intent) = {
             let mut pending = self.pending();
             (
@@ -441,13 +440,14 @@ impl Session {
 
         if matches!(intent, Intent::Destroy | Intent::Destroyed) {
             if let (Intent::Destroy, Some((_, key))) = (intent, existing) {
+                let started = Instant::now();
                 self.inner.shared.store.destroy(key, config).await?;
                 self.record(Event::Destroy);
                 let elapsed = started.elapsed();
                 tracing::debug!(key = key.log_prefix(), ?elapsed, "session destroyed");
             }
             if has_data {
-                return self.create(&changes, started).await.map(Some);
+                return self.create(&changes).await.map(Some);
             }
             return Ok(self
                 .inner
@@ -457,7 +457,7 @@ impl Session {
 
         let Some((token, key)) = existing else {
             return if has_data {
-                self.create(&changes, started).await.map(Some)
+                self.create(&changes).await.map(Some)
             } else {
                 Ok(None)
             };
@@ -465,6 +465,7 @@ impl Session {
 
         if intent == Intent::Cycle {
             let mode = SaveMode::Cycle { from: key };
+            let started = Instant::now();
             return match self.save_under_fresh_id(mode, &changes).await? {
                 Some((update, fresh_key)) => {
                     self.record(Event::Cycle);
@@ -473,7 +474,7 @@ impl Session {
                     tracing::debug!(from, to, ?elapsed, "session id cycled");
                     Ok(Some(update))
                 }
-                None => self.gone(&changes, has_data, started).await,
+                None => self.gone(&changes, has_data).await,
             };
         }
 
@@ -490,6 +491,7 @@ impl Session {
                 .map(|loaded| CookieUpdate::Set(session_cookie(config, token, loaded.ttl_ms))));
         }
 
+        let started = Instant::now();
         match self
             .inner
             .shared
@@ -509,7 +511,7 @@ impl Session {
                     .persistent
                     .then(|| CookieUpdate::Set(session_cookie(config, token, ttl_ms))))
             }
-            Saved::Gone => self.gone(&changes, has_data, started).await,
+            Saved::Gone => self.gone(&changes, has_data).await,
             Saved::TooLarge => Err(too_large(config)),
             Saved::Collision => Err(exhausted()),
         }
@@ -518,12 +520,7 @@ impl Session {
     /// The session vanished before its save. If this request read it, its changes were computed from
     /// a session that has since been destroyed or expired: refuse them rather than bring it back. If
     /// it never read it, the cookie's id was simply unknown: start a new session with the changes.
-    async fn gone(
-        &self,
-        changes: &Changes,
-        has_data: bool,
-        started: Instant,
-    ) -> Result<Option<CookieUpdate>, Error> {
+    async fn gone(&self, changes: &Changes, has_data: bool) -> Result<Option<CookieUpdate>, Error> {
         if self.inner.loaded.get().is_some() {
             tracing::debug!(
                 key = self.id_prefix(),
@@ -532,14 +529,15 @@ impl Session {
             return Err(Error::Ended);
         }
         if has_data {
-            self.create(changes, started).await.map(Some)
+            self.create(changes).await.map(Some)
         } else {
             Ok(None)
         }
     }
 
-    /// Writes a new session under a fresh id that is not taken. `started` is when the commit began.
-    async fn create(&self, changes: &Changes, started: Instant) -> Result<CookieUpdate, Error> {
+    /// Writes a new session under a fresh id that is not taken.
+    async fn create(&self, changes: &Changes) -> Result<CookieUpdate, Error> {
+        let started = Instant::now();
         match self.save_under_fresh_id(SaveMode::New, changes).await? {
             Some((update, key)) => {
                 self.record(Event::Create);
