@@ -62,6 +62,13 @@ impl Config {
         self.idle_ms() / 10 * TOUCH_THRESHOLD_TENTHS
     }
 
+    /// Whether a session with `remaining_ms` to live can be left as it is: at or above the touch
+    /// threshold, and not past the idle timeout (which would mean a skewed clock or a timeout
+    /// shortened since the last roll).
+    pub(crate) fn ttl_is_fresh(&self, remaining_ms: i64) -> bool {
+        (self.touch_below_ms()..=self.idle_ms()).contains(&remaining_ms)
+    }
+
     /// A cookie carrying `value` with the configured attributes; `max_age` only for persistent cookies.
     pub(crate) fn cookie(&self, value: String, max_age: Option<Duration>) -> Cookie<'static> {
         let mut cookie = Cookie::build((self.cookie_name.clone(), value))

@@ -155,7 +155,7 @@ impl MemoryStore {
         // As the Redis store does: an update rolls the TTL only once it has run below the threshold.
         let remaining = expires_at
             .map(|at| at - now)
-            .filter(|&ms| ms >= config.touch_below_ms() && ms <= config.idle_ms());
+            .filter(|&ms| config.ttl_is_fresh(ms));
         let ttl = remaining.unwrap_or_else(|| {
             deadline.map_or(config.idle_ms(), |d| config.idle_ms().min(d - now))
         });

@@ -176,7 +176,7 @@ impl RedisStore {
             .and_then(|expires| expires.parse::<i64>().ok())
             .map(|expires| expires - unix_ms());
         // Past the idle timeout means this app's clock is behind Redis's: touch rather than trust it.
-        let fresh = remaining.filter(|&ms| ms >= config.touch_below_ms() && ms <= config.idle_ms());
+        let fresh = remaining.filter(|&ms| config.ttl_is_fresh(ms));
         let (ttl_ms, touched) = match fresh {
             Some(ms) => (ms, false),
             None => match self
