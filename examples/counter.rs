@@ -8,7 +8,7 @@ use axum_redis_session::{Error, RedisStore, Session, SessionLayer};
 
 async fn count(session: Session) -> Result<String, Error> {
     let visits = session.get::<u64>("visits").await?.unwrap_or(0) + 1;
-    session.insert("visits", visits).await?;
+    session.insert("visits", visits)?;
     Ok(format!("You have been here {visits} times.\n"))
 }
 

@@ -14,9 +14,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::Router;
-use axum_redis_session::{
-    Error, MemoryStore, Metrics, RedisStore, Session, SessionLayer, SessionStore,
-};
+use axum_redis_session::{Backend, Error, MemoryStore, Metrics, RedisStore, Session, SessionLayer};
 use serde::Deserialize;
 use time::Duration;
 
@@ -45,7 +43,7 @@ async fn render(metrics: Metrics) -> String {
 
 async fn counter(session: Session) -> Result<String, Error> {
     let count = session.get::<u64>("count").await?.unwrap_or(0) + 1;
-    session.insert("count", count).await?;
+    session.insert("count", count)?;
     Ok(count.to_string())
 }
 
@@ -90,7 +88,7 @@ async fn put_kv(
     Path(key): Path<String>,
     value: String,
 ) -> Result<StatusCode, KvError> {
-    session.insert(user_key(&key)?, value).await?;
+    session.insert(user_key(&key)?, value)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -102,7 +100,7 @@ async fn get_kv(session: Session, Path(key): Path<String>) -> Result<Response, K
 }
 
 async fn delete_kv(session: Session, Path(key): Path<String>) -> Result<StatusCode, KvError> {
-    session.remove(user_key(&key)?).await?;
+    session.remove(user_key(&key)?)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -145,7 +143,7 @@ struct FlashForm {
 }
 
 async fn set_flash(session: Session, Form(form): Form<FlashForm>) -> Result<StatusCode, Error> {
-    session.flash("message", form.message).await?;
+    session.flash("message", form.message)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -169,12 +167,12 @@ fn env_var<T: FromStr>(name: &str) -> Result<Option<T>, String> {
 
 /// The store the environment asks for: `REDIS_URL` if set (used even while Redis is down), else
 /// the default address if something answers there, else memory.
-pub async fn store_from_env() -> Result<SessionStore, String> {
+pub async fn store_from_env() -> Result<Backend, String> {
     if let Ok(url) = env::var("REDIS_URL") {
-        return Ok(RedisStore::connect(&url)
+        let store = RedisStore::connect(&url)
             .await
-            .map_err(|e| format!("REDIS_URL: {e}"))?
-            .into());
+            .map_err(|e| format!("REDIS_URL: {e}"))?;
+        return redis_from_env(store).map(Backend::from);
     }
     let reachable = tokio::time::timeout(
         StdDuration::from_millis(500),
@@ -183,10 +181,10 @@ pub async fn store_from_env() -> Result<SessionStore, String> {
     .await
     .is_ok_and(|connected| connected.is_ok());
     if reachable {
-        return Ok(RedisStore::connect(DEFAULT_REDIS_URL)
+        let store = RedisStore::connect(DEFAULT_REDIS_URL)
             .await
-            .map_err(|e| e.to_string())?
-            .into());
+            .map_err(|e| e.to_string())?;
+        return redis_from_env(store).map(Backend::from);
     }
     tracing::warn!(
         "REDIS_URL is unset and nothing answers on 127.0.0.1:6379: using the in-memory store"
@@ -194,8 +192,16 @@ pub async fn store_from_env() -> Result<SessionStore, String> {
     Ok(MemoryStore::default().into())
 }
 
+/// The Redis store's settings from the environment.
+fn redis_from_env(mut store: RedisStore) -> Result<RedisStore, String> {
+    if let Some(prefix) = env_var::<String>("SESSION_PREFIX")? {
+        store = store.with_key_prefix(prefix);
+    }
+    Ok(store)
+}
+
 /// The layer the environment configures.
-pub fn layer_from_env(store: SessionStore) -> Result<SessionLayer, String> {
+pub fn layer_from_env(store: Backend) -> Result<SessionLayer, String> {
     let mut layer = SessionLayer::new(store)
         .with_idle_timeout(Duration::seconds(
             env_var("SESSION_TTL_SECS")?.unwrap_or(7200),
@@ -206,9 +212,6 @@ pub fn layer_from_env(store: SessionStore) -> Result<SessionLayer, String> {
     }
     if let Some(bytes) = env_var("SESSION_MAX_BYTES")? {
         layer = layer.with_max_bytes(bytes);
-    }
-    if let Some(prefix) = env_var::<String>("SESSION_PREFIX")? {
-        layer = layer.with_key_prefix(prefix);
     }
     if let Some(name) = env_var::<String>("SESSION_COOKIE")? {
         layer = layer.with_cookie_name(name);

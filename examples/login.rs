@@ -62,10 +62,10 @@ async fn login(session: Session, Form(form): Form<LoginForm>) -> Result<Response
     // The user id feeds the per-user index behind "log out everywhere"; the display name is plain
     // session data. Here they are the same string; in a real app the id would be the account's.
     session.bind_user(name);
-    session.insert("name", name).await?;
+    session.insert("name", name)?;
     // A new id at login, so an id planted in the browser beforehand (fixation) is worth nothing.
     session.cycle_id();
-    session.flash("notice", format!("Welcome, {name}!")).await?;
+    session.flash("notice", format!("Welcome, {name}!"))?;
     // 303 so that reloading the page that follows does not post the form again.
     Ok(Redirect::to("/").into_response())
 }

@@ -1,13 +1,12 @@
 //! Cookie and expiry settings, and the checks that reject unsafe or contradictory combinations.
 
-use std::time::Duration as StdDuration;
-
 use cookie::{Cookie, SameSite};
 use time::Duration;
 
 use crate::error::Error;
 
-/// Everything the layer, the session handle and the stores need to know, fixed when the layer is built.
+/// What the layer and the session handle need to know, fixed when the layer is built. The stores see
+/// only its [`Limits`].
 #[derive(Clone, Debug)]
 pub(crate) struct Config {
     pub(crate) cookie_name: String,
@@ -16,13 +15,17 @@ pub(crate) struct Config {
     pub(crate) secure: bool,
     pub(crate) same_site: SameSite,
     pub(crate) persistent: bool,
+    pub(crate) limits: Limits,
+    pub(crate) save_on_server_error: bool,
+    pub(crate) hash_ids: bool,
+}
+
+/// A session's lifetime and size bounds: all a store call needs from the layer's settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Limits {
     pub(crate) idle_timeout: Duration,
     pub(crate) absolute_timeout: Option<Duration>,
     pub(crate) max_bytes: usize,
-    pub(crate) save_on_server_error: bool,
-    pub(crate) key_prefix: String,
-    pub(crate) hash_ids: bool,
-    pub(crate) command_timeout: StdDuration,
 }
 
 /// A read skips the TTL write while more than this share (in tenths) of the idle timeout remains.
@@ -37,18 +40,24 @@ impl Default for Config {
             secure: true,
             same_site: SameSite::Lax,
             persistent: false,
-            idle_timeout: Duration::minutes(120),
-            absolute_timeout: None,
-            max_bytes: 64 * 1024,
+            limits: Limits::default(),
             save_on_server_error: false,
-            key_prefix: "session:".to_owned(),
             hash_ids: true,
-            command_timeout: StdDuration::from_secs(1),
         }
     }
 }
 
-impl Config {
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            idle_timeout: Duration::minutes(120),
+            absolute_timeout: None,
+            max_bytes: 64 * 1024,
+        }
+    }
+}
+
+impl Limits {
     pub(crate) fn idle_ms(&self) -> i64 {
         millis(self.idle_timeout)
     }
@@ -69,6 +78,27 @@ impl Config {
         (self.touch_below_ms()..=self.idle_ms()).contains(&remaining_ms)
     }
 
+    fn validate(&self) -> Result<(), Error> {
+        check(
+            (Duration::seconds(1)..=MAX_TIMEOUT).contains(&self.idle_timeout),
+            "idle_timeout",
+            "must be between one second and ten years",
+        )?;
+        if let Some(absolute) = self.absolute_timeout {
+            check(
+                (Duration::seconds(1)..=MAX_TIMEOUT).contains(&absolute),
+                "absolute_timeout",
+                "must be between one second and ten years",
+            )?;
+        }
+        check(self.max_bytes > 0, "max_bytes", "must be positive")
+    }
+}
+
+/// Timeouts beyond this are surely a mistake, and in milliseconds they would overflow Lua's numbers.
+const MAX_TIMEOUT: Duration = Duration::days(3650);
+
+impl Config {
     /// A cookie carrying `value` with the configured attributes; `max_age` only for persistent cookies.
     pub(crate) fn cookie(&self, value: String, max_age: Option<Duration>) -> Cookie<'static> {
         let mut cookie = Cookie::build((self.cookie_name.clone(), value))
@@ -103,13 +133,13 @@ impl Config {
             "must be a non-empty RFC 6265 token (visible ASCII, no separators)",
         )?;
         check(
-            self.path.starts_with('/') && !self.path.contains(';'),
+            self.path.starts_with('/') && self.path.bytes().all(is_attribute_byte),
             "path",
-            "must start with '/' and contain no ';'",
+            "must start with '/' and hold only visible ASCII, no ';'",
         )?;
         if let Some(domain) = &self.domain {
             check(
-                !domain.is_empty() && !domain.contains([';', ' ']),
+                !domain.is_empty() && domain.bytes().all(|b| is_attribute_byte(b) && b != b' '),
                 "domain",
                 "must be a non-empty host name",
             )?;
@@ -133,29 +163,7 @@ impl Config {
                 "a __Secure- cookie requires Secure",
             )?;
         }
-        check(
-            self.idle_timeout >= Duration::seconds(1),
-            "idle_timeout",
-            "must be at least one second",
-        )?;
-        if let Some(absolute) = self.absolute_timeout {
-            check(
-                absolute >= Duration::seconds(1),
-                "absolute_timeout",
-                "must be at least one second",
-            )?;
-        }
-        check(self.max_bytes > 0, "max_bytes", "must be positive")?;
-        check(
-            !self.key_prefix.is_empty(),
-            "key_prefix",
-            "must not be empty",
-        )?;
-        check(
-            !self.command_timeout.is_zero(),
-            "command_timeout",
-            "must be positive",
-        )
+        self.limits.validate()
     }
 }
 
@@ -165,6 +173,12 @@ fn check(ok: bool, option: &'static str, reason: &'static str) -> Result<(), Err
     } else {
         Err(Error::Config { option, reason })
     }
+}
+
+/// Bytes a `Set-Cookie` attribute value may hold; anything else would make the header invalid and
+/// the cookie silently dropped.
+fn is_attribute_byte(b: u8) -> bool {
+    (b.is_ascii_graphic() || b == b' ') && b != b';'
 }
 
 fn is_cookie_name_byte(b: u8) -> bool {
@@ -234,11 +248,20 @@ mod tests {
         assert_eq!(option_of(named("")), "cookie_name");
         assert_eq!(option_of(named("a b")), "cookie_name");
         assert_eq!(option_of(named("a;b")), "cookie_name");
-        let idle = Config {
-            idle_timeout: Duration::ZERO,
+        let pathed = Config {
+            path: "/app\n".into(),
             ..Config::default()
         };
-        assert_eq!(option_of(idle), "idle_timeout");
+        assert_eq!(option_of(pathed), "path");
+        let timed = |idle_timeout| Config {
+            limits: Limits {
+                idle_timeout,
+                ..Limits::default()
+            },
+            ..Config::default()
+        };
+        assert_eq!(option_of(timed(Duration::ZERO)), "idle_timeout");
+        assert_eq!(option_of(timed(Duration::MAX)), "idle_timeout");
     }
 
     #[test]

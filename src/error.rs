@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum_core::response::{IntoResponse, Response};
+use http::StatusCode;
 
 /// Everything that can go wrong with a session.
 ///
@@ -24,7 +24,7 @@ use axum::response::{IntoResponse, Response};
 #[non_exhaustive]
 pub enum Error {
     /// The store could not be reached in time or refused the command. Responds 503.
-    #[error("session store failed: {0}")]
+    #[error("session store failed")]
     Store(#[source] fred::error::Error),
     /// A stored value is not valid JSON for the type it was read as. Responds 500.
     #[error("session value under `{key}` does not deserialize")]

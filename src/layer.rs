@@ -3,16 +3,17 @@
 use std::fmt;
 use std::sync::Arc;
 
-use axum::response::Response;
+use axum_core::response::Response;
 use cookie::SameSite;
 use time::Duration;
-use tower::Layer;
+use tower_layer::Layer;
 
 use crate::config::Config;
-use crate::error::{Error, ErrorHandler};
+use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::service::SessionService;
-use crate::store::SessionStore;
+use crate::shared::Shared;
+use crate::store::Backend;
 
 /// Adds a [`Session`](crate::Session) to every request and saves what handlers change.
 ///
@@ -37,15 +38,6 @@ pub struct SessionLayer {
     shared: Arc<Shared>,
 }
 
-/// What every service built by one layer shares.
-#[derive(Clone)]
-pub(crate) struct Shared {
-    pub(crate) store: SessionStore,
-    pub(crate) config: Arc<Config>,
-    pub(crate) error_handler: Option<ErrorHandler>,
-    pub(crate) metrics: Metrics,
-}
-
 impl fmt::Debug for SessionLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SessionLayer")
@@ -64,7 +56,7 @@ impl SessionLayer {
     /// ```
     /// let layer = axum_redis_session::SessionLayer::new(axum_redis_session::MemoryStore::default());
     /// ```
-    pub fn new(store: impl Into<SessionStore>) -> Self {
+    pub fn new(store: impl Into<Backend>) -> Self {
         Self {
             shared: Arc::new(Shared {
                 store: store.into(),
@@ -104,7 +96,7 @@ impl SessionLayer {
     /// let layer = layer.with_idle_timeout(time::Duration::minutes(30));
     /// ```
     pub fn with_idle_timeout(self, timeout: Duration) -> Self {
-        self.config(|c| c.idle_timeout = timeout)
+        self.config(|c| c.limits.idle_timeout = timeout)
     }
 
     /// A hard limit on a session's life from its creation, whatever its activity, enforced by the
@@ -117,7 +109,7 @@ impl SessionLayer {
     /// let layer = layer.with_absolute_timeout(time::Duration::hours(12));
     /// ```
     pub fn with_absolute_timeout(self, timeout: Duration) -> Self {
-        self.config(|c| c.absolute_timeout = Some(timeout))
+        self.config(|c| c.limits.absolute_timeout = Some(timeout))
     }
 
     /// Gives the cookie a `Max-Age` equal to the session's remaining life, renewed whenever the
@@ -199,19 +191,6 @@ impl SessionLayer {
         self.config(|c| c.path = path)
     }
 
-    /// The prefix of every key the store writes. Default: `session:`.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # let layer = axum_redis_session::SessionLayer::new(axum_redis_session::MemoryStore::default());
-    /// let layer = layer.with_key_prefix("shop:session:");
-    /// ```
-    pub fn with_key_prefix(self, prefix: impl Into<String>) -> Self {
-        let prefix = prefix.into();
-        self.config(|c| c.key_prefix = prefix)
-    }
-
     /// The largest a session may grow, in bytes of field names and values. A change that would
     /// grow it past this is refused whole with [`Error::TooLarge`] (413). Default: 65 536.
     ///
@@ -222,7 +201,7 @@ impl SessionLayer {
     /// let layer = layer.with_max_bytes(16 * 1024);
     /// ```
     pub fn with_max_bytes(self, max_bytes: usize) -> Self {
-        self.config(|c| c.max_bytes = max_bytes)
+        self.config(|c| c.limits.max_bytes = max_bytes)
     }
 
     /// Whether changes are saved when the handler answers with a 5xx status. Default: `false`, so
@@ -236,18 +215,6 @@ impl SessionLayer {
     /// ```
     pub fn with_save_on_server_error(self, save: bool) -> Self {
         self.config(|c| c.save_on_server_error = save)
-    }
-
-    /// How long one store command may take before the request fails with 503. Default: 1 second.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # let layer = axum_redis_session::SessionLayer::new(axum_redis_session::MemoryStore::default());
-    /// let layer = layer.with_command_timeout(std::time::Duration::from_millis(300));
-    /// ```
-    pub fn with_command_timeout(self, timeout: std::time::Duration) -> Self {
-        self.config(|c| c.command_timeout = timeout)
     }
 
     /// Whether the store keys sessions by the SHA-256 of the cookie's token (default: `true`) or by
@@ -319,7 +286,11 @@ impl SessionLayer {
     /// assert!(layer.validate().is_err());
     /// ```
     pub fn validate(&self) -> Result<(), Error> {
-        self.shared.config.validate()
+        self.shared.config.validate()?;
+        match &self.shared.store {
+            Backend::Redis(store) => store.validate(),
+            Backend::Memory(_) => Ok(()),
+        }
     }
 }
 
@@ -360,8 +331,8 @@ mod tests {
         assert_eq!(
             (
                 config.cookie_name.as_str(),
-                config.idle_timeout,
-                config.max_bytes
+                config.limits.idle_timeout,
+                config.limits.max_bytes
             ),
             ("app", Duration::minutes(5), 10)
         );

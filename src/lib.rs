@@ -10,7 +10,7 @@
 //!
 //! async fn handler(session: Session) -> Result<String, Error> {
 //!     let n: u64 = session.get("count").await?.unwrap_or(0);
-//!     session.insert("count", n + 1).await?;
+//!     session.insert("count", n + 1)?;
 //!     Ok(n.to_string())
 //! }
 //!
@@ -37,9 +37,12 @@
 //! the same delta writes. Each request runs in a `session` tracing span named by a prefix of its key
 //! id, and [`SessionLayer::metrics`] counts loads, saves and errors by kind.
 //!
-//! Where a request is loaded: [`Session`]'s first read. Where the delta is written and the cookie
-//! set: `SessionService`'s `finish`, after the handler returns (see `src/service.rs`).
+//! Where a request is loaded: [`Session`]'s first read (`src/session.rs`). Where the delta is
+//! written: `commit` in `src/commit.rs`, after the handler returns. Where the cookie is set:
+//! `finish` in `src/service.rs`. Modules depend downhill: layer → service → commit → session →
+//! store → config, id, error.
 
+mod commit;
 mod config;
 mod error;
 mod extract;
@@ -48,6 +51,7 @@ mod layer;
 mod metrics;
 mod service;
 mod session;
+mod shared;
 mod store;
 mod typed;
 
@@ -59,6 +63,6 @@ pub use layer::SessionLayer;
 pub use metrics::{Metrics, MetricsSnapshot};
 pub use service::{ResponseFuture, SessionService};
 pub use session::Session;
-pub use store::{MemoryStore, RedisStore, SessionStore};
+pub use store::{Backend, MemoryStore, RedisStore};
 pub use time;
 pub use typed::TypedSession;

@@ -1,23 +1,26 @@
 //! The tower service: reads the cookie on the way in, saves the delta and sets the cookie on the way
 //! out, before the response leaves.
 
+use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use axum::body::{Body, Bytes, HttpBody};
-use axum::http::header::{CACHE_CONTROL, COOKIE, SET_COOKIE};
-use axum::http::{HeaderMap, HeaderValue, Request};
-use axum::response::{IntoResponse, Response};
-use axum::BoxError;
-use tower::Service;
+use axum_core::body::Body;
+use axum_core::response::{IntoResponse, Response};
+use axum_core::BoxError;
+use bytes::Bytes;
+use http::header::{CACHE_CONTROL, COOKIE, SET_COOKIE};
+use http::{HeaderMap, HeaderValue, Request};
+use tower_service::Service;
 use tracing::Instrument;
 
+use crate::commit::{commit, CookieUpdate};
 use crate::error::ErrorResponse;
-use crate::layer::Shared;
 use crate::metrics::{ErrorKind, Event};
-use crate::session::{CookieUpdate, Session};
+use crate::session::Session;
+use crate::shared::Shared;
 
 /// The middleware [`SessionLayer`](crate::SessionLayer) wraps around a service.
 ///
@@ -37,8 +40,8 @@ pub struct SessionService<S> {
     shared: Arc<Shared>,
 }
 
-impl<S> std::fmt::Debug for SessionService<S> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl<S> fmt::Debug for SessionService<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SessionService").finish_non_exhaustive()
     }
 }
@@ -50,14 +53,46 @@ impl<S> SessionService<S> {
 }
 
 /// The future of [`SessionService`]: the inner call, then the save.
-pub type ResponseFuture<E> = Pin<Box<dyn Future<Output = Result<Response, E>> + Send>>;
+///
+/// # Examples
+///
+/// ```
+/// use axum_redis_session::{MemoryStore, ResponseFuture, SessionLayer};
+/// use tower::{Layer, Service};
+///
+/// # async fn run() {
+/// let mut service = SessionLayer::new(MemoryStore::default()).layer(tower::service_fn(|_req: axum::http::Request<axum::body::Body>| async {
+///     Ok::<_, std::convert::Infallible>(axum::http::Response::new(axum::body::Body::empty()))
+/// }));
+/// let future: ResponseFuture<std::convert::Infallible> = service.call(axum::http::Request::new(axum::body::Body::empty()));
+/// assert_eq!(future.await.unwrap().status(), 200);
+/// # }
+/// ```
+pub struct ResponseFuture<E> {
+    inner: Pin<Box<dyn Future<Output = Result<Response, E>> + Send>>,
+}
+
+impl<E> Future for ResponseFuture<E> {
+    type Output = Result<Response, E>;
+
+    #[inline]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+impl<E> fmt::Debug for ResponseFuture<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for SessionService<S>
 where
-    S: Service<Request<ReqBody>, Response = axum::http::Response<ResBody>> + Clone + Send + 'static,
+    S: Service<Request<ReqBody>, Response = http::Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send,
     ReqBody: Send + 'static,
-    ResBody: HttpBody<Data = Bytes> + Send + 'static,
+    ResBody: http_body::Body<Data = Bytes> + Send + 'static,
     ResBody::Error: Into<BoxError>,
 {
     type Response = Response;
@@ -88,13 +123,14 @@ where
         // The service that was polled ready must be the one called; keep a fresh clone for the next call.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        Box::pin(
+        let inner = Box::pin(
             async move {
                 let response = inner.call(request).await?;
                 Ok(finish(response.map(Body::new), &session, &shared).await)
             }
             .instrument(span),
-        )
+        );
+        ResponseFuture { inner }
     }
 }
 
@@ -104,7 +140,7 @@ async fn finish(mut response: Response, session: &Session, shared: &Shared) -> R
     let skip_save = response.status().is_server_error() && !shared.config.save_on_server_error;
     let mut cookie = None;
     if !skip_save {
-        match session.commit().await {
+        match commit(session).await {
             Ok(update) => cookie = update,
             Err(error) => response = error.into_response(),
         }

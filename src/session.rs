@@ -1,26 +1,23 @@
-//! The session handle: a lazily loaded snapshot plus the delta this request records, and the commit
-//! that turns them into one store write at the end of the request.
+//! The session handle that handlers use: a lazily loaded snapshot plus the delta this request
+//! records. Reads are `async` (the first one loads); writes are plain calls that only record, so a
+//! forgotten `.await` can never drop a logout. `commit.rs` turns the delta into the store write.
 
 use std::fmt;
+use std::future::Future;
 use std::mem;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Instant;
 
-use cookie::Cookie;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::OnceCell;
 use tracing::Span;
 
-use crate::config::Config;
 use crate::error::Error;
 use crate::id::{KeyId, Token};
-use crate::layer::Shared;
 use crate::metrics::Event;
-use crate::store::{Changes, Loaded, SaveMode, Saved, FLASH_PREFIX, RESERVED_PREFIX};
-
-/// Attempts at a fresh id before giving up; a collision among 122-bit ids means a broken RNG.
-const CREATE_ATTEMPTS: usize = 3;
+use crate::shared::Shared;
+use crate::store::{Changes, Loaded, FLASH_PREFIX, RESERVED_PREFIX};
 
 /// The current request's session, handed to handlers by its extractor.
 ///
@@ -36,7 +33,7 @@ const CREATE_ATTEMPTS: usize = 3;
 ///
 /// async fn counter(session: Session) -> Result<String, Error> {
 ///     let n: u64 = session.get("count").await?.unwrap_or(0);
-///     session.insert("count", n + 1).await?;
+///     session.insert("count", n + 1)?;
 ///     Ok((n + 1).to_string())
 /// }
 /// ```
@@ -62,7 +59,7 @@ struct Inner {
 
 /// What must happen at the end of the request, beyond the field changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Intent {
+pub(crate) enum Intent {
     Keep,
     /// Move the session to a fresh id.
     Cycle,
@@ -76,13 +73,6 @@ enum Intent {
 struct Pending {
     changes: Changes,
     intent: Intent,
-}
-
-/// What the response must tell the browser about the session cookie.
-#[derive(Debug)]
-pub(crate) enum CookieUpdate {
-    Set(Cookie<'static>),
-    Remove(Cookie<'static>),
 }
 
 impl fmt::Debug for Session {
@@ -151,11 +141,11 @@ impl Session {
     /// # Examples
     ///
     /// ```
-    /// # async fn handler(session: axum_redis_session::Session) -> Result<(), axum_redis_session::Error> {
-    /// session.insert("theme", "dark").await?;
+    /// # fn handler(session: axum_redis_session::Session) -> Result<(), axum_redis_session::Error> {
+    /// session.insert("theme", "dark")?;
     /// # Ok(()) }
     /// ```
-    pub async fn insert<T: Serialize>(&self, key: &str, value: T) -> Result<(), Error> {
+    pub fn insert<T: Serialize>(&self, key: &str, value: T) -> Result<(), Error> {
         check_user_key(key)?;
         self.write_field(key, &value)
     }
@@ -165,11 +155,11 @@ impl Session {
     /// # Examples
     ///
     /// ```
-    /// # async fn handler(session: axum_redis_session::Session) -> Result<(), axum_redis_session::Error> {
-    /// session.remove("cart").await?;
+    /// # fn handler(session: axum_redis_session::Session) -> Result<(), axum_redis_session::Error> {
+    /// session.remove("cart")?;
     /// # Ok(()) }
     /// ```
-    pub async fn remove(&self, key: &str) -> Result<(), Error> {
+    pub fn remove(&self, key: &str) -> Result<(), Error> {
         check_user_key(key)?;
         self.write_json(key.to_owned(), None);
         Ok(())
@@ -180,11 +170,11 @@ impl Session {
     /// # Examples
     ///
     /// ```
-    /// # async fn handler(session: axum_redis_session::Session) {
-    /// session.clear().await;
+    /// # fn handler(session: axum_redis_session::Session) {
+    /// session.clear();
     /// # }
     /// ```
-    pub async fn clear(&self) {
+    pub fn clear(&self) {
         let mut pending = self.pending();
         pending.changes.clear = true;
         pending.changes.fields.clear();
@@ -195,11 +185,11 @@ impl Session {
     /// # Examples
     ///
     /// ```
-    /// # async fn handler(session: axum_redis_session::Session) -> Result<(), axum_redis_session::Error> {
-    /// session.flash("notice", "Saved.").await?;
+    /// # fn handler(session: axum_redis_session::Session) -> Result<(), axum_redis_session::Error> {
+    /// session.flash("notice", "Saved.")?;
     /// # Ok(()) }
     /// ```
-    pub async fn flash<T: Serialize>(&self, key: &str, value: T) -> Result<(), Error> {
+    pub fn flash<T: Serialize>(&self, key: &str, value: T) -> Result<(), Error> {
         self.write_field(&format!("{FLASH_PREFIX}{key}"), &value)
     }
 
@@ -308,20 +298,13 @@ impl Session {
         let Some(user) = self.user().await? else {
             return Ok(None);
         };
-        let started = Instant::now();
-        self.inner
-            .shared
-            .store
-            .destroy_user(&user, &self.inner.shared.config)
-            .await?;
+        let store = &self.inner.shared.store;
+        self.observe(store.destroy_user(&user), |()| {
+            Some((Event::Destroy, "destroyed every session of the user"))
+        })
+        .await?;
         self.destroy();
         self.pending().intent = Intent::Destroyed;
-        self.record(Event::Destroy);
-        tracing::debug!(
-            key = self.id_prefix(),
-            elapsed = ?started.elapsed(),
-            "destroyed every session of the user"
-        );
         Ok(Some(user))
     }
 
@@ -340,7 +323,7 @@ impl Session {
     }
 
     /// The cookie's token and its key id, if the cookie carried a well-formed one.
-    fn incoming(&self) -> Option<(&Token, &KeyId)> {
+    pub(crate) fn incoming(&self) -> Option<(&Token, &KeyId)> {
         let token = self.inner.incoming.as_ref()?;
         let hashed = self.inner.shared.config.hash_ids;
         let key = self.inner.incoming_key.get_or_init(|| {
@@ -351,8 +334,48 @@ impl Session {
         Some((token, key))
     }
 
-    fn record(&self, event: Event) {
-        self.inner.shared.metrics.record(event);
+    /// Runs one store call, timed: on success, `done` names the metric event and the log line (if
+    /// the outcome deserves one), and the line carries the call's `elapsed` time.
+    pub(crate) async fn observe<T>(
+        &self,
+        call: impl Future<Output = Result<T, Error>>,
+        done: impl FnOnce(&T) -> Option<(Event, &'static str)>,
+    ) -> Result<T, Error> {
+        let started = Instant::now();
+        let value = call.await?;
+        let elapsed = started.elapsed();
+        if let Some((event, message)) = done(&value) {
+            self.inner.shared.metrics.record(event);
+            tracing::debug!(key = self.id_prefix(), ?elapsed, "{message}");
+        }
+        Ok(value)
+    }
+
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.inner.shared
+    }
+
+    pub(crate) fn span(&self) -> &Span {
+        &self.inner.span
+    }
+
+    pub(crate) fn had_cookie(&self) -> bool {
+        self.inner.had_cookie
+    }
+
+    /// What the load found: `None` if the session was never loaded, `Some(None)` if no live
+    /// session was under the cookie's id.
+    pub(crate) fn loaded(&self) -> Option<Option<&Loaded>> {
+        self.inner.loaded.get().map(Option::as_ref)
+    }
+
+    /// Takes what this request recorded, leaving nothing pending.
+    pub(crate) fn take_pending(&self) -> (Changes, Intent) {
+        let mut pending = self.pending();
+        (
+            mem::take(&mut pending.changes),
+            mem::replace(&mut pending.intent, Intent::Keep),
+        )
     }
 
     fn write_field<T: Serialize>(&self, field: &str, value: &T) -> Result<(), Error> {
@@ -394,213 +417,24 @@ impl Session {
         let loaded = self
             .inner
             .loaded
-            .get_or_try_init(|| async {
-                let started = Instant::now();
-                let loaded = self
-                    .inner
-                    .shared
-                    .store
-                    .load(key, &self.inner.shared.config)
-                    .await?;
-                self.record(Event::Load {
-                    found: loaded.is_some(),
-                    touched: loaded.as_ref().is_some_and(|l| l.touched),
-                });
-                let (key, elapsed) = (key.log_prefix(), started.elapsed());
-                match &loaded {
-                    Some(l) if l.touched => {
-                        tracing::debug!(key, ?elapsed, "session loaded, its TTL rolled")
-                    }
-                    Some(_) => tracing::debug!(key, ?elapsed, "session loaded"),
-                    None => tracing::debug!(key, ?elapsed, "no live session under the cookie's id"),
-                }
-                Ok::<_, Error>(loaded)
+            .get_or_try_init(|| {
+                let shared = &self.inner.shared;
+                self.observe(shared.store.load(key, &shared.config.limits), |loaded| {
+                    let event = Event::Load {
+                        found: loaded.is_some(),
+                        touched: loaded.as_ref().is_some_and(|l| l.touched),
+                    };
+                    let message = match loaded {
+                        Some(l) if l.touched => "session loaded, its TTL rolled",
+                        Some(_) => "session loaded",
+                        None => "no live session under the cookie's id",
+                    };
+                    Some((event, message))
+                })
             })
             .await?;
         Ok(loaded.as_ref())
     }
-
-    /// Writes what this request changed, in one store round trip, and says what the cookie must
-    /// become. Called by the layer once the handler has produced its response.
-    pub(crate) async fn commit(&self) -> Result<Option<CookieUpdate>, Error> {
-        let (changes, intent) = {
-            let mut pending = self.pending();
-            (
-                mem::take(&mut pending.changes),
-                mem::replace(&mut pending.intent, Intent::Keep),
-            )
-        };
-        let config = &self.inner.shared.config;
-        // The session this request is attached to, unless a load showed that none lives under the id.
-        let existing = match self.inner.loaded.get() {
-            Some(None) => None,
-            _ => self.incoming(),
-        };
-        let has_data = !changes.fields.is_empty() || changes.user.is_some();
-
-        if matches!(intent, Intent::Destroy | Intent::Destroyed) {
-            if let (Intent::Destroy, Some((_, key))) = (intent, existing) {
-                let started = Instant::now();
-                self.inner.shared.store.destroy(key, config).await?;
-                self.record(Event::Destroy);
-                let elapsed = started.elapsed();
-                tracing::debug!(key = key.log_prefix(), ?elapsed, "session destroyed");
-            }
-            if has_data {
-                return self.create(&changes).await.map(Some);
-            }
-            return Ok(self
-                .inner
-                .had_cookie
-                .then(|| CookieUpdate::Remove(config.removal_cookie())));
-        }
-
-        let Some((token, key)) = existing else {
-            return if has_data {
-                self.create(&changes).await.map(Some)
-            } else {
-                Ok(None)
-            };
-        };
-
-        if intent == Intent::Cycle {
-            let mode = SaveMode::Cycle { from: key };
-            let started = Instant::now();
-            return match self.save_under_fresh_id(mode, &changes).await? {
-                Some((update, fresh_key)) => {
-                    self.record(Event::Cycle);
-                    let (from, to) = (key.log_prefix(), fresh_key.log_prefix());
-                    let elapsed = started.elapsed();
-                    tracing::debug!(from, to, ?elapsed, "session id cycled");
-                    Ok(Some(update))
-                }
-                None => self.gone(&changes, has_data).await,
-            };
-        }
-
-        if changes.is_empty() {
-            // A read-only request: a rolling persistent cookie follows the TTL the load just rolled.
-            let touched = self
-                .inner
-                .loaded
-                .get()
-                .and_then(Option::as_ref)
-                .filter(|l| l.touched);
-            return Ok(touched
-                .filter(|_| config.persistent)
-                .map(|loaded| CookieUpdate::Set(session_cookie(config, token, loaded.ttl_ms))));
-        }
-
-        let started = Instant::now();
-        match self
-            .inner
-            .shared
-            .store
-            .save(key, SaveMode::Update, &changes, config)
-            .await?
-        {
-            Saved::Written { ttl_ms } => {
-                self.record(Event::Update);
-                tracing::debug!(
-                    key = key.log_prefix(),
-                    fields = changes.fields.len(),
-                    elapsed = ?started.elapsed(),
-                    "session saved"
-                );
-                Ok(config
-                    .persistent
-                    .then(|| CookieUpdate::Set(session_cookie(config, token, ttl_ms))))
-            }
-            Saved::Gone => self.gone(&changes, has_data).await,
-            Saved::TooLarge => Err(too_large(config)),
-            Saved::Collision => Err(exhausted()),
-        }
-    }
-
-    /// The session vanished before its save. If this request read it, its changes were computed from
-    /// a session that has since been destroyed or expired: refuse them rather than bring it back. If
-    /// it never read it, the cookie's id was simply unknown: start a new session with the changes.
-    async fn gone(&self, changes: &Changes, has_data: bool) -> Result<Option<CookieUpdate>, Error> {
-        if self.inner.loaded.get().is_some() {
-            tracing::debug!(
-                key = self.id_prefix(),
-                "session ended during the request; changes refused"
-            );
-            return Err(Error::Ended);
-        }
-        if has_data {
-            self.create(changes).await.map(Some)
-        } else {
-            Ok(None)
-        }
-    }
-
-    /// Writes a new session under a fresh id that is not taken.
-    async fn create(&self, changes: &Changes) -> Result<CookieUpdate, Error> {
-        let started = Instant::now();
-        match self.save_under_fresh_id(SaveMode::New, changes).await? {
-            Some((update, key)) => {
-                self.record(Event::Create);
-                let elapsed = started.elapsed();
-                tracing::debug!(key = key.log_prefix(), ?elapsed, "session created");
-                Ok(update)
-            }
-            None => Err(exhausted()),
-        }
-    }
-
-    /// Saves under a fresh id (a new session, or this one moved), drawing another id if the first
-    /// is taken. `None` when the session to move no longer exists.
-    async fn save_under_fresh_id(
-        &self,
-        mode: SaveMode<'_>,
-        changes: &Changes,
-    ) -> Result<Option<(CookieUpdate, KeyId)>, Error> {
-        let config = &self.inner.shared.config;
-        for _ in 0..CREATE_ATTEMPTS {
-            let token = Token::generate();
-            let key = token.key_id(config.hash_ids);
-            match self
-                .inner
-                .shared
-                .store
-                .save(&key, mode, changes, config)
-                .await?
-            {
-                Saved::Written { ttl_ms } => {
-                    // From here on the request's span names the session it ends with.
-                    self.inner.span.record("key", key.log_prefix());
-                    let cookie = session_cookie(config, &token, ttl_ms);
-                    return Ok(Some((CookieUpdate::Set(cookie), key)));
-                }
-                Saved::Collision => tracing::warn!("fresh session id collided; retrying"),
-                Saved::Gone => return Ok(None),
-                Saved::TooLarge => return Err(too_large(config)),
-            }
-        }
-        Err(exhausted())
-    }
-}
-
-fn session_cookie(config: &Config, token: &Token, ttl_ms: i64) -> Cookie<'static> {
-    config.cookie(
-        token.as_str().to_owned(),
-        Some(time::Duration::milliseconds(ttl_ms)),
-    )
-}
-
-fn too_large(config: &Config) -> Error {
-    Error::TooLarge {
-        limit: config.max_bytes,
-    }
-}
-
-/// Three fresh 122-bit ids all taken: the random source is broken, so refuse to write.
-fn exhausted() -> Error {
-    Error::Store(fred::error::Error::new(
-        fred::error::ErrorKind::Unknown,
-        "no free session id after repeated attempts",
-    ))
 }
 
 fn check_user_key(key: &str) -> Result<(), Error> {
@@ -632,14 +466,14 @@ mod tests {
     async fn reserved_keys_are_a_typed_error_and_record_nothing() {
         let session = session();
         assert!(
-            matches!(session.insert("$user", "mallory").await, Err(Error::ReservedKey(key)) if key == "$user")
+            matches!(session.insert("$user", "mallory"), Err(Error::ReservedKey(key)) if key == "$user")
         );
         assert!(matches!(
             session.get::<String>("$created").await,
             Err(Error::ReservedKey(_))
         ));
         assert!(matches!(
-            session.remove("$deadline").await,
+            session.remove("$deadline"),
             Err(Error::ReservedKey(_))
         ));
         assert!(session.pending().changes.is_empty());
@@ -648,12 +482,12 @@ mod tests {
     #[tokio::test]
     async fn values_read_back_from_the_delta_without_a_load() {
         let session = session();
-        session.insert("n", 5_u64).await.unwrap();
+        session.insert("n", 5_u64).unwrap();
         assert_eq!(session.get::<u64>("n").await.unwrap(), Some(5));
         assert!(
             matches!(session.get::<String>("n").await, Err(Error::Corrupt { key, .. }) if key == "n")
         );
-        session.remove("n").await.unwrap();
+        session.remove("n").unwrap();
         assert_eq!(session.get::<u64>("n").await.unwrap(), None);
     }
 }

@@ -3,8 +3,8 @@
 use std::fmt;
 use std::marker::PhantomData;
 
-use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
+use axum_core::extract::FromRequestParts;
+use http::request::Parts;
 use serde::de::{DeserializeOwned, Deserializer, Visitor};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -264,8 +264,8 @@ mod tests {
     #[tokio::test]
     async fn only_changed_fields_are_recorded_and_skipped_ones_removed() {
         let prefs = typed::<Prefs>();
-        prefs.session().insert("theme", "dark").await.unwrap();
-        prefs.session().insert("font", 12).await.unwrap();
+        prefs.session().insert("theme", "dark").unwrap();
+        prefs.session().insert("font", 12).unwrap();
         prefs
             .set(&Prefs {
                 theme: "dark".into(),
@@ -296,11 +296,11 @@ mod tests {
     #[tokio::test]
     async fn a_field_of_the_wrong_type_is_corrupt_naming_the_type() {
         let prefs = typed::<Prefs>();
-        prefs.session().insert("font", "large").await.unwrap();
+        prefs.session().insert("font", "large").unwrap();
         assert!(
             matches!(prefs.get().await, Err(Error::Corrupt { key, .. }) if key.ends_with("::Prefs"))
         );
-        prefs.session().insert("font", 12).await.unwrap();
+        prefs.session().insert("font", 12).unwrap();
         assert_eq!(prefs.get().await.unwrap().font, Some(12));
     }
 

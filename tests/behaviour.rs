@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Router;
 use axum_redis_session::fred::prelude::Config;
-use axum_redis_session::{MemoryStore, MetricsSnapshot, SessionLayer, SessionStore};
+use axum_redis_session::{Backend, MemoryStore, MetricsSnapshot, SessionLayer};
 use support::{Browser, Cluster, Gate, RedisServer, SentinelGroup, TlsFiles};
 use time::Duration;
 
@@ -35,16 +35,23 @@ struct Harness {
 
 impl Harness {
     async fn new(kind: Kind, configure: impl FnOnce(SessionLayer) -> SessionLayer) -> Self {
-        let (store, redis): (SessionStore, _) = match &kind {
+        // Each harness on a shared server writes under its own prefix.
+        let prefix = format!("t{}:session:", PREFIXES.fetch_add(1, Ordering::Relaxed));
+        let (store, redis): (Backend, _) = match &kind {
             Kind::Memory => (MemoryStore::default().into(), None),
             Kind::Redis => {
                 let server = RedisServer::start();
-                (server.store().await.into(), Some(server))
+                (
+                    server.store().await.with_key_prefix(prefix).into(),
+                    Some(server),
+                )
             }
-            Kind::Shared(config) => (support::connected_store(config.clone()).await.into(), None),
+            Kind::Shared(config) => {
+                let store = support::connected_store(config.clone()).await;
+                (store.with_key_prefix(prefix).into(), None)
+            }
         };
-        let prefix = format!("t{}:session:", PREFIXES.fetch_add(1, Ordering::Relaxed));
-        let layer = configure(SessionLayer::new(store).with_key_prefix(prefix));
+        let layer = configure(SessionLayer::new(store));
         let gate = Gate::default();
         Self {
             app: support::app(layer.clone(), gate.clone()),

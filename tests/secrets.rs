@@ -4,7 +4,6 @@
 mod support;
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::http::StatusCode;
 use support::{Browser, RedisServer};
@@ -33,10 +32,9 @@ async fn no_token_appears_in_any_log_line() {
     let _guard = tracing::subscriber::set_default(subscriber);
 
     let mut server = RedisServer::start();
-    let (app, _) = support::app_on(&server, |l| {
-        l.with_command_timeout(Duration::from_millis(200))
-    })
-    .await;
+    let store = server.store().await;
+    let store = store.with_command_timeout(time::Duration::milliseconds(200));
+    let (app, _) = support::app_on(store, |l| l).await;
     let mut browser = Browser::new(app.clone());
     let mut tokens = Vec::new();
     browser.get("/counter").await;

@@ -12,7 +12,7 @@ use support::{session_key, Browser, Gate, TlsFiles};
 
 async fn browser_on(url: &str) -> Browser {
     let store = RedisStore::connect(url).await.unwrap();
-    let layer = SessionLayer::new(store).with_command_timeout(Duration::from_millis(500));
+    let layer = SessionLayer::new(store.with_command_timeout(time::Duration::milliseconds(500)));
     Browser::new(support::app(layer, Gate::default()))
 }
 

@@ -14,8 +14,8 @@ use axum_redis_session::{RedisStore, SessionLayer};
 use support::{connected_store, session_key, wait_for, Browser, Cluster, Gate, SentinelGroup};
 
 async fn app_for(config: Config) -> Router {
-    let layer = SessionLayer::new(connected_store(config).await)
-        .with_command_timeout(Duration::from_millis(500));
+    let store = connected_store(config).await;
+    let layer = SessionLayer::new(store.with_command_timeout(time::Duration::milliseconds(500)));
     support::app(layer, Gate::default())
 }
 
@@ -232,7 +232,7 @@ async fn an_app_started_before_its_cluster_forms_serves_once_it_has() {
     let cluster = Cluster::start_unformed();
     // The application's own path: connect from a URL, without waiting for the servers.
     let store = RedisStore::connect(&cluster.url()).await.unwrap();
-    let layer = SessionLayer::new(store).with_command_timeout(Duration::from_millis(500));
+    let layer = SessionLayer::new(store.with_command_timeout(time::Duration::milliseconds(500)));
     let mut browser = Browser::new(support::app(layer, Gate::default()));
     assert_eq!(browser.get("/health").await.status, StatusCode::OK);
     assert_eq!(

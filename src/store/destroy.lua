@@ -1,10 +1,11 @@
 -- Delete a session, returning what it held: used for logout, and on a cluster to take a session
 -- whose id is being cycled (its new key lives on another slot, so it moves in two steps).
 --
--- KEYS[1]  the session hash
--- ARGV[1]  key prefix (for the owner's index)
--- ARGV[2]  this session's key id
--- ARGV[3]  '1' to remove it from the owner's index here; '0' on a cluster, where the caller does it
+-- KEYS[1]            the session hash
+-- arg.prefix         key prefix (for the owner's index)
+-- arg.key_id         this session's key id
+-- arg.inline_index   '1' to remove it from the owner's index here; '0' on a cluster, where the
+--                    caller does it
 --
 -- Returns false when there was no live session, else its fields (flat field/value list).
 
@@ -16,14 +17,14 @@ redis.call('DEL', KEYS[1])
 
 local user, deadline
 for i = 1, #fields, 2 do
-  if fields[i] == '$user' then
+  if fields[i] == field.user then
     user = fields[i + 1]
-  elseif fields[i] == '$deadline' then
+  elseif fields[i] == field.deadline then
     deadline = tonumber(fields[i + 1])
   end
 end
-if user and ARGV[3] == '1' then
-  redis.call('ZREM', index_key(ARGV[1], user), ARGV[2])
+if user and arg.inline_index == '1' then
+  redis.call('ZREM', index_key(arg.prefix, user), arg.key_id)
 end
 if deadline and deadline <= now_ms() then
   return false

@@ -1,16 +1,16 @@
 -- On a cluster, a user's index lives on its own slot, so the session scripts cannot update it: the
 -- store calls this script on the index key after them instead.
 --
--- KEYS[1]  the user's index
--- ARGV[1]  key id to remove, or ''
--- ARGV[2]  key id to add, or ''
--- ARGV[3]  its time to live, ms
--- ARGV[4]  slack for the index's own TTL, ms
+-- KEYS[1]       the user's index
+-- arg.remove    key id to remove, or ''
+-- arg.add       key id to add, or ''
+-- arg.ttl       its time to live, ms
+-- arg.slack     slack for the index's own TTL, ms
 
-if ARGV[1] ~= '' then
-  redis.call('ZREM', KEYS[1], ARGV[1])
+if arg.remove ~= '' then
+  redis.call('ZREM', KEYS[1], arg.remove)
 end
-if ARGV[2] ~= '' then
-  index_add(KEYS[1], ARGV[2], now_ms(), tonumber(ARGV[3]), tonumber(ARGV[4]))
+if arg.add ~= '' then
+  index_add(KEYS[1], arg.add, now_ms(), tonumber(arg.ttl), tonumber(arg.slack))
 end
 return 1

@@ -7,9 +7,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::{
-    is_metadata, Changes, Loaded, SaveMode, Saved, CREATED_FIELD, DEADLINE_FIELD, USER_FIELD,
+    is_metadata, size_of, Changes, Loaded, SaveMode, Saved, CREATED_FIELD, DEADLINE_FIELD,
+    USER_FIELD, VERSION_FIELD,
 };
-use crate::config::Config;
+use crate::config::Limits;
 use crate::id::KeyId;
 
 /// Sessions kept in this process's memory.
@@ -69,15 +70,15 @@ impl MemoryStore {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub(crate) fn load(&self, key: &KeyId, config: &Config) -> Option<Loaded> {
+    pub(crate) fn load(&self, key: &KeyId, limits: &Limits) -> Option<Loaded> {
         let now = now_ms();
         let mut state = self.lock();
         let record = state.live(key.as_str(), now)?;
         let deadline = record.deadline();
         let mut ttl = record.expires_at - now;
         let mut touched = false;
-        if ttl < config.touch_below_ms() {
-            let new_ttl = deadline.map_or(config.idle_ms(), |d| config.idle_ms().min(d - now));
+        if ttl < limits.touch_below_ms() {
+            let new_ttl = deadline.map_or(limits.idle_ms(), |d| limits.idle_ms().min(d - now));
             if new_ttl > ttl {
                 record.expires_at = now + new_ttl;
                 ttl = new_ttl;
@@ -98,7 +99,7 @@ impl MemoryStore {
         key: &KeyId,
         mode: SaveMode<'_>,
         changes: &Changes,
-        config: &Config,
+        limits: &Limits,
     ) -> Saved {
         let now = now_ms();
         let mut state = self.lock();
@@ -115,7 +116,7 @@ impl MemoryStore {
         let (mut fields, old_size) = match source {
             None => {
                 let mut fields = HashMap::from([(CREATED_FIELD.to_owned(), now.to_string())]);
-                if let Some(absolute) = config.absolute_ms() {
+                if let Some(absolute) = limits.absolute_ms() {
                     fields.insert(DEADLINE_FIELD.to_owned(), (now + absolute).to_string());
                 }
                 (fields, 0)
@@ -144,8 +145,13 @@ impl MemoryStore {
         if let Some(user) = &changes.user {
             fields.insert(USER_FIELD.to_owned(), user.clone());
         }
+        let version = fields
+            .get(VERSION_FIELD)
+            .and_then(|v| v.parse::<u64>().ok())
+            .map_or(0, |v| v + 1);
+        fields.insert(VERSION_FIELD.to_owned(), version.to_string());
         let size = size_of(&fields);
-        if size > config.max_bytes && size > old_size {
+        if size > limits.max_bytes && size > old_size {
             return Saved::TooLarge;
         }
 
@@ -155,9 +161,9 @@ impl MemoryStore {
         // As the Redis store does: an update rolls the TTL only once it has run below the threshold.
         let remaining = expires_at
             .map(|at| at - now)
-            .filter(|&ms| config.ttl_is_fresh(ms));
+            .filter(|&ms| limits.ttl_is_fresh(ms));
         let ttl = remaining.unwrap_or_else(|| {
-            deadline.map_or(config.idle_ms(), |d| config.idle_ms().min(d - now))
+            deadline.map_or(limits.idle_ms(), |d| limits.idle_ms().min(d - now))
         });
         if let Some(source) = source {
             state.sessions.remove(source.as_str());
@@ -177,10 +183,13 @@ impl MemoryStore {
             state.index(&user, key.as_str(), now + ttl);
         }
         state.sweep(now);
-        Saved::Written { ttl_ms: ttl }
+        Saved::Written {
+            ttl_ms: ttl,
+            version,
+        }
     }
 
-    pub(crate) fn destroy(&self, key: &KeyId, _config: &Config) {
+    pub(crate) fn destroy(&self, key: &KeyId) {
         let mut state = self.lock();
         if let Some(record) = state.sessions.remove(key.as_str()) {
             if let Some(user) = record.fields.get(USER_FIELD) {
@@ -189,7 +198,7 @@ impl MemoryStore {
         }
     }
 
-    pub(crate) fn destroy_user(&self, user: &str, _config: &Config) {
+    pub(crate) fn destroy_user(&self, user: &str) {
         let mut state = self.lock();
         for key in state.users.remove(user).unwrap_or_default().into_keys() {
             state.sessions.remove(&key);
@@ -244,11 +253,4 @@ impl State {
         self.users.retain(|_, keys| !keys.is_empty());
         self.sweep_at = (self.sessions.len() * 2).max(1024);
     }
-}
-
-fn size_of(fields: &HashMap<String, String>) -> usize {
-    fields
-        .iter()
-        .map(|(field, value)| field.len() + value.len())
-        .sum()
 }

@@ -1,5 +1,5 @@
-//! Where sessions live. Both backends keep the same contract, spelled out on [`SessionStore`]'s
-//! methods, and pass the same behaviour suite.
+//! Where sessions live. Both backends keep the same contract, spelled out on [`Backend`]'s methods,
+//! and pass the same behaviour suite.
 
 mod memory;
 mod redis;
@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 
 pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;
-use crate::config::Config;
+use crate::config::Limits;
 use crate::error::Error;
 use crate::id::KeyId;
 
@@ -22,9 +22,27 @@ pub(crate) const DEADLINE_FIELD: &str = "$deadline";
 /// When the session's TTL runs out (unix ms), as of its last write or touch: lets a read decide
 /// whether to roll the TTL without asking Redis.
 pub(crate) const EXPIRES_FIELD: &str = "$expires";
+/// Bytes of the session's user fields (names and values), kept up to date by every save so that a
+/// save need not read the whole session to enforce the size limit.
+pub(crate) const SIZE_FIELD: &str = "$size";
+/// Bumped by every save: a reader holding version `n` that saved and got back `n + 1` knows that
+/// nobody else wrote in between.
+pub(crate) const VERSION_FIELD: &str = "$version";
+
+/// Every metadata field, by the name the Lua scripts know it under: the scripts are given this
+/// table, so Rust and Lua share one spelling of each field.
+pub(crate) const METADATA: [(&str, &str); 7] = [
+    ("user", USER_FIELD),
+    ("created", CREATED_FIELD),
+    ("deadline", DEADLINE_FIELD),
+    ("expires", EXPIRES_FIELD),
+    ("size", SIZE_FIELD),
+    ("version", VERSION_FIELD),
+    ("flash", FLASH_PREFIX),
+];
 
 /// A session as loaded: its fields (user keys and flash values, as JSON text) and its owner.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Loaded {
     pub(crate) fields: HashMap<String, String>,
     pub(crate) user: Option<String>,
@@ -51,6 +69,15 @@ impl Loaded {
 /// Crate metadata, as opposed to user keys and flash values.
 fn is_metadata(field: &str) -> bool {
     field.starts_with(RESERVED_PREFIX) && !field.starts_with(FLASH_PREFIX)
+}
+
+/// What the size limit counts: the bytes of user fields' names and values.
+fn size_of<'a>(fields: impl IntoIterator<Item = (&'a String, &'a String)>) -> usize {
+    fields
+        .into_iter()
+        .filter(|(field, _)| !is_metadata(field))
+        .map(|(field, value)| field.len() + value.len())
+        .sum()
 }
 
 /// What one request changed: applied by the store as a delta, never as a whole-record rewrite.
@@ -105,8 +132,8 @@ pub(crate) enum SaveMode<'a> {
 /// What a save did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Saved {
-    /// Written; the session now lives this many milliseconds.
-    Written { ttl_ms: i64 },
+    /// Written; the session now lives this many milliseconds, at this `$version`.
+    Written { ttl_ms: i64, version: u64 },
     /// The session no longer exists (destroyed or expired); nothing was written.
     Gone,
     /// The fresh id is taken; nothing was written.
@@ -115,45 +142,50 @@ pub(crate) enum Saved {
     TooLarge,
 }
 
-/// The backend a [`SessionLayer`](crate::SessionLayer) keeps sessions in: a [`RedisStore`] or a
-/// [`MemoryStore`]. Build it with `.into()` or pass either store straight to the layer.
+/// Where a [`SessionLayer`](crate::SessionLayer) keeps sessions: Redis, or this process's memory.
+///
+/// It is an enum rather than a trait because the crate's guarantees (delta writes checked against
+/// the stored session, no resurrection, the size limit) live inside each backend's atomic write;
+/// a store brought from outside could not keep them. Pass either store straight to the layer, or
+/// build this with `.into()`.
 ///
 /// # Examples
 ///
 /// ```
-/// use axum_redis_session::{MemoryStore, SessionStore};
+/// use axum_redis_session::{Backend, MemoryStore};
 ///
-/// let store: SessionStore = MemoryStore::default().into();
+/// let backend: Backend = MemoryStore::default().into();
+/// assert!(matches!(backend, Backend::Memory(_)));
 /// ```
 #[derive(Clone, Debug)]
-pub struct SessionStore(Backend);
-
-#[derive(Clone, Debug)]
-enum Backend {
+#[non_exhaustive]
+pub enum Backend {
+    /// Sessions in Redis, shared by every instance of the application.
     Redis(RedisStore),
+    /// Sessions in this process only: for local runs and tests.
     Memory(MemoryStore),
 }
 
-impl From<RedisStore> for SessionStore {
+impl From<RedisStore> for Backend {
     fn from(store: RedisStore) -> Self {
-        Self(Backend::Redis(store))
+        Self::Redis(store)
     }
 }
 
-impl From<MemoryStore> for SessionStore {
+impl From<MemoryStore> for Backend {
     fn from(store: MemoryStore) -> Self {
-        Self(Backend::Memory(store))
+        Self::Memory(store)
     }
 }
 
-impl SessionStore {
+impl Backend {
     /// Reads a live session and rolls its idle TTL when it has run below the touch threshold (a
     /// second round trip, at most once per tenth of the idle timeout). An expired session (idle or
     /// absolute) is `None`.
-    pub(crate) async fn load(&self, key: &KeyId, config: &Config) -> Result<Option<Loaded>, Error> {
-        match &self.0 {
-            Backend::Redis(store) => store.load(key, config).await,
-            Backend::Memory(store) => Ok(store.load(key, config)),
+    pub(crate) async fn load(&self, key: &KeyId, limits: &Limits) -> Result<Option<Loaded>, Error> {
+        match self {
+            Self::Redis(store) => store.load(key, limits).await,
+            Self::Memory(store) => Ok(store.load(key, limits)),
         }
     }
 
@@ -165,31 +197,31 @@ impl SessionStore {
         key: &KeyId,
         mode: SaveMode<'_>,
         changes: &Changes,
-        config: &Config,
+        limits: &Limits,
     ) -> Result<Saved, Error> {
-        match &self.0 {
-            Backend::Redis(store) => store.save(key, mode, changes, config).await,
-            Backend::Memory(store) => Ok(store.save(key, mode, changes, config)),
+        match self {
+            Self::Redis(store) => store.save(key, mode, changes, limits).await,
+            Self::Memory(store) => Ok(store.save(key, mode, changes, limits)),
         }
     }
 
     /// Deletes a session and its index entry; deleting a missing session is not an error.
-    pub(crate) async fn destroy(&self, key: &KeyId, config: &Config) -> Result<(), Error> {
-        match &self.0 {
-            Backend::Redis(store) => store.destroy(key, config).await,
-            Backend::Memory(store) => {
-                store.destroy(key, config);
+    pub(crate) async fn destroy(&self, key: &KeyId) -> Result<(), Error> {
+        match self {
+            Self::Redis(store) => store.destroy(key).await,
+            Self::Memory(store) => {
+                store.destroy(key);
                 Ok(())
             }
         }
     }
 
     /// Deletes every session bound to `user`.
-    pub(crate) async fn destroy_user(&self, user: &str, config: &Config) -> Result<(), Error> {
-        match &self.0 {
-            Backend::Redis(store) => store.destroy_user(user, config).await,
-            Backend::Memory(store) => {
-                store.destroy_user(user, config);
+    pub(crate) async fn destroy_user(&self, user: &str) -> Result<(), Error> {
+        match self {
+            Self::Redis(store) => store.destroy_user(user).await,
+            Self::Memory(store) => {
+                store.destroy_user(user);
                 Ok(())
             }
         }

@@ -7,9 +7,9 @@
 //! call runs under the command timeout.
 
 use std::collections::HashMap;
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::future::Future;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use fred::clients::{Client, Pool};
 use fred::error::{Error as FredError, ErrorKind};
@@ -20,22 +20,78 @@ use fred::types::config::{Config as FredConfig, Options, ReconnectPolicy};
 use fred::types::scripts::Script;
 use fred::types::{Builder, Value};
 
-use super::{Changes, Loaded, SaveMode, Saved, EXPIRES_FIELD, USER_FIELD};
-use crate::config::Config;
+use super::{Changes, Loaded, SaveMode, Saved, EXPIRES_FIELD, METADATA, USER_FIELD};
+use crate::config::Limits;
 use crate::error::Error;
 use crate::id::KeyId;
 
-/// A script from its file, with the shared helpers of `lib.lua` in front.
-macro_rules! script {
-    ($file:literal) => {
-        LazyLock::new(|| Script::from_lua(concat!(include_str!("lib.lua"), include_str!($file))))
+/// A script's arguments by name. The script reads them as `arg.<name>` from a table built from this
+/// same list (see [`script`]), so Rust and Lua cannot disagree on their order. The script's own
+/// name goes first, so `MONITOR` and `SLOWLOG` show which script ran; arguments beyond the named
+/// ones (field lists) start at `ARGV[first_extra]`.
+macro_rules! script_args {
+    ($(#[$doc:meta])* $name:ident = $script:literal { $($field:ident),* $(,)? }) => {
+        $(#[$doc])*
+        struct $name {
+            $($field: Value,)*
+        }
+
+        impl $name {
+            const SCRIPT: &'static str = $script;
+            const NAMES: &'static [&'static str] = &[$(stringify!($field)),*];
+
+            fn into_values(self) -> Vec<Value> {
+                vec![Value::from(Self::SCRIPT), $(self.$field),*]
+            }
+        }
     };
 }
 
-static TOUCH: LazyLock<Script> = script!("touch.lua");
-static SAVE: LazyLock<Script> = script!("save.lua");
-static DESTROY: LazyLock<Script> = script!("destroy.lua");
-static INDEX: LazyLock<Script> = script!("index.lua");
+script_args!(
+    /// `touch.lua`: roll a session's idle TTL.
+    TouchArgs = "touch" { idle, prefix, key_id, inline_index }
+);
+script_args!(
+    /// `save.lua`: apply one request's changes. Extra: `sets` field/value pairs, then removed fields.
+    SaveArgs = "save" {
+        mode, idle, absolute, max_bytes, prefix, key_id, source_id, clear, user, inline_index,
+        touch_below, sets,
+    }
+);
+script_args!(
+    /// `destroy.lua`: delete a session, returning what it held.
+    DestroyArgs = "destroy" { prefix, key_id, inline_index }
+);
+script_args!(
+    /// `index.lua`: a user's index on a cluster.
+    IndexArgs = "index" { remove, add, ttl, slack }
+);
+
+static TOUCH: LazyLock<Script> =
+    LazyLock::new(|| script(TouchArgs::NAMES, include_str!("touch.lua")));
+static SAVE: LazyLock<Script> = LazyLock::new(|| script(SaveArgs::NAMES, include_str!("save.lua")));
+static DESTROY: LazyLock<Script> =
+    LazyLock::new(|| script(DestroyArgs::NAMES, include_str!("destroy.lua")));
+static INDEX: LazyLock<Script> =
+    LazyLock::new(|| script(IndexArgs::NAMES, include_str!("index.lua")));
+
+/// A script from its file, behind a prelude that gives it the metadata field names (`field.user`,
+/// …) and its named arguments (`arg.<name>`) from the Rust side, then the helpers of `lib.lua`.
+fn script(args: &[&str], body: &str) -> Script {
+    let mut lua = String::from("local field = {");
+    for (name, value) in METADATA {
+        let _ = write!(lua, " {name} = '{value}',");
+    }
+    // ARGV[1] is the script's name.
+    lua.push_str(" }\nlocal arg = {");
+    for (i, name) in args.iter().enumerate() {
+        let _ = write!(lua, " {name} = ARGV[{}],", i + 2);
+    }
+    let _ = writeln!(lua, " }}\nlocal first_extra = {}", args.len() + 2);
+    lua.push_str(include_str!("lib.lua"));
+    lua.push_str(body);
+    Script::from_lua(lua)
+}
 
 /// Connections a store opens itself from a URL: enough to keep two cores busy without one
 /// connection's reader becoming the bottleneck.
@@ -56,6 +112,8 @@ const POOL_SIZE: usize = 2;
 #[derive(Clone)]
 pub struct RedisStore {
     connection: Connection,
+    key_prefix: Arc<str>,
+    command_timeout: std::time::Duration,
 }
 
 #[derive(Clone)]
@@ -73,6 +131,8 @@ impl fmt::Debug for RedisStore {
         };
         f.debug_struct("RedisStore")
             .field("connection", &kind)
+            .field("key_prefix", &self.key_prefix)
+            .field("command_timeout", &self.command_timeout)
             .finish()
     }
 }
@@ -125,9 +185,7 @@ impl RedisStore {
     /// # Ok(()) }
     /// ```
     pub fn from_client(client: Client) -> Self {
-        Self {
-            connection: Connection::Client(client),
-        }
+        Self::on(Connection::Client(client))
     }
 
     /// Uses a fred pool you have built and connected yourself; each command takes the next client.
@@ -145,9 +203,67 @@ impl RedisStore {
     /// # Ok(()) }
     /// ```
     pub fn from_pool(pool: Pool) -> Self {
+        Self::on(Connection::Pool(pool))
+    }
+
+    fn on(connection: Connection) -> Self {
         Self {
-            connection: Connection::Pool(pool),
+            connection,
+            key_prefix: Arc::from("session:"),
+            command_timeout: std::time::Duration::from_secs(1),
         }
+    }
+
+    /// The prefix of every key the store writes. Default: `session:`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), axum_redis_session::Error> {
+    /// let store = axum_redis_session::RedisStore::connect("redis://127.0.0.1:6379")
+    ///     .await?
+    ///     .with_key_prefix("shop:session:");
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn with_key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.key_prefix = Arc::from(prefix.into());
+        self
+    }
+
+    /// How long one store command may take before the request fails with 503. Default: 1 second.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), axum_redis_session::Error> {
+    /// let store = axum_redis_session::RedisStore::connect("redis://127.0.0.1:6379")
+    ///     .await?
+    ///     .with_command_timeout(time::Duration::milliseconds(300));
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn with_command_timeout(mut self, timeout: time::Duration) -> Self {
+        // A negative or unrepresentable timeout is caught by `validate`, naming the option.
+        self.command_timeout = timeout.try_into().unwrap_or_default();
+        self
+    }
+
+    /// Rejects settings the store cannot work with, naming the option.
+    pub(crate) fn validate(&self) -> Result<(), Error> {
+        if self.key_prefix.is_empty() {
+            return Err(Error::Config {
+                option: "key_prefix",
+                reason: "must not be empty",
+            });
+        }
+        if self.command_timeout.is_zero() {
+            return Err(Error::Config {
+                option: "command_timeout",
+                reason: "must be positive",
+            });
+        }
+        Ok(())
     }
 
     fn client(&self) -> &Client {
@@ -165,9 +281,10 @@ impl RedisStore {
 
     /// A plain `HGETALL`: one round trip and one command. The TTL is rolled by a second call only
     /// when the `$expires` the session carries says it has run below the touch threshold.
-    pub(crate) async fn load(&self, key: &KeyId, config: &Config) -> Result<Option<Loaded>, Error> {
-        let hash: HashMap<String, String> =
-            bounded(config, self.client().hgetall(session_key(config, key))).await?;
+    pub(crate) async fn load(&self, key: &KeyId, limits: &Limits) -> Result<Option<Loaded>, Error> {
+        let hash: HashMap<String, String> = self
+            .bounded(self.client().hgetall(self.session_key(key)))
+            .await?;
         if hash.is_empty() {
             return Ok(None);
         }
@@ -176,11 +293,11 @@ impl RedisStore {
             .and_then(|expires| expires.parse::<i64>().ok())
             .map(|expires| expires - unix_ms());
         // Past the idle timeout means this app's clock is behind Redis's: touch rather than trust it.
-        let fresh = remaining.filter(|&ms| config.ttl_is_fresh(ms));
+        let fresh = remaining.filter(|&ms| limits.ttl_is_fresh(ms));
         let (ttl_ms, touched) = match fresh {
             Some(ms) => (ms, false),
             None => match self
-                .touch(key, hash.get(USER_FIELD).map(String::as_str), config)
+                .touch(key, hash.get(USER_FIELD).map(String::as_str), limits)
                 .await?
             {
                 Some(ttl_ms) => (ttl_ms, true),
@@ -196,30 +313,23 @@ impl RedisStore {
         &self,
         key: &KeyId,
         user: Option<&str>,
-        config: &Config,
+        limits: &Limits,
     ) -> Result<Option<i64>, Error> {
         let inline_index = self.inline_index();
-        let args = vec![
-            Value::from(config.idle_ms()),
-            Value::from(config.key_prefix.as_str()),
-            Value::from(key.as_str()),
-            flag(inline_index),
-        ];
+        let args = TouchArgs {
+            idle: Value::from(limits.idle_ms()),
+            prefix: self.prefix(),
+            key_id: Value::from(key.as_str()),
+            inline_index: flag(inline_index),
+        };
         let reply = self
-            .run(
-                &TOUCH,
-                vec![session_key(config, key)],
-                args,
-                config,
-                &write_options(),
-            )
+            .run(&TOUCH, vec![self.session_key(key)], args.into_values())
             .await?;
         let Some(ttl_ms) = reply.as_i64() else {
             return Ok(None);
         };
         if let (false, Some(user)) = (inline_index, user) {
-            self.update_index(config, user, None, Some((key, ttl_ms)))
-                .await?;
+            self.update_index(user, None, Some((key, ttl_ms))).await?;
         }
         Ok(Some(ttl_ms))
     }
@@ -229,17 +339,18 @@ impl RedisStore {
         key: &KeyId,
         mode: SaveMode<'_>,
         changes: &Changes,
-        config: &Config,
+        limits: &Limits,
     ) -> Result<Saved, Error> {
         let inline_index = self.inline_index();
         if let (SaveMode::Cycle { from }, false) = (mode, inline_index) {
-            return self.cycle_across_slots(key, from, changes, config).await;
+            return self.cycle_across_slots(key, from, changes, limits).await;
         }
         let (saved, owners) = self
-            .save_script(key, mode, changes, config, inline_index)
+            .save_script(key, mode, changes, limits, inline_index)
             .await?;
-        if let (false, Some(owners), Saved::Written { ttl_ms }) = (inline_index, owners, saved) {
-            self.reindex(config, owners, key, key, ttl_ms).await?;
+        if let (false, Some(owners), Saved::Written { ttl_ms, .. }) = (inline_index, owners, saved)
+        {
+            self.reindex(owners, key, key, ttl_ms).await?;
         }
         Ok(saved)
     }
@@ -253,9 +364,9 @@ impl RedisStore {
         key: &KeyId,
         from: &KeyId,
         changes: &Changes,
-        config: &Config,
+        limits: &Limits,
     ) -> Result<Saved, Error> {
-        let Some(taken) = self.take(from, config, false).await? else {
+        let Some(taken) = self.take(from, false).await? else {
             return Ok(Saved::Gone);
         };
         let previous = taken
@@ -264,11 +375,11 @@ impl RedisStore {
             .map(|(_, v)| v.clone());
         let moved = changes.moved_onto(taken.clone());
         let (saved, owners) = self
-            .save_script(key, SaveMode::New, &moved, config, false)
+            .save_script(key, SaveMode::New, &moved, limits, false)
             .await?;
-        let Saved::Written { ttl_ms } = saved else {
+        let Saved::Written { ttl_ms, .. } = saved else {
             let original = Changes::default().moved_onto(taken);
-            self.save_script(from, SaveMode::New, &original, config, false)
+            self.save_script(from, SaveMode::New, &original, limits, false)
                 .await?;
             return Ok(saved);
         };
@@ -278,7 +389,7 @@ impl RedisStore {
             current,
             rolled: true,
         };
-        self.reindex(config, owners, from, key, ttl_ms).await?;
+        self.reindex(owners, from, key, ttl_ms).await?;
         Ok(saved)
     }
 
@@ -287,7 +398,7 @@ impl RedisStore {
         key: &KeyId,
         mode: SaveMode<'_>,
         changes: &Changes,
-        config: &Config,
+        limits: &Limits,
         inline_index: bool,
     ) -> Result<(Saved, Option<Owners>), Error> {
         let (mode_name, source) = match mode {
@@ -295,31 +406,32 @@ impl RedisStore {
             SaveMode::Update => ("update", None),
             SaveMode::Cycle { from } => ("cycle", Some(from)),
         };
-        let mut keys = vec![session_key(config, key)];
-        keys.extend(source.map(|from| session_key(config, from)));
+        let mut keys = vec![self.session_key(key)];
+        keys.extend(source.map(|from| self.session_key(from)));
 
         let sets: Vec<(&String, &String)> = changes
             .fields
             .iter()
             .filter_map(|(field, value)| value.as_ref().map(|value| (field, value)))
             .collect();
-        let mut args = Vec::with_capacity(12 + changes.fields.len() * 2);
-        args.extend([
-            Value::from(mode_name),
-            Value::from(config.idle_ms()),
-            config
+        let named = SaveArgs {
+            mode: Value::from(mode_name),
+            idle: Value::from(limits.idle_ms()),
+            absolute: limits
                 .absolute_ms()
                 .map_or_else(|| Value::from(""), Value::from),
-            Value::from(i64::try_from(config.max_bytes).unwrap_or(i64::MAX)),
-            Value::from(config.key_prefix.as_str()),
-            Value::from(key.as_str()),
-            Value::from(source.map_or("", KeyId::as_str)),
-            flag(changes.clear),
-            Value::from(changes.user.as_deref().unwrap_or("")),
-            flag(inline_index),
-            Value::from(config.touch_below_ms()),
-            Value::from(sets.len() as i64),
-        ]);
+            max_bytes: Value::from(i64::try_from(limits.max_bytes).unwrap_or(i64::MAX)),
+            prefix: self.prefix(),
+            key_id: Value::from(key.as_str()),
+            source_id: Value::from(source.map_or("", KeyId::as_str)),
+            clear: flag(changes.clear),
+            user: Value::from(changes.user.as_deref().unwrap_or("")),
+            inline_index: flag(inline_index),
+            touch_below: Value::from(limits.touch_below_ms()),
+            sets: Value::from(sets.len() as i64),
+        };
+        let mut args = named.into_values();
+        args.reserve(changes.fields.len() * 2);
         for (field, value) in sets {
             args.push(Value::from(field.as_str()));
             args.push(Value::from(value.as_str()));
@@ -330,10 +442,7 @@ impl RedisStore {
             }
         }
 
-        let reply = self
-            .run(&SAVE, keys, args, config, &write_options())
-            .await?;
-        let Value::Array(reply) = reply else {
+        let Value::Array(reply) = self.run(&SAVE, keys, args).await? else {
             return Err(unexpected_reply("save"));
         };
         let text = |i: usize| {
@@ -343,9 +452,11 @@ impl RedisStore {
                 .filter(|s| !s.is_empty())
                 .map(|s| s.into_owned())
         };
+        let number = |i: usize| reply.get(i).and_then(Value::as_i64).unwrap_or(0);
         let saved = match text(0).as_deref() {
             Some("ok") => Saved::Written {
-                ttl_ms: reply.get(1).and_then(Value::as_i64).unwrap_or(0),
+                ttl_ms: number(1),
+                version: u64::try_from(number(5)).unwrap_or(0),
             },
             Some("gone") => Saved::Gone,
             Some("collision") => Saved::Collision,
@@ -360,12 +471,12 @@ impl RedisStore {
         Ok((saved, owners))
     }
 
-    pub(crate) async fn destroy(&self, key: &KeyId, config: &Config) -> Result<(), Error> {
+    pub(crate) async fn destroy(&self, key: &KeyId) -> Result<(), Error> {
         let inline_index = self.inline_index();
-        let taken = self.take(key, config, inline_index).await?;
+        let taken = self.take(key, inline_index).await?;
         let user = taken.and_then(|fields| fields.into_iter().find(|(f, _)| f == USER_FIELD));
         if let (false, Some((_, user))) = (inline_index, user) {
-            self.update_index(config, &user, Some(key), None).await?;
+            self.update_index(&user, Some(key), None).await?;
         }
         Ok(())
     }
@@ -374,19 +485,15 @@ impl RedisStore {
     async fn take(
         &self,
         key: &KeyId,
-        config: &Config,
         inline_index: bool,
     ) -> Result<Option<Vec<(String, String)>>, Error> {
-        let args = vec![
-            Value::from(config.key_prefix.as_str()),
-            Value::from(key.as_str()),
-            flag(inline_index),
-        ];
-        let keys = vec![session_key(config, key)];
-        match self
-            .run(&DESTROY, keys, args, config, &write_options())
-            .await?
-        {
+        let args = DestroyArgs {
+            prefix: self.prefix(),
+            key_id: Value::from(key.as_str()),
+            inline_index: flag(inline_index),
+        };
+        let keys = vec![self.session_key(key)];
+        match self.run(&DESTROY, keys, args.into_values()).await? {
             Value::Null => Ok(None),
             flat => hash_pairs(flat, "destroy").map(Some),
         }
@@ -396,7 +503,6 @@ impl RedisStore {
     /// and joins its current owner's under `to`, one single-key call per index touched.
     async fn reindex(
         &self,
-        config: &Config,
         owners: Owners,
         from: &KeyId,
         to: &KeyId,
@@ -410,16 +516,15 @@ impl RedisStore {
             }
             (Some(previous), Some(current)) if previous == current => {
                 let removed = moved.then_some(from);
-                self.update_index(config, &current, removed, Some((to, ttl_ms)))
+                self.update_index(&current, removed, Some((to, ttl_ms)))
                     .await
             }
             (previous, current) => {
                 if let Some(previous) = previous {
-                    self.update_index(config, &previous, Some(from), None)
-                        .await?;
+                    self.update_index(&previous, Some(from), None).await?;
                 }
                 if let Some(current) = current {
-                    self.update_index(config, &current, None, Some((to, ttl_ms)))
+                    self.update_index(&current, None, Some((to, ttl_ms)))
                         .await?;
                 }
                 Ok(())
@@ -430,41 +535,38 @@ impl RedisStore {
     /// Updates one user's index with its own single-key script (cluster only).
     async fn update_index(
         &self,
-        config: &Config,
         user: &str,
         remove: Option<&KeyId>,
         add: Option<(&KeyId, i64)>,
     ) -> Result<(), Error> {
-        let args = vec![
-            Value::from(remove.map_or("", KeyId::as_str)),
-            Value::from(add.map_or("", |(key, _)| key.as_str())),
-            Value::from(add.map_or(0, |(_, ttl)| ttl)),
-            Value::from(config.idle_ms() / 10),
-        ];
-        let keys = vec![index_key(config, user)];
-        self.run(&INDEX, keys, args, config, &write_options())
-            .await?;
+        let args = IndexArgs {
+            remove: Value::from(remove.map_or("", KeyId::as_str)),
+            add: Value::from(add.map_or("", |(key, _)| key.as_str())),
+            ttl: Value::from(add.map_or(0, |(_, ttl)| ttl)),
+            // Slack for the index's own TTL, so not every add must rewrite it.
+            slack: Value::from(add.map_or(0, |(_, ttl)| ttl / 10)),
+        };
+        let keys = vec![self.index_key(user)];
+        self.run(&INDEX, keys, args.into_values()).await?;
         Ok(())
     }
 
     /// Reads the user's index, then deletes each session with its own single-key command (a cluster
     /// keeps them on different slots) and only those entries from the index, so a session created
     /// meanwhile stays indexed.
-    pub(crate) async fn destroy_user(&self, user: &str, config: &Config) -> Result<(), Error> {
-        let index = index_key(config, user);
+    pub(crate) async fn destroy_user(&self, user: &str) -> Result<(), Error> {
+        let index = self.index_key(user);
         let client = self.client().with_options(&write_options());
-        let ids: Vec<String> = bounded(
-            config,
-            client.zrange(index.as_str(), 0, -1, None, false, None, false),
-        )
-        .await?;
+        let ids: Vec<String> = self
+            .bounded(client.zrange(index.as_str(), 0, -1, None, false, None, false))
+            .await?;
         if ids.is_empty() {
             return Ok(());
         }
         let pipeline = self.client().pipeline();
         for id in &ids {
             let _: () = pipeline
-                .del(format!("{}{id}", config.key_prefix))
+                .del(format!("{}{id}", self.key_prefix))
                 .await
                 .map_err(Error::Store)?;
         }
@@ -472,20 +574,18 @@ impl RedisStore {
             .zrem(index.as_str(), ids)
             .await
             .map_err(Error::Store)?;
-        bounded(config, pipeline.all::<Value>()).await.map(drop)
+        self.bounded(pipeline.all::<Value>()).await.map(drop)
     }
 
-    /// Runs a script by its hash, sending its text only when the server does not know it yet.
+    /// Runs a write script by its hash, sending its text only when the server does not know it yet.
     async fn run(
         &self,
         script: &Script,
         keys: Vec<String>,
         args: Vec<Value>,
-        config: &Config,
-        options: &Options,
     ) -> Result<Value, Error> {
-        let client = self.client().with_options(options);
-        bounded(config, async {
+        let client = self.client().with_options(&write_options());
+        self.bounded(async {
             match client
                 .evalsha(script.sha1().clone(), keys.clone(), args.clone())
                 .await
@@ -498,6 +598,39 @@ impl RedisStore {
             }
         })
         .await
+    }
+
+    /// Bounds a store call by the command timeout even where fred would wait longer, e.g. on a
+    /// client whose connection task has ended: a request must get its 503, never hang.
+    ///
+    /// The call is boxed here, once: fred's command futures run to kilobytes, and held inline they
+    /// would be copied through every future that awaits them, on every request.
+    fn bounded<'a, T: 'a>(
+        &self,
+        call: impl Future<Output = Result<T, FredError>> + Send + 'a,
+    ) -> impl Future<Output = Result<T, Error>> + Send + 'a {
+        let call = tokio::time::timeout(self.command_timeout, Box::pin(call));
+        async move {
+            match call.await {
+                Ok(result) => result.map_err(Error::Store),
+                Err(_) => Err(Error::Store(FredError::new(
+                    ErrorKind::Timeout,
+                    "session store timed out",
+                ))),
+            }
+        }
+    }
+
+    fn session_key(&self, key: &KeyId) -> String {
+        format!("{}{}", self.key_prefix, key.as_str())
+    }
+
+    fn index_key(&self, user: &str) -> String {
+        format!("{}user:{user}", self.key_prefix)
+    }
+
+    fn prefix(&self) -> Value {
+        Value::from(&*self.key_prefix)
     }
 }
 
@@ -528,35 +661,6 @@ fn hash_pairs(flat: Value, script: &str) -> Result<Vec<(String, String)>, Error>
 
 fn flag(on: bool) -> Value {
     Value::from(if on { "1" } else { "0" })
-}
-
-fn index_key(config: &Config, user: &str) -> String {
-    format!("{}user:{user}", config.key_prefix)
-}
-
-/// Bounds a store call by the command timeout even where fred would wait longer, e.g. on a client
-/// whose connection task has ended: a request must get its 503, never hang.
-///
-/// The call is boxed here, once: fred's command futures run to kilobytes, and held inline they would
-/// be copied through every future that awaits them, on every request.
-fn bounded<'a, T: 'a>(
-    config: &Config,
-    call: impl Future<Output = Result<T, FredError>> + Send + 'a,
-) -> impl Future<Output = Result<T, Error>> + Send + 'a {
-    let call = tokio::time::timeout(config.command_timeout, Box::pin(call));
-    async move {
-        match call.await {
-            Ok(result) => result.map_err(Error::Store),
-            Err(_) => Err(Error::Store(FredError::new(
-                ErrorKind::Timeout,
-                "session store timed out",
-            ))),
-        }
-    }
-}
-
-fn session_key(config: &Config, key: &KeyId) -> String {
-    format!("{}{}", config.key_prefix, key.as_str())
 }
 
 /// A write is sent once: replaying it after a dropped connection could report a cycled or created

@@ -1,33 +1,33 @@
 -- Apply one request's changes to a session, atomically, in one round trip.
 --
--- KEYS[1]  the session hash that receives the changes
--- KEYS[2]  cycle only: the hash the session moves from; deleted by this script
--- ARGV[1]  'new'    KEYS[1] must be free (a fresh id): created with the changes
---          'update' KEYS[1] must still exist (no resurrection): changed fields only
---          'cycle'  KEYS[2] must still exist and KEYS[1] be free: the data moves
--- ARGV[2]  idle timeout, ms
--- ARGV[3]  absolute timeout, ms, or '' for none
--- ARGV[4]  size limit, bytes
--- ARGV[5]  key prefix (for the owner's index)
--- ARGV[6]  key id of KEYS[1]
--- ARGV[7]  key id of KEYS[2], or ''
--- ARGV[8]  '1' to remove every user field before applying the rest
--- ARGV[9]  user id to bind the session to, or '' to keep the current one
--- ARGV[10] '1' to update the owners' indexes here; '0' on a cluster, where the caller does it
--- ARGV[11] touch threshold, ms: an update rolls the TTL only once it has run below this
--- ARGV[12] n, the number of fields set; n field/value pairs follow, then the fields removed
+-- KEYS[1]            the session hash that receives the changes
+-- KEYS[2]            cycle only: the hash the session moves from; deleted by this script
+-- arg.mode           'new'    KEYS[1] must be free (a fresh id): created with the changes
+--                    'update' KEYS[1] must still exist (no resurrection): changed fields only
+--                    'cycle'  KEYS[2] must still exist and KEYS[1] be free: the data moves
+-- arg.idle           idle timeout, ms
+-- arg.absolute       absolute timeout, ms, or '' for none
+-- arg.max_bytes      size limit, bytes of user fields' names and values
+-- arg.prefix         key prefix (for the owner's index)
+-- arg.key_id         key id of KEYS[1]
+-- arg.source_id      key id of KEYS[2], or ''
+-- arg.clear          '1' to remove every user field before applying the rest
+-- arg.user           user id to bind the session to, or '' to keep the current one
+-- arg.inline_index   '1' to update the owners' indexes here; '0' on a cluster, where the caller does it
+-- arg.touch_below    touch threshold, ms: an update rolls the TTL only once it has run below this
+-- arg.sets           n, the number of fields set; from ARGV[first_extra], n field/value pairs
+--                    follow, then the fields removed
 --
--- Returns { 'ok', ttl ms, previous owner or '', owner or '', '1' if the TTL was rolled else '0' } |
--- { 'gone' } | { 'collision' } | { 'too_large' }; nothing is written unless it returns 'ok'.
+-- An update reads only the session's metadata and the lengths of the fields it changes: its cost
+-- does not grow with the size of the session. The size is kept in `field.size` as it changes.
+--
+-- Returns { 'ok', ttl ms, previous owner or '', owner or '', '1' if the TTL was rolled else '0',
+-- version } | { 'gone' } | { 'collision' } | { 'too_large' }; nothing is written unless it
+-- returns 'ok'.
 
-local mode, target, source = ARGV[1], KEYS[1], KEYS[2]
-local prefix = ARGV[5]
-local inline_index = ARGV[10] == '1'
+local mode, target, source = arg.mode, KEYS[1], KEYS[2]
+local inline_index = arg.inline_index == '1'
 local now = now_ms()
-
-local function is_metadata(field)
-  return string.sub(field, 1, 1) == '$' and string.sub(field, 1, 7) ~= '$flash:'
-end
 
 -- HSET/HDEL in bounded batches: unpack() of a huge table overflows Lua's stack.
 local function call_batched(command, key, items)
@@ -36,107 +36,164 @@ local function call_batched(command, key, items)
   end
 end
 
+local function user_size(flat)
+  local size = 0
+  for i = 1, #flat, 2 do
+    if not is_metadata(flat[i]) then
+      size = size + #flat[i] + #flat[i + 1]
+    end
+  end
+  return size
+end
+
 if mode ~= 'update' and redis.call('EXISTS', target) == 1 then
   return { 'collision' }
 end
 
-local fields, old_size = {}, 0
+-- The session as it stands: its metadata and user size; for a new or moved session, also every
+-- field in `whole`, since they are all written to the new key.
+local meta, size, whole = {}, 0, nil
 if mode == 'new' then
-  fields['$created'] = tostring(now)
-  if ARGV[3] ~= '' then
-    fields['$deadline'] = tostring(now + tonumber(ARGV[3]))
+  whole = { [field.created] = tostring(now) }
+  if arg.absolute ~= '' then
+    whole[field.deadline] = tostring(now + tonumber(arg.absolute))
   end
-else
-  local flat = redis.call('HGETALL', mode == 'cycle' and source or target)
+elseif mode == 'cycle' then
+  local flat = redis.call('HGETALL', source)
   if #flat == 0 then
     return { 'gone' }
   end
+  whole = {}
   for i = 1, #flat, 2 do
-    fields[flat[i]] = flat[i + 1]
-    old_size = old_size + #flat[i] + #flat[i + 1]
+    whole[flat[i]] = flat[i + 1]
   end
+  meta = { user = whole[field.user], deadline = whole[field.deadline],
+           expires = whole[field.expires], version = whole[field.version] }
+  size = user_size(flat)
+else
+  local m = redis.call('HMGET', target, field.created, field.user, field.deadline, field.expires,
+                       field.size, field.version)
+  if not m[1] then
+    return { 'gone' }
+  end
+  meta = { user = m[2], deadline = m[3], expires = m[4], version = m[6] }
+  -- A session last saved before sizes were kept is counted once here.
+  size = tonumber(m[5]) or user_size(redis.call('HGETALL', target))
 end
 
-local old_user = fields['$user']
-local stored_deadline = tonumber(fields['$deadline'])
+local old_user = meta.user
+local stored_deadline = tonumber(meta.deadline)
 if mode ~= 'new' and stored_deadline and stored_deadline <= now then
   redis.call('DEL', mode == 'cycle' and source or target)
   if old_user and inline_index then
-    redis.call('ZREM', index_key(prefix, old_user), mode == 'cycle' and ARGV[7] or ARGV[6])
+    redis.call('ZREM', index_key(arg.prefix, old_user), mode == 'cycle' and arg.source_id or arg.key_id)
   end
   return { 'gone' }
 end
 
+-- The bytes a user field holds now (name and value), or 0 when it is absent.
+local cleared = arg.clear == '1'
+local function held(name)
+  if whole then
+    local value = whole[name]
+    return value and #name + #value or 0
+  end
+  if cleared then
+    return 0
+  end
+  local length = redis.call('HSTRLEN', target, name)
+  if length == 0 and redis.call('HEXISTS', target, name) == 0 then
+    return 0
+  end
+  return #name + length
+end
+
+local old_size = size
 local set, removed = {}, {}
-if ARGV[8] == '1' then
-  for field in pairs(fields) do
-    if not is_metadata(field) then
-      fields[field] = nil
-      removed[field] = true
+if cleared then
+  if whole then
+    for name in pairs(whole) do
+      if not is_metadata(name) then
+        whole[name] = nil
+      end
+    end
+  else
+    for _, name in ipairs(redis.call('HKEYS', target)) do
+      if not is_metadata(name) then
+        removed[name] = true
+      end
     end
   end
+  size = 0
 end
-local n = tonumber(ARGV[12])
-for i = 13, 12 + 2 * n, 2 do
-  fields[ARGV[i]] = ARGV[i + 1]
-  set[ARGV[i]] = true
-  removed[ARGV[i]] = nil
+local n = tonumber(arg.sets)
+for i = first_extra, first_extra + 2 * n - 1, 2 do
+  local name, value = ARGV[i], ARGV[i + 1]
+  size = size - held(name) + #name + #value
+  set[name] = value
+  removed[name] = nil
 end
-for i = 13 + 2 * n, #ARGV do
-  fields[ARGV[i]] = nil
-  removed[ARGV[i]] = true
+for i = first_extra + 2 * n, #ARGV do
+  local name = ARGV[i]
+  size = size - held(name)
+  set[name] = nil
+  removed[name] = true
 end
-if ARGV[9] ~= '' then
-  fields['$user'] = ARGV[9]
-  set['$user'] = true
-end
-
-local size = 0
-for field, value in pairs(fields) do
-  size = size + #field + #value
-end
-if size > tonumber(ARGV[4]) and size > old_size then
+if size > tonumber(arg.max_bytes) and size > old_size then
   return { 'too_large' }
 end
+local user = old_user
+if arg.user ~= '' then
+  user = arg.user
+  set[field.user] = user
+end
 
--- A session moved in from elsewhere keeps its own deadline, so read it after the changes.
-local idle = tonumber(ARGV[2])
+-- A session moved in from elsewhere keeps its own deadline.
+local idle = tonumber(arg.idle)
 local ttl = idle
-local deadline = tonumber(fields['$deadline'])
+local deadline = stored_deadline or (whole and tonumber(whole[field.deadline]))
 if deadline then
   ttl = math.max(1, math.min(ttl, deadline - now))
 end
 -- Like a read, an update rolls the TTL only once it has run below the threshold, so a busy session
 -- is not re-expired and re-indexed on every write. Past the idle timeout means the timeout was
 -- shortened since the last roll.
-local stored_expires = tonumber(fields['$expires'])
+local stored_expires = tonumber(meta.expires)
 local remaining = stored_expires and stored_expires - now
-local roll = mode ~= 'update' or not remaining or remaining < tonumber(ARGV[11]) or remaining > idle
+local roll = mode ~= 'update' or not remaining or remaining < tonumber(arg.touch_below) or remaining > idle
 if roll then
   -- Readers decide from this whether the TTL needs rolling, without a script of their own.
-  fields['$expires'] = tostring(now + ttl)
-  set['$expires'] = true
+  set[field.expires] = tostring(now + ttl)
 else
   ttl = remaining
 end
+local version = mode == 'new' and 0 or (tonumber(meta.version) or 0) + 1
+set[field.version] = tostring(version)
+set[field.size] = tostring(size)
 
 local writes = {}
-if mode == 'update' then
-  local deletes = {}
-  for field in pairs(removed) do
-    deletes[#deletes + 1] = field
-  end
-  call_batched('HDEL', target, deletes)
-  for field in pairs(set) do
-    writes[#writes + 1] = field
-    writes[#writes + 1] = fields[field]
-  end
-else
+if whole then
   if mode == 'cycle' then
     redis.call('DEL', source)
   end
-  for field, value in pairs(fields) do
-    writes[#writes + 1] = field
+  for name, value in pairs(set) do
+    whole[name] = value
+  end
+  for name in pairs(removed) do
+    whole[name] = nil
+  end
+  for name, value in pairs(whole) do
+    writes[#writes + 1] = name
+    writes[#writes + 1] = value
+  end
+else
+  local deletes = {}
+  for name in pairs(removed) do
+    deletes[#deletes + 1] = name
+  end
+  call_batched('HDEL', target, deletes)
+  for name, value in pairs(set) do
+    writes[#writes + 1] = name
     writes[#writes + 1] = value
   end
 end
@@ -145,14 +202,13 @@ if roll then
   redis.call('PEXPIRE', target, ttl)
 end
 
-local user = fields['$user']
 if inline_index then
   if old_user and (old_user ~= user or mode == 'cycle') then
-    redis.call('ZREM', index_key(prefix, old_user), mode == 'cycle' and ARGV[7] or ARGV[6])
+    redis.call('ZREM', index_key(arg.prefix, old_user), mode == 'cycle' and arg.source_id or arg.key_id)
   end
   if user and (roll or user ~= old_user) then
-    index_add(index_key(prefix, user), ARGV[6], now, ttl, math.floor(idle / 10))
+    index_add(index_key(arg.prefix, user), arg.key_id, now, ttl, math.floor(idle / 10))
   end
 end
 
-return { 'ok', ttl, old_user or '', user or '', roll and '1' or '0' }
+return { 'ok', ttl, old_user or '', user or '', roll and '1' or '0', version }

@@ -151,7 +151,7 @@ pub fn app(layer: SessionLayer, gate: Gate) -> Router {
     use axum_redis_session::Session;
 
     let fail = get(|session: Session| async move {
-        session.insert("count", 1000_u64).await.unwrap();
+        session.insert("count", 1000_u64).unwrap();
         StatusCode::INTERNAL_SERVER_ERROR
     });
     let read_gate = gate.clone();
@@ -162,13 +162,13 @@ pub fn app(layer: SessionLayer, gate: Gate) -> Router {
             .unwrap_or_default()
             .unwrap_or(0);
         read_gate.pass().await;
-        session.insert("count", count + 1).await.unwrap();
+        session.insert("count", count + 1).unwrap();
         (count + 1).to_string()
     });
     let write_gate = gate.clone();
     let slow_write = put(move |session: Session, body: String| async move {
         write_gate.pass().await;
-        session.insert("slow", body).await.unwrap();
+        session.insert("slow", body).unwrap();
         StatusCode::NO_CONTENT
     });
     let extra = Router::new()
@@ -246,10 +246,10 @@ impl Gate {
 
 /// The demo's routes on a store connected to `server`, with the layer shaped by `configure`.
 pub async fn app_on(
-    server: &super::RedisServer,
+    store: axum_redis_session::RedisStore,
     configure: impl FnOnce(SessionLayer) -> SessionLayer,
 ) -> (Router, Gate) {
     let gate = Gate::default();
-    let layer = configure(SessionLayer::new(server.store().await));
+    let layer = configure(SessionLayer::new(store));
     (app(layer, gate.clone()), gate)
 }
