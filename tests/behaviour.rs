@@ -39,7 +39,7 @@ impl Harness {
             Kind::Memory => (MemoryStore::default().into(), None),
             Kind::Redis => {
                 let server = RedisServer::start();
-                (server.store().await.into(), Some(server))
+                (support::store_on(&server).await.into(), Some(server))
             }
             Kind::Shared(config) => (support::connected_store(config.clone()).await.into(), None),
         };

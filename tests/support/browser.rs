@@ -250,6 +250,6 @@ pub async fn app_on(
     configure: impl FnOnce(SessionLayer) -> SessionLayer,
 ) -> (Router, Gate) {
     let gate = Gate::default();
-    let layer = configure(SessionLayer::new(server.store().await));
+    let layer = configure(SessionLayer::new(super::store_on(server).await));
     (app(layer, gate.clone()), gate)
 }
