@@ -24,7 +24,7 @@ pub use testkit::{
     free_port, wait_for, Cluster, Monitor, Received, RedisServer, Seen, SentinelGroup, TlsFiles,
     SERVICE,
 };
-pub use webdriver::{ChromeDriver, Element, Window};
+pub use webdriver::{ChromeDriver, Window};
 
 /// A store on a fred pool that is connected before it is returned, and that reconnects forever
 /// (as `RedisStore::connect` does) so failover tests can watch it recover.
