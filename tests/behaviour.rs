@@ -42,7 +42,7 @@ impl Harness {
             Kind::Redis => {
                 let server = RedisServer::start();
                 (
-                    server.store().await.with_key_prefix(prefix).into(),
+                    support::store_on(&server).await.with_key_prefix(prefix).into(),
                     Some(server),
                 )
             }

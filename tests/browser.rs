@@ -8,6 +8,7 @@
 
 mod support;
 
+use cookie::SameSite;
 use support::{request, session_key, token_of, ChromeDriver, ExampleProcess, RedisServer, Window};
 
 /// The session hashes in Redis (not the per-user index), sorted.
@@ -35,47 +36,51 @@ fn user_index(server: &RedisServer, user: &str) -> Vec<String> {
 }
 
 /// The Redis key of the session whose cookie `window` holds.
-fn key_of(window: &Window<'_>) -> String {
+async fn key_of(window: &Window) -> String {
     let cookie = window
         .cookie("sid")
+        .await
         .expect("the browser holds a sid cookie");
-    session_key("session:", cookie["value"].as_str().unwrap())
+    session_key("session:", cookie.value())
 }
 
-fn assert_login_form(window: &Window<'_>) {
-    window.find("#user");
-    window.find("#login");
+async fn assert_login_form(window: &Window) {
+    window.find("#user").await;
+    window.find("#login").await;
     assert!(
-        window.find_all("#signed-in").is_empty(),
+        !window.shows("#signed-in").await,
         "the login form page says someone is signed in:\n{}",
-        window.source()
+        window.source().await.unwrap()
     );
 }
 
-fn log_in(window: &Window<'_>, name: &str) {
-    window.find("#user").send_keys(name);
-    window.find("#login").click();
+async fn log_in(window: &Window, name: &str) {
+    window.find("#user").await.send_keys(name).await.unwrap();
+    window.find("#login").await.click().await.unwrap();
 }
 
-#[test]
-fn log_in_see_the_flash_once_and_log_out_in_a_real_browser() {
+#[tokio::test]
+async fn log_in_see_the_flash_once_and_log_out_in_a_real_browser() {
     let server = RedisServer::start();
     let app = ExampleProcess::start("login", &[("REDIS_URL", &server.url())]);
     let home = format!("http://127.0.0.1:{}/", app.port);
     let driver = ChromeDriver::start();
 
     // Browser A, fresh: the login form, and nothing in Redis for a visitor who only looked.
-    let a = driver.open();
-    a.goto(&home);
-    assert_login_form(&a);
-    assert!(a.cookie("sid").is_none(), "a visit alone sets no cookie");
+    let a = driver.open().await;
+    a.goto(&home).await.unwrap();
+    assert_login_form(&a).await;
+    assert!(
+        a.cookie("sid").await.is_none(),
+        "a visit alone sets no cookie"
+    );
     assert_eq!(session_keys(&server), Vec::<String>::new());
 
-    log_in(&a, "alice");
-    assert_eq!(a.find("#signed-in").text(), "Signed in as alice");
-    assert_eq!(a.find("#flash").text(), "Welcome, alice!");
+    log_in(&a, "alice").await;
+    assert_eq!(a.text("#signed-in").await, "Signed in as alice");
+    assert_eq!(a.text("#flash").await, "Welcome, alice!");
     assert_eq!(
-        a.url(),
+        a.current_url().await.unwrap().as_str(),
         home,
         "the login answers with a redirect to the home page"
     );
@@ -92,64 +97,71 @@ fn log_in_see_the_flash_once_and_log_out_in_a_real_browser() {
         "the key is 'session:' and 64 lowercase hex digits: {}",
         keys[0]
     );
-    assert_eq!(keys[0], key_of(&a));
-    let cookie = a.cookie("sid").unwrap();
-    assert_eq!(cookie["httpOnly"], true, "{cookie}");
-    assert_eq!(cookie["sameSite"], "Lax", "{cookie}");
-    assert!(!key_id.contains(cookie["value"].as_str().unwrap()));
+    assert_eq!(keys[0], key_of(&a).await);
+    let cookie = a.cookie("sid").await.unwrap();
+    assert_eq!(cookie.http_only(), Some(true), "{cookie}");
+    assert_eq!(cookie.same_site(), Some(SameSite::Lax), "{cookie}");
+    assert!(!key_id.contains(cookie.value()));
     assert_eq!(server.cli(&["hget", &keys[0], "name"]).trim(), "\"alice\"");
     assert_eq!(user_index(&server, "alice"), vec![key_id.to_owned()]);
 
     // Reloading: still signed in, and the flash was shown once.
-    a.refresh();
-    assert_eq!(a.find("#signed-in").text(), "Signed in as alice");
+    a.refresh().await.unwrap();
+    assert_eq!(a.text("#signed-in").await, "Signed in as alice");
     assert!(
-        a.find_all("#flash").is_empty(),
+        !a.shows("#flash").await,
         "the flash shows once:\n{}",
-        a.source()
+        a.source().await.unwrap()
     );
-    assert!(!a.source().contains("Welcome"));
+    assert!(!a.source().await.unwrap().contains("Welcome"));
 
     // Browser B, its own cookie jar, opened while A is signed in: logged out, and it stays so.
-    let b = driver.open();
-    b.goto(&home);
-    assert_login_form(&b);
-    b.refresh();
-    assert_login_form(&b);
-    assert!(b.cookie("sid").is_none());
+    let b = driver.open().await;
+    b.goto(&home).await.unwrap();
+    assert_login_form(&b).await;
+    b.refresh().await.unwrap();
+    assert_login_form(&b).await;
+    assert!(b.cookie("sid").await.is_none());
     assert_eq!(session_keys(&server), keys, "B's visits created no session");
 
     // A logs out: the login form with its notice, no cookie, and nothing left in Redis.
-    a.find("#logout").click();
-    assert_login_form(&a);
-    assert_eq!(a.find("#flash").text(), "You have been logged out.");
-    assert!(a.cookie("sid").is_none(), "the logout removes the cookie");
+    a.find("#logout").await.click().await.unwrap();
+    assert_login_form(&a).await;
+    assert_eq!(a.text("#flash").await, "You have been logged out.");
+    assert!(
+        a.cookie("sid").await.is_none(),
+        "the logout removes the cookie"
+    );
     assert_eq!(session_keys(&server), Vec::<String>::new());
     assert_eq!(user_index(&server, "alice"), Vec::<String>::new());
-    a.goto(&home);
-    assert_login_form(&a);
+    a.goto(&home).await.unwrap();
+    assert_login_form(&a).await;
 }
 
-#[test]
-fn log_out_everywhere_ends_the_other_browsers_session() {
+#[tokio::test]
+async fn log_out_everywhere_ends_the_other_browsers_session() {
     let server = RedisServer::start();
     let app = ExampleProcess::start("login", &[("REDIS_URL", &server.url())]);
     let home = format!("http://127.0.0.1:{}/", app.port);
     let driver = ChromeDriver::start();
 
     // Alice on two browsers, Bob on a third.
-    let (a, b, c) = (driver.open(), driver.open(), driver.open());
+    let (a, b, c) = (
+        driver.open().await,
+        driver.open().await,
+        driver.open().await,
+    );
     for (window, name) in [(&a, "alice"), (&b, "alice"), (&c, "bob")] {
-        window.goto(&home);
-        log_in(window, name);
+        window.goto(&home).await.unwrap();
+        log_in(window, name).await;
         assert_eq!(
-            window.find("#signed-in").text(),
+            window.text("#signed-in").await,
             format!("Signed in as {name}")
         );
     }
-    let mut alices = [key_of(&a), key_of(&b)];
+    let mut alices = [key_of(&a).await, key_of(&b).await];
     alices.sort();
-    let mut all = vec![alices[0].clone(), alices[1].clone(), key_of(&c)];
+    let mut all = vec![alices[0].clone(), alices[1].clone(), key_of(&c).await];
     all.sort();
     assert_eq!(session_keys(&server), all);
     let ids: Vec<String> = alices
@@ -158,32 +170,35 @@ fn log_out_everywhere_ends_the_other_browsers_session() {
         .collect();
     assert_eq!(user_index(&server, "alice"), ids);
 
-    a.find("#logout-everywhere").click();
-    assert_login_form(&a);
-    b.refresh();
-    assert_login_form(&b);
-    c.refresh();
-    assert_eq!(c.find("#signed-in").text(), "Signed in as bob");
-    assert_eq!(session_keys(&server), vec![key_of(&c)]);
+    a.find("#logout-everywhere").await.click().await.unwrap();
+    assert_login_form(&a).await;
+    b.refresh().await.unwrap();
+    assert_login_form(&b).await;
+    c.refresh().await.unwrap();
+    assert_eq!(c.text("#signed-in").await, "Signed in as bob");
+    assert_eq!(session_keys(&server), vec![key_of(&c).await]);
 }
 
-#[test]
-fn names_are_shown_as_text_and_bad_ones_refused() {
+#[tokio::test]
+async fn names_are_shown_as_text_and_bad_ones_refused() {
     let server = RedisServer::start();
     let app = ExampleProcess::start("login", &[("REDIS_URL", &server.url())]);
     let driver = ChromeDriver::start();
 
     // Markup in a name is shown as typed, not interpreted.
     let name = r#"<b id="x">mallory</b> & "co""#;
-    let window = driver.open();
-    window.goto(&format!("http://127.0.0.1:{}/", app.port));
-    log_in(&window, name);
+    let window = driver.open().await;
+    window
+        .goto(&format!("http://127.0.0.1:{}/", app.port))
+        .await
+        .unwrap();
+    log_in(&window, name).await;
     assert_eq!(
-        window.find("#signed-in").text(),
+        window.text("#signed-in").await,
         format!("Signed in as {name}")
     );
-    assert_eq!(window.find("#flash").text(), format!("Welcome, {name}!"));
-    assert!(window.find_all("#x").is_empty(), "the name became markup");
+    assert_eq!(window.text("#flash").await, format!("Welcome, {name}!"));
+    assert!(!window.shows("#x").await, "the name became markup");
 
     // The form keeps browsers from sending these; a hand-made request gets a 400 page and no session.
     let long = format!("user={}", "a".repeat(65));

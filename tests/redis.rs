@@ -33,7 +33,7 @@ fn script_calls(received: &Received, script: &str) -> usize {
 #[tokio::test]
 async fn layout_is_one_hash_per_session_keyed_by_the_token_hash() {
     let server = RedisServer::start();
-    let (app, _) = support::app_on(server.store().await, |l| l).await;
+    let (app, _) = support::app_on(support::store_on(&server).await, |l| l).await;
     let redis = server.probe().await;
     let mut browser = Browser::new(app);
     browser.get("/counter").await;
@@ -87,7 +87,7 @@ async fn layout_is_one_hash_per_session_keyed_by_the_token_hash() {
 #[tokio::test]
 async fn typed_fields_are_hash_fields_and_only_changed_ones_are_sent() {
     let server = RedisServer::start();
-    let (app, _) = support::app_on(server.store().await, |l| l).await;
+    let (app, _) = support::app_on(support::store_on(&server).await, |l| l).await;
     let redis = server.probe().await;
     let mut browser = Browser::new(app);
     browser.put("/test/prefs/items", "tea").await;
@@ -126,7 +126,7 @@ async fn typed_fields_are_hash_fields_and_only_changed_ones_are_sent() {
 #[tokio::test]
 async fn legacy_readers_can_opt_out_of_hashed_key_ids() {
     let server = RedisServer::start();
-    let store = server.store().await.with_key_prefix("app:");
+    let store = support::store_on(&server).await.with_key_prefix("app:");
     let (app, _) = support::app_on(store, |l| l.with_hashed_key_ids(false)).await;
     let mut browser = Browser::new(app);
     browser.get("/counter").await;
@@ -143,7 +143,7 @@ async fn legacy_readers_can_opt_out_of_hashed_key_ids() {
 #[tokio::test]
 async fn reads_are_one_hgetall_and_roll_the_ttl_only_when_it_runs_low() {
     let server = RedisServer::start();
-    let (app, _) = support::app_on(server.store().await, |l| l).await;
+    let (app, _) = support::app_on(support::store_on(&server).await, |l| l).await;
     let redis = server.probe().await;
     let mut browser = Browser::new(app);
     browser.post_form("/login", "user=alice").await;
@@ -221,7 +221,7 @@ fn unix_ms() -> i64 {
 #[tokio::test]
 async fn round_trip_budget_of_design_section_5() {
     let server = RedisServer::start();
-    let (app, _) = support::app_on(server.store().await, |l| l).await;
+    let (app, _) = support::app_on(support::store_on(&server).await, |l| l).await;
     let mut browser = Browser::new(app.clone());
     // A session to use, and every script cached by the server (its first use is an EVAL).
     browser.get("/counter").await;
@@ -324,7 +324,7 @@ async fn round_trip_budget_of_design_section_5() {
 #[tokio::test]
 async fn no_token_ever_reaches_redis() {
     let server = RedisServer::start();
-    let (app, _) = support::app_on(server.store().await, |l| l).await;
+    let (app, _) = support::app_on(support::store_on(&server).await, |l| l).await;
     let mut monitor = Monitor::start(&server).await;
     let mut browser = Browser::new(app);
     let mut tokens = Vec::new();
@@ -354,7 +354,7 @@ async fn no_token_ever_reaches_redis() {
 #[tokio::test]
 async fn destroy_removes_the_key_and_its_index_entry() {
     let server = RedisServer::start();
-    let (app, _) = support::app_on(server.store().await, |l| l).await;
+    let (app, _) = support::app_on(support::store_on(&server).await, |l| l).await;
     let redis = server.probe().await;
     let (mut laptop, mut phone) = (Browser::new(app.clone()), Browser::new(app));
     laptop.post_form("/login", "user=alice").await;
@@ -377,7 +377,7 @@ async fn destroy_removes_the_key_and_its_index_entry() {
 #[tokio::test]
 async fn corrupt_json_is_a_typed_error_for_that_read_only() {
     let server = RedisServer::start();
-    let (app, _) = support::app_on(server.store().await, |l| l).await;
+    let (app, _) = support::app_on(support::store_on(&server).await, |l| l).await;
     let mut browser = Browser::new(app);
     browser.get("/counter").await;
     browser.put("/kv/a", "still here").await;
@@ -433,7 +433,7 @@ async fn redis_down_answers_503_fast_and_recovers_without_restart() {
 #[tokio::test]
 async fn a_failed_save_answers_503_never_the_handlers_200() {
     let mut server = RedisServer::start();
-    let store = server.store().await;
+    let store = support::store_on(&server).await;
     let store = store.with_command_timeout(time::Duration::milliseconds(300));
     let (app, gate) = support::app_on(store, |l| l).await;
     let mut browser = Browser::new(app);
@@ -454,7 +454,7 @@ async fn a_failed_save_answers_503_never_the_handlers_200() {
 #[tokio::test]
 async fn malformed_cookies_never_reach_redis() {
     let server = RedisServer::start();
-    let (app, _) = support::app_on(server.store().await, |l| l).await;
+    let (app, _) = support::app_on(support::store_on(&server).await, |l| l).await;
     let mut real = Browser::new(app.clone());
     real.get("/counter").await;
     let cases = support::hostile_cookies(real.cookie.as_ref().unwrap());
@@ -472,7 +472,7 @@ async fn malformed_cookies_never_reach_redis() {
 #[tokio::test]
 async fn a_typical_session_costs_a_few_hundred_bytes() {
     let server = RedisServer::start();
-    let (app, _) = support::app_on(server.store().await, |l| l).await;
+    let (app, _) = support::app_on(support::store_on(&server).await, |l| l).await;
     let mut browser = Browser::new(app);
     browser.post_form("/login", "user=alice@example.com").await;
     browser.get("/counter").await;

@@ -24,7 +24,7 @@ fn content(mut hash: HashMap<String, String>) -> HashMap<String, String> {
 async fn a_stalled_redis_answers_503_in_time_and_never_half_writes() {
     let server = RedisServer::start();
     let timeout = Duration::from_millis(300);
-    let store = server.store().await;
+    let store = support::store_on(&server).await;
     let store = store.with_command_timeout(time::Duration::milliseconds(300));
     let (app, _) = support::app_on(store, |l| l).await;
     let redis = server.probe().await;
@@ -63,7 +63,7 @@ async fn a_stalled_redis_answers_503_in_time_and_never_half_writes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_survive_a_restart_with_aof() {
     let mut server = RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
-    let store = server.store().await;
+    let store = support::store_on(&server).await;
     let store = store.with_command_timeout(time::Duration::milliseconds(300));
     let (app, _) = support::app_on(store, |l| l).await;
     let mut browser = Browser::new(app);
@@ -82,7 +82,7 @@ async fn sessions_survive_a_restart_with_aof() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_redis_refuses_writes_cleanly_and_keeps_serving_reads() {
     let server = RedisServer::start_with(&["--maxmemory-policy", "noeviction"]);
-    let (app, _) = support::app_on(server.store().await, |l| l).await;
+    let (app, _) = support::app_on(support::store_on(&server).await, |l| l).await;
     let mut browser = Browser::new(app.clone());
     browser.put("/kv/a", "1").await;
 
@@ -127,7 +127,7 @@ async fn a_full_redis_refuses_writes_cleanly_and_keeps_serving_reads() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_four_clients_on_one_session_keep_every_write() {
     let server = RedisServer::start();
-    let (app, _) = support::app_on(server.store().await, |l| l).await;
+    let (app, _) = support::app_on(support::store_on(&server).await, |l| l).await;
     let mut browser = Browser::new(app);
     browser.put("/kv/start", "0").await;
     let clients: Vec<_> = (0..64)
@@ -159,7 +159,7 @@ async fn sixty_four_clients_on_one_session_keep_every_write() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logout_everywhere_racing_in_flight_writes_brings_no_session_back() {
     let server = RedisServer::start();
-    let (app, _) = support::app_on(server.store().await, |l| l).await;
+    let (app, _) = support::app_on(support::store_on(&server).await, |l| l).await;
     let mut devices: Vec<Browser> = (0..4).map(|_| Browser::new(app.clone())).collect();
     for device in &mut devices {
         device.post_form("/login", "user=alice").await;
@@ -214,7 +214,7 @@ async fn logout_everywhere_racing_in_flight_writes_brings_no_session_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cycling_the_id_while_the_old_id_is_in_use_loses_no_acknowledged_write() {
     let server = RedisServer::start();
-    let (app, _) = support::app_on(server.store().await, |l| l).await;
+    let (app, _) = support::app_on(support::store_on(&server).await, |l| l).await;
     let mut browser = Browser::new(app.clone());
     browser.put("/kv/base", "0").await;
     let old = browser.cookie.clone().unwrap();
@@ -289,7 +289,7 @@ async fn cycling_the_id_while_the_old_id_is_in_use_loses_no_acknowledged_write()
 #[tokio::test]
 async fn an_oversized_body_is_refused_without_touching_the_session() {
     let server = RedisServer::start();
-    let (app, _) = support::app_on(server.store().await, |l| l).await;
+    let (app, _) = support::app_on(support::store_on(&server).await, |l| l).await;
     let mut browser = Browser::new(app);
     browser.put("/kv/a", "1").await;
     // Past axum's default 2 MB body limit: refused before the handler, so nothing reaches Redis.

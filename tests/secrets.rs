@@ -32,7 +32,7 @@ async fn no_token_appears_in_any_log_line() {
     let _guard = tracing::subscriber::set_default(subscriber);
 
     let mut server = RedisServer::start();
-    let store = server.store().await;
+    let store = support::store_on(&server).await;
     let store = store.with_command_timeout(time::Duration::milliseconds(200));
     let (app, _) = support::app_on(store, |l| l).await;
     let mut browser = Browser::new(app.clone());

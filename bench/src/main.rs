@@ -13,14 +13,15 @@ mod report;
 mod soak;
 
 use std::fmt::Write as _;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use load::{Client, Route};
 use redis::PrivateRedis;
 use report::{Sample, CONCURRENCIES, SERVERS};
+use testkit::{free_port, Service};
 
 struct Options {
     rounds: usize,
@@ -58,13 +59,14 @@ impl Options {
 
 /// A server under test, stopped by its PID when dropped.
 struct Server {
-    child: Child,
+    process: Service,
     addr: SocketAddr,
 }
 
 impl Server {
     fn start(name: &str, target: &Path, redis_url: &str) -> Self {
-        let addr: SocketAddr = format!("127.0.0.1:{}", redis::free_port()).parse().unwrap();
+        let port = free_port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let mut command = match name {
             "axum-redis-session" => Command::new(target.join("examples/demo")),
             "tower-sessions" => {
@@ -86,28 +88,14 @@ impl Server {
             .stdout(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("{name}: {e} (build with bench/run.sh)"));
-        let started = Instant::now();
-        while TcpStream::connect(addr).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "{name} did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
+        Self {
+            process: Service::new(name, child, port, String::new),
+            addr,
         }
-        Self { child, addr }
     }
-}
 
-impl Server {
     fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.pid()
     }
 }
 

@@ -1,75 +1,27 @@
-//! The benchmark's private `redis-server`: started on a free loopback port and stopped by its PID,
+//! The benchmark's private `redis-server` (testkit's: a free loopback port, stopped by its PID),
 //! with the counters the report needs.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use fred::prelude::*;
 use fred::types::InfoKind;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use testkit::{Monitor, RedisServer};
 
 pub struct PrivateRedis {
-    pub port: u16,
-    child: Child,
-    dir: PathBuf,
+    server: RedisServer,
     client: Client,
 }
 
 impl PrivateRedis {
     pub async fn start() -> Self {
-        let port = free_port();
-        let dir = std::env::temp_dir().join(format!("session-bench-redis-{port}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .arg("--dir")
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server (apt-get install redis-server)");
-        let client =
-            Builder::from_config(Config::from_url(&format!("redis://127.0.0.1:{port}")).unwrap())
-                .build()
-                .unwrap();
-        let started = Instant::now();
-        while client.init().await.is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "redis-server did not start"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Self {
-            port,
-            child,
-            dir,
-            client,
-        }
+        let server = RedisServer::start();
+        let client = server.probe().await;
+        Self { server, client }
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        self.server.url()
     }
 
     pub async fn flushall(&self) {
@@ -100,43 +52,11 @@ impl PrivateRedis {
 
     /// Runs `work` with `MONITOR` attached and returns (commands clients sent, commands scripts ran).
     pub async fn profile(&self, work: impl std::future::Future<Output = ()>) -> (u64, u64) {
-        let stream = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-            .await
-            .unwrap();
-        let (read, mut write) = stream.into_split();
-        write.write_all(b"MONITOR\r\n").await.unwrap();
-        let mut reader = BufReader::new(read);
-        let mut ok = String::new();
-        reader.read_line(&mut ok).await.unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&lines);
-        let tap = tokio::spawn(async move {
-            let mut line = String::new();
-            while reader.read_line(&mut line).await.is_ok_and(|n| n > 0) {
-                let done = line.contains("profile-done");
-                sink.lock().unwrap().push(std::mem::take(&mut line));
-                if done {
-                    break;
-                }
-            }
-        });
+        let mut monitor = Monitor::start(&self.server).await;
         work.await;
-        let _: String = self.client.echo("profile-done").await.unwrap();
-        tap.await.unwrap();
-        drop(write);
-        let lines = lines.lock().unwrap();
-        let commands = lines
-            .iter()
-            .filter(|l| l.starts_with('+') && !l.contains("profile-done"));
-        let (mut top, mut inner) = (0, 0);
-        for line in commands {
-            if line.contains(" lua]") {
-                inner += 1;
-            } else {
-                top += 1;
-            }
-        }
-        (top, inner)
+        let received = monitor.take().await;
+        let top = received.round_trips();
+        (top as u64, (received.0.len() - top) as u64)
     }
 
     /// What this Redis serves with nothing else in the way: `redis-benchmark` at 32 connections for
@@ -193,7 +113,7 @@ impl PrivateRedis {
                 let output = Command::new("redis-benchmark")
                     .args([
                         "-p",
-                        &self.port.to_string(),
+                        &self.server.port.to_string(),
                         "-c",
                         "32",
                         "-n",
@@ -215,13 +135,5 @@ impl PrivateRedis {
                 (name.to_owned(), rps)
             })
             .collect()
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

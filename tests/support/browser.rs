@@ -244,7 +244,7 @@ impl Gate {
     }
 }
 
-/// The demo's routes on a store connected to `server`, with the layer shaped by `configure`.
+/// The demo's routes on `store`, with the layer shaped by `configure`.
 pub async fn app_on(
     store: axum_redis_session::RedisStore,
     configure: impl FnOnce(SessionLayer) -> SessionLayer,

@@ -4,10 +4,10 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use super::free_port;
+use testkit::{free_port, Service};
 
 /// An example as `cargo test` built it, beside the running test binary.
 pub fn example_binary(name: &str) -> PathBuf {
@@ -18,7 +18,7 @@ pub fn example_binary(name: &str) -> PathBuf {
 
 /// A running example process, stopped by its PID when dropped.
 pub struct ExampleProcess {
-    child: Child,
+    process: Service,
     pub port: u16,
     log: PathBuf,
     _dir: tempfile::TempDir,
@@ -45,22 +45,15 @@ impl ExampleProcess {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("the {name} example is built by `cargo test`: {e}"));
-        let process = Self {
-            child,
+        let process = Service::new(name, child, port, || {
+            std::fs::read_to_string(&log).unwrap_or_default()
+        });
+        Self {
+            process,
             port,
             log,
             _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "{name} did not listen: {}",
-                process.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
         }
-        process
     }
 
     /// What the process printed on stdout so far.
@@ -77,29 +70,7 @@ impl ExampleProcess {
 impl ExampleProcess {
     /// Sends SIGTERM (by PID) and waits up to `limit` for the process to exit on its own.
     pub fn terminate(&mut self, limit: Duration) -> std::process::ExitStatus {
-        let sent = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(sent.success(), "kill -TERM failed");
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "still running {limit:?} after SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for ExampleProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.terminate(limit)
     }
 }
 

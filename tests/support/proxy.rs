@@ -1,18 +1,18 @@
 //! An `nginx` of our own in front of loopback upstreams: a private instance (config, logs, pid and
 //! temp files in a temporary directory) on a free port, stopped by its PID when dropped.
 
-use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
-use super::free_port;
+use testkit::{free_port, Service};
+
 use super::process::{request_with_headers, WireReply};
 
 /// nginx balancing round robin over loopback ports; every response names the upstream that answered
 /// in `X-Upstream`.
 pub struct Nginx {
-    child: Child,
+    // Before `dir`: nginx stops before its directory is removed.
+    process: Service,
     pub port: u16,
     dir: tempfile::TempDir,
 }
@@ -24,6 +24,7 @@ impl Nginx {
         let dir = tempfile::tempdir().unwrap();
         let conf = dir.path().join("nginx.conf");
         std::fs::write(&conf, config(dir.path(), port, upstreams)).unwrap();
+        let error_log = dir.path().join("error.log");
         // `-e`: what nginx logs before it has read the config goes to our log too.
         let child = Command::new("nginx")
             .arg("-p")
@@ -31,25 +32,17 @@ impl Nginx {
             .arg("-c")
             .arg(&conf)
             .arg("-e")
-            .arg(dir.path().join("error.log"))
+            .arg(&error_log)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| {
                 panic!("nginx must be installed (apt-get install nginx-light): {e}")
             });
-        let mut nginx = Self { child, port, dir };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            let exited = nginx.child.try_wait().unwrap();
-            assert!(
-                exited.is_none() && Instant::now() < deadline,
-                "nginx did not listen (exit: {exited:?}): {}",
-                nginx.error_log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        nginx
+        let process = Service::new("nginx", child, port, || {
+            std::fs::read_to_string(&error_log).unwrap_or_default()
+        });
+        Self { process, port, dir }
     }
 
     /// What nginx logged so far.
@@ -105,11 +98,4 @@ http {{
 }}
 "
     )
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }

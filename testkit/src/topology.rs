@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+
 use super::server::{free_port, RedisServer};
 
 /// Polls `ready` every 50 ms until it holds, failing the test with `what` after `limit`.
@@ -187,7 +189,8 @@ impl SentinelGroup {
     }
 }
 
-/// A CA and a server certificate for 127.0.0.1, made with `openssl` at test time.
+/// A CA and a server certificate for 127.0.0.1 signed by it, made at test time, in the PEM files
+/// `redis-server` and `redis-cli` read.
 pub struct TlsFiles {
     pub ca: PathBuf,
     pub cert: PathBuf,
@@ -198,57 +201,25 @@ pub struct TlsFiles {
 impl TlsFiles {
     pub fn generate() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let path = |name: &str| dir.path().join(name);
-        let run = |args: &[&str]| {
-            let output = Command::new("openssl")
-                .args(args)
-                .current_dir(dir.path())
-                .output()
-                .expect("openssl must be installed");
-            assert!(
-                output.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
+        let write = |name: &str, pem: String| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, pem).unwrap();
+            path
         };
-        run(&[
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
-        ]
-        .into_iter()
-        .chain(["-days", "1", "-subj", "/CN=session-test-ca"])
-        .collect::<Vec<_>>());
-        run(&[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-        ]
-        .into_iter()
-        .chain(["-subj", "/CN=localhost"])
-        .collect::<Vec<_>>());
-        std::fs::write(path("ext"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n").unwrap();
-        run(&[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-        ]
-        .into_iter()
-        .chain(["-out", "server.crt", "-days", "1", "-extfile", "ext"])
-        .collect::<Vec<_>>());
+        let mut ca = CertificateParams::default();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(DnType::CommonName, "session-test-ca");
+        let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
         Self {
-            ca: path("ca.crt"),
-            cert: path("server.crt"),
-            key: path("server.key"),
+            ca: write("ca.crt", ca.pem()),
+            cert: write("server.crt", cert.pem()),
+            key: write("server.key", key.serialize_pem()),
             _dir: dir,
         }
     }

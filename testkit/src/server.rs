@@ -2,19 +2,21 @@
 
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum_redis_session::fred::prelude::*;
-use axum_redis_session::RedisStore;
+use fred::prelude::*;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use crate::Service;
 
 /// A `redis-server` (or `redis-sentinel`) of our own on a free loopback port, in a temporary
 /// directory, stopped by its PID when dropped.
 pub struct RedisServer {
     pub port: u16,
-    child: Child,
+    // Before `dir`: the server stops before its directory is removed.
+    process: Service,
     dir: tempfile::TempDir,
     /// Extra `redis-cli` arguments to reach it (TLS).
     cli: Vec<String>,
@@ -22,8 +24,8 @@ pub struct RedisServer {
     args: Vec<String>,
 }
 
-fn launch(program: &str, args: &[String], dir: &std::path::Path) -> Child {
-    Command::new(program)
+fn launch(program: &str, args: &[String], dir: &std::path::Path, port: u16) -> Service {
+    let child = Command::new(program)
         .args(args)
         .arg("--dir")
         .arg(dir)
@@ -32,7 +34,8 @@ fn launch(program: &str, args: &[String], dir: &std::path::Path) -> Child {
         .spawn()
         .unwrap_or_else(|e| {
             panic!("{program} must be installed (apt-get install redis-server redis-sentinel): {e}")
-        })
+        });
+    Service::new(program, child, port, String::new)
 }
 
 impl RedisServer {
@@ -65,10 +68,10 @@ impl RedisServer {
     /// Runs `program` with `args` in a temporary directory of its own.
     pub fn spawn(program: &str, port: u16, args: Vec<String>, cli: Vec<String>) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let child = launch(program, &args, dir.path());
+        let process = launch(program, &args, dir.path(), port);
         let server = Self {
             port,
-            child,
+            process,
             dir,
             cli,
             program: program.to_owned(),
@@ -82,7 +85,7 @@ impl RedisServer {
     /// AOF or RDB files).
     pub fn restart(&mut self) {
         self.stop();
-        self.child = launch(&self.program, &self.args, self.dir.path());
+        self.process = launch(&self.program, &self.args, self.dir.path(), self.port);
         self.wait_until_ready();
     }
 
@@ -105,6 +108,8 @@ impl RedisServer {
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
+    /// Waits for PONG rather than a listening port: a restarted server listens while it still
+    /// loads its files, and answers LOADING meanwhile.
     fn wait_until_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
@@ -118,8 +123,7 @@ impl RedisServer {
 
     /// Stops the server by its PID and waits for it to exit.
     pub fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.stop();
     }
 
     /// A fred client for inspecting what the layer wrote.
@@ -130,37 +134,27 @@ impl RedisServer {
         client.init().await.expect("probe connects");
         client
     }
-
-    /// A store connected to this server, ready (connected) before it is returned.
-    pub async fn store(&self) -> RedisStore {
-        connected_store(Config::from_url(&self.url()).unwrap()).await
-    }
-}
-
-/// A store on a fred pool that is connected before it is returned, and that reconnects forever
-/// (as `RedisStore::connect` does) so failover tests can watch it recover.
-pub async fn connected_store(config: Config) -> RedisStore {
-    let pool = Builder::from_config(config)
-        .set_policy(ReconnectPolicy::new_constant(0, 100))
-        .build_pool(2)
-        .unwrap();
-    pool.init().await.expect("store connects");
-    RedisStore::from_pool(pool)
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 /// A port nothing listens on right now.
+///
+/// Never the same port twice in one process (tests run in parallel, and a port released by one
+/// check could be handed to two servers), and never above 55535, so that a cluster node's bus port
+/// (its port + 10000 by Redis's convention) is a valid port too.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut given = GIVEN.lock().unwrap();
+        if port <= 55535 && !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// One command as `MONITOR` reported it.
@@ -175,10 +169,15 @@ pub struct Seen {
 }
 
 /// Everything Redis receives, via `MONITOR` on a raw connection.
+///
+/// Not fred's `monitor::run`: its parser (fred 10.1) drops every argument from the first one that is
+/// empty or escaped (a newline, a backslash, a non-ASCII byte), and the session scripts' arguments
+/// are often empty, so searches in `line` would miss what Redis received.
 pub struct Monitor {
     lines: Arc<Mutex<Vec<String>>>,
     probe: Client,
     marks: u64,
+    tap: tokio::task::JoinHandle<()>,
 }
 
 /// The commands Redis received for one request.
@@ -233,7 +232,7 @@ impl Monitor {
         assert!(ok.starts_with("+OK"), "MONITOR refused: {ok}");
         let lines = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&lines);
-        tokio::spawn(async move {
+        let tap = tokio::spawn(async move {
             let _keep_open = write;
             let mut line = String::new();
             while reader.read_line(&mut line).await.is_ok_and(|n| n > 0) {
@@ -244,13 +243,14 @@ impl Monitor {
             lines,
             probe,
             marks: 0,
+            tap,
         };
         monitor.mark().await;
         monitor
     }
 
     /// Sends a marker and waits until MONITOR has reported it, so everything before it is in.
-    async fn mark(&mut self) -> String {
+    async fn mark(&mut self) {
         self.marks += 1;
         let marker = format!("monitor-mark-{}", self.marks);
         let _: String = self.probe.echo(marker.as_str()).await.unwrap();
@@ -263,7 +263,7 @@ impl Monitor {
                 .iter()
                 .any(|l| l.contains(&marker))
             {
-                return marker;
+                return;
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
@@ -272,12 +272,13 @@ impl Monitor {
 
     /// The commands received since the previous call (or since the monitor started).
     pub async fn take(&mut self) -> Received {
-        let marker = self.mark().await;
+        self.mark().await;
         let lines = std::mem::take(&mut *self.lines.lock().unwrap());
         let seen = lines
             .into_iter()
             .filter(|line| line.starts_with('+') && !line.contains("monitor-mark-"))
             .filter_map(|line| {
+                // `+<time> [<db> <client>] "<command>" "<arg>"…`, the client `lua` for a script's.
                 let from_script = line.contains(" lua]");
                 let name = line.split('"').nth(1)?.to_ascii_lowercase();
                 Some(Seen {
@@ -287,7 +288,13 @@ impl Monitor {
                 })
             })
             .collect();
-        let _ = marker;
         Received(seen)
+    }
+}
+
+impl Drop for Monitor {
+    /// Closes the connection: a monitor costs Redis work on every command it runs.
+    fn drop(&mut self) {
+        self.tap.abort();
     }
 }
