@@ -66,3 +66,8 @@ pub use session::Session;
 pub use store::{Backend, MemoryStore, RedisStore};
 pub use time;
 pub use typed::TypedSession;
+
+// The README's Rust blocks, compiled as doctests (`cargo test --doc`) so that they keep up with the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
