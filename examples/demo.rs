@@ -3,7 +3,8 @@
 //! Run with: `cargo run --release --example demo` (Redis on 127.0.0.1:6379, e.g. `docker compose up -d
 //! redis`; without one, it falls back to the in-memory store). Environment: `ADDR`, `REDIS_URL`,
 //! `SESSION_TTL_SECS`, `SESSION_ABSOLUTE_SECS`, `SESSION_MAX_BYTES`, `SESSION_PREFIX`,
-//! `SESSION_COOKIE`, `COOKIE_SECURE` (see the README).
+//! `SESSION_COOKIE`, `COOKIE_SECURE`, `SESSION_NEAR_CACHE` (max cached sessions; unset or 0: off)
+//! (see the README).
 
 use std::env;
 use std::str::FromStr;
@@ -196,6 +197,9 @@ pub async fn store_from_env() -> Result<Backend, String> {
 fn redis_from_env(mut store: RedisStore) -> Result<RedisStore, String> {
     if let Some(prefix) = env_var::<String>("SESSION_PREFIX")? {
         store = store.with_key_prefix(prefix);
+    }
+    if let Some(entries) = env_var::<usize>("SESSION_NEAR_CACHE")? {
+        store = store.with_near_cache(entries);
     }
     Ok(store)
 }

@@ -27,6 +27,7 @@ pub(crate) struct Counters {
     misses: AtomicU64,
     touches: AtomicU64,
     touches_skipped: AtomicU64,
+    cache_hits: AtomicU64,
     creates: AtomicU64,
     updates: AtomicU64,
     cycles: AtomicU64,
@@ -49,7 +50,7 @@ pub(crate) struct Counters {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct MetricsSnapshot {
-    /// Sessions read from the store (each one round trip).
+    /// Sessions read: from the store (one round trip), or from the near-cache (none).
     pub loads: u64,
     /// Loads that found no live session under the cookie's id.
     pub misses: u64,
@@ -57,6 +58,8 @@ pub struct MetricsSnapshot {
     pub touches: u64,
     /// Loads that left the TTL alone because enough of it remained.
     pub touches_skipped: u64,
+    /// Loads served by the near-cache, without a round trip (also counted as skipped touches).
+    pub cache_hits: u64,
     /// New sessions written.
     pub creates: u64,
     /// Delta saves to existing sessions.
@@ -79,7 +82,11 @@ pub struct MetricsSnapshot {
 /// Which counter an event bumps.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Event {
-    Load { found: bool, touched: bool },
+    Load {
+        found: bool,
+        touched: bool,
+        cached: bool,
+    },
     Create,
     Update,
     Cycle,
@@ -111,8 +118,15 @@ impl Metrics {
     pub(crate) fn record(&self, event: Event) {
         let c = &self.0;
         let counter = match event {
-            Event::Load { found, touched } => {
+            Event::Load {
+                found,
+                touched,
+                cached,
+            } => {
                 c.loads.fetch_add(1, Ordering::Relaxed);
+                if cached {
+                    c.cache_hits.fetch_add(1, Ordering::Relaxed);
+                }
                 match (found, touched) {
                     (false, _) => &c.misses,
                     (true, true) => &c.touches,
@@ -147,6 +161,7 @@ impl Metrics {
             misses: read(&c.misses),
             touches: read(&c.touches),
             touches_skipped: read(&c.touches_skipped),
+            cache_hits: read(&c.cache_hits),
             creates: read(&c.creates),
             updates: read(&c.updates),
             cycles: read(&c.cycles),
@@ -178,8 +193,13 @@ impl Metrics {
         };
         counter(
             "session_loads_total",
-            "Sessions read from the store.",
+            "Sessions read, from the store or the near-cache.",
             &[("", s.loads)],
+        );
+        counter(
+            "session_near_cache_hits_total",
+            "Loads served by the near-cache without a round trip.",
+            &[("", s.cache_hits)],
         );
         counter(
             "session_load_outcomes_total",

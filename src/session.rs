@@ -423,8 +423,10 @@ impl Session {
                     let event = Event::Load {
                         found: loaded.is_some(),
                         touched: loaded.as_ref().is_some_and(|l| l.touched),
+                        cached: loaded.as_ref().is_some_and(|l| l.cached),
                     };
                     let message = match loaded {
+                        Some(l) if l.cached => "session served by the near-cache",
                         Some(l) if l.touched => "session loaded, its TTL rolled",
                         Some(_) => "session loaded",
                         None => "no live session under the cookie's id",

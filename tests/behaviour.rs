@@ -19,6 +19,8 @@ enum Kind {
     Memory,
     /// A `redis-server` of the test's own.
     Redis,
+    /// The same, with the store's near-cache on.
+    Cached,
     /// A topology shared by the whole suite; each behaviour gets its own key prefix on it.
     Shared(Config),
 }
@@ -42,9 +44,17 @@ impl Harness {
             Kind::Redis => {
                 let server = RedisServer::start();
                 (
-                    support::store_on(&server).await.with_key_prefix(prefix).into(),
+                    support::store_on(&server)
+                        .await
+                        .with_key_prefix(prefix)
+                        .into(),
                     Some(server),
                 )
+            }
+            Kind::Cached => {
+                let server = RedisServer::start();
+                let store = support::store_on(&server).await.with_key_prefix(prefix);
+                (store.with_near_cache(1000).into(), Some(server))
             }
             Kind::Shared(config) => {
                 let store = support::connected_store(config.clone()).await;
@@ -94,6 +104,12 @@ macro_rules! suite {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $behaviour() {
                 super::$behaviour(super::Kind::Redis).await
+            })*
+        }
+        mod near_cache {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $behaviour() {
+                super::$behaviour(super::Kind::Cached).await
             })*
         }
     };

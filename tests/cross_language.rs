@@ -89,7 +89,7 @@ fn run_snippet(port: u16, token: &str) -> String {
 async fn the_readme_python_snippet_reads_the_session() {
     require_python_redis();
     let server = RedisServer::start();
-    let (app, _) = support::app_on(server.store().await, |l| l).await;
+    let (app, _) = support::app_on(support::store_on(&server).await, |l| l).await;
     let mut browser = Browser::new(app);
     for _ in 0..3 {
         browser.get("/counter").await;

@@ -2,7 +2,9 @@
 //! and pass the same behaviour suite.
 
 mod memory;
+mod near_cache;
 mod redis;
+mod tracking;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -50,6 +52,8 @@ pub(crate) struct Loaded {
     pub(crate) ttl_ms: i64,
     /// Whether this load rolled the TTL (so a persistent cookie needs a fresh `Max-Age`).
     pub(crate) touched: bool,
+    /// Served by the near-cache, without a round trip.
+    pub(crate) cached: bool,
 }
 
 impl Loaded {
@@ -62,6 +66,7 @@ impl Loaded {
             user,
             ttl_ms,
             touched,
+            cached: false,
         }
     }
 }

@@ -9,11 +9,14 @@
 //! - an entry never outlives the session's TTL as Redis last reported it.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use tokio::sync::broadcast::error::TryRecvError;
+use fred::types::client::Invalidation;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::broadcast::Receiver;
 
 use super::{Changes, Loaded};
@@ -32,7 +35,13 @@ pub(crate) struct Entry {
 
 impl Entry {
     /// This entry after our own save of `changes` wrote `version` and left the TTL at `ttl_ms`.
-    pub(crate) fn after_save(&self, changes: &Changes, version: u64, ttl_ms: i64, now: i64) -> Self {
+    pub(crate) fn after_save(
+        &self,
+        changes: &Changes,
+        version: u64,
+        ttl_ms: i64,
+        now: i64,
+    ) -> Self {
         let mut loaded = self.loaded.clone();
         if changes.clear {
             loaded.fields.clear();
@@ -84,8 +93,51 @@ struct State {
     epoch: u64,
     /// Tracking is confirmed on, for this epoch, on every connection that reads sessions.
     tracking: bool,
-    /// Invalidations not yet applied, one receiver per listening connection.
-    receivers: Vec<Receiver<fred::types::client::Invalidation>>,
+    /// Invalidations not yet applied, one receiver per listening connection of this epoch.
+    invalidations: Vec<Receiver<Invalidation>>,
+    /// Events after which nothing cached can be trusted: the data connections' (for the store's
+    /// life) and the listeners' (for their epoch).
+    data_events: Vec<Signal>,
+    listener_events: Vec<Signal>,
+}
+
+/// One of fred's event channels (reconnects, errors, cluster changes): that an event happened is all
+/// the cache needs to know.
+pub(crate) struct Signal(Box<dyn Source>);
+
+trait Source: Send {
+    /// Whether any event arrived (or the channel closed) since the last call.
+    fn fired(&mut self) -> bool;
+    /// Waits for the next event; `false` once the channel is closed.
+    fn next(&mut self) -> Pin<Box<dyn Future<Output = bool> + Send + '_>>;
+}
+
+impl<T: Clone + Send + 'static> Source for Receiver<T> {
+    fn fired(&mut self) -> bool {
+        let mut fired = false;
+        loop {
+            match self.try_recv() {
+                Ok(_) | Err(TryRecvError::Lagged(_)) => fired = true,
+                Err(TryRecvError::Empty) => return fired,
+                Err(TryRecvError::Closed) => return true,
+            }
+        }
+    }
+
+    fn next(&mut self) -> Pin<Box<dyn Future<Output = bool> + Send + '_>> {
+        Box::pin(async move { !matches!(self.recv().await, Err(RecvError::Closed)) })
+    }
+}
+
+impl Signal {
+    pub(crate) fn new<T: Clone + Send + 'static>(receiver: Receiver<T>) -> Self {
+        Self(Box::new(receiver))
+    }
+
+    /// Waits for the next event; `false` once the channel is closed.
+    pub(crate) async fn next(&mut self) -> bool {
+        self.0.next().await
+    }
 }
 
 impl std::fmt::Debug for NearCache {
@@ -106,7 +158,9 @@ impl NearCache {
                     next_ticket: 0,
                     epoch: 0,
                     tracking: false,
-                    receivers: Vec::new(),
+                    invalidations: Vec::new(),
+                    data_events: Vec::new(),
+                    listener_events: Vec::new(),
                 }),
                 lease_until: AtomicU64::new(0),
                 started: Instant::now(),
@@ -121,7 +175,7 @@ impl NearCache {
             .state
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        state.apply_invalidations();
+        state.apply_events();
         state
     }
 
@@ -186,12 +240,22 @@ impl NearCache {
         self.lock().flush();
     }
 
-    /// Starts a new epoch whose invalidations arrive on `receivers`: called once tracking is
-    /// confirmed on every connection. Returns the epoch, for [`confirm`](Self::confirm).
-    pub(crate) fn begin_epoch(&self, receivers: Vec<Receiver<fred::types::client::Invalidation>>) -> u64 {
+    /// Flushes whenever one of `events` (a data connection's) fires, for as long as the store lives.
+    pub(crate) fn watch(&self, events: Vec<Signal>) {
+        self.lock().data_events.extend(events);
+    }
+
+    /// Starts a new epoch whose invalidations arrive on `invalidations`, and that ends when one of
+    /// `events` (its listeners') fires. Nothing is served before [`confirm`](Self::confirm).
+    pub(crate) fn begin_epoch(
+        &self,
+        invalidations: Vec<Receiver<Invalidation>>,
+        events: Vec<Signal>,
+    ) -> u64 {
         let mut state = self.lock();
         state.flush();
-        state.receivers = receivers;
+        state.invalidations = invalidations;
+        state.listener_events = events;
         state.epoch
     }
 
@@ -225,33 +289,46 @@ impl State {
         self.filling.remove(key);
     }
 
-    fn flush(&mut self) {
+    /// Forgets every entry and poisons every fill in flight; tracking stays on.
+    fn clear(&mut self) {
         self.entries.clear();
         self.filling.clear();
         self.epoch += 1;
+    }
+
+    /// Clears, and serves nothing until tracking is confirmed again.
+    fn flush(&mut self) {
+        self.clear();
         self.tracking = false;
     }
 
-    /// Invalidations are applied by whoever takes the lock next, before it looks at an entry: the
-    /// listener's connection delivered them before any reply that follows them.
-    fn apply_invalidations(&mut self) {
-        let mut flush = false;
-        for receiver in &mut self.receivers {
+    /// Invalidations and connection events are applied by whoever takes the lock next, before it
+    /// looks at an entry: a connection delivers them before any reply that follows them.
+    fn apply_events(&mut self) {
+        let (mut clear, mut flush) = (false, false);
+        for events in [&mut self.data_events, &mut self.listener_events] {
+            for signal in events.iter_mut() {
+                flush |= signal.0.fired();
+            }
+        }
+        for receiver in &mut self.invalidations {
             loop {
                 match receiver.try_recv() {
-                    // Redis sends FLUSHALL / FLUSHDB as an invalidation without keys.
-                    Ok(invalidation) if invalidation.keys.is_empty() => flush = true,
+                    // Redis announces FLUSHALL / FLUSHDB as an invalidation without keys. Its
+                    // connections stay tracked, and what they read from now on is tracked anew.
+                    Ok(invalidation) if invalidation.keys.is_empty() => clear = true,
                     Ok(invalidation) => {
-                        for key in invalidation.keys {
+                        for key in &invalidation.keys {
                             if let Some(key) = key.as_str() {
                                 self.entries.remove(key);
                                 self.filling.remove(key);
                             }
                         }
                     }
+                    // Messages were lost: no entry can be trusted, though tracking goes on.
+                    Err(TryRecvError::Lagged(_)) => clear = true,
                     Err(TryRecvError::Empty) => break,
-                    // Messages were lost, or the listener is gone: nothing cached can be trusted.
-                    Err(TryRecvError::Lagged(_) | TryRecvError::Closed) => {
+                    Err(TryRecvError::Closed) => {
                         flush = true;
                         break;
                     }
@@ -259,14 +336,135 @@ impl State {
             }
         }
         if flush {
-            let receivers = std::mem::take(&mut self.receivers);
             self.flush();
-            // After a flush the listeners stay: later invalidations still apply, but nothing is
-            // served until the tracking task confirms a new epoch.
-            self.receivers = receivers
-                .into_iter()
-                .map(|receiver| receiver.resubscribe())
-                .collect();
+        } else if clear {
+            self.clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use fred::types::config::Server;
+    use tokio::sync::broadcast;
+
+    use super::*;
+
+    fn entry(count: &str) -> Entry {
+        let mut loaded = Loaded::default();
+        loaded.fields.insert("count".into(), count.into());
+        Entry {
+            loaded,
+            version: 0,
+            expires_at: i64::MAX,
+        }
+    }
+
+    fn invalidation(keys: &[&str]) -> Invalidation {
+        Invalidation {
+            keys: keys.iter().map(|k| (*k).into()).collect(),
+            server: Server::new("127.0.0.1", 6379),
+        }
+    }
+
+    /// A cache serving, with `sender` as its listener.
+    fn serving() -> (NearCache, broadcast::Sender<Invalidation>) {
+        let cache = NearCache::new(10);
+        let (sender, receiver) = broadcast::channel(4);
+        let epoch = cache.begin_epoch(vec![receiver], Vec::new());
+        assert!(cache.confirm(epoch));
+        cache.renew_lease(Instant::now());
+        (cache, sender)
+    }
+
+    fn count(cache: &NearCache, key: &str) -> Option<String> {
+        cache
+            .get(key, 0)
+            .map(|entry| entry.loaded.fields["count"].clone())
+    }
+
+    #[test]
+    fn a_fill_is_served_until_its_key_is_invalidated() {
+        let (cache, sender) = serving();
+        let fill = cache.begin_fill("k").unwrap();
+        cache.finish_fill(fill, Some(entry("1")));
+        assert_eq!(count(&cache, "k").as_deref(), Some("1"));
+        sender.send(invalidation(&["k"])).unwrap();
+        assert_eq!(count(&cache, "k"), None);
+    }
+
+    #[test]
+    fn an_invalidation_during_the_read_poisons_the_fill() {
+        let (cache, sender) = serving();
+        let fill = cache.begin_fill("k").unwrap();
+        sender.send(invalidation(&["k"])).unwrap();
+        cache.finish_fill(fill, Some(entry("stale")));
+        assert_eq!((count(&cache, "k"), cache.len()), (None, 0));
+    }
+
+    #[test]
+    fn flushall_and_lost_messages_clear_everything_but_tracking_goes_on() {
+        let (cache, sender) = serving();
+        let in_flight = cache.begin_fill("a").unwrap();
+        let fill = cache.begin_fill("b").unwrap();
+        cache.finish_fill(fill, Some(entry("1")));
+        sender.send(invalidation(&[])).unwrap();
+        cache.finish_fill(in_flight, Some(entry("stale")));
+        assert_eq!(cache.len(), 0);
+        // Later reads are cached again.
+        let fill = cache.begin_fill("b").unwrap();
+        cache.finish_fill(fill, Some(entry("2")));
+        assert_eq!(count(&cache, "b").as_deref(), Some("2"));
+        // More messages than the channel holds: lost ones could have named any key.
+        for _ in 0..5 {
+            sender.send(invalidation(&["other"])).unwrap();
+        }
+        assert_eq!(count(&cache, "b"), None);
+    }
+
+    #[test]
+    fn nothing_is_served_before_confirmation_after_a_flush_or_past_the_lease() {
+        let cache = NearCache::new(10);
+        assert!(
+            cache.begin_fill("k").is_none(),
+            "tracking not confirmed yet"
+        );
+        let (cache, _sender) = serving();
+        let fill = cache.begin_fill("k").unwrap();
+        cache.finish_fill(fill, Some(entry("1")));
+        cache.flush();
+        assert_eq!(count(&cache, "k"), None);
+        assert!(cache.begin_fill("k").is_none());
+
+        let (cache, _sender) = serving();
+        let fill = cache.begin_fill("k").unwrap();
+        cache.finish_fill(fill, Some(entry("1")));
+        cache.inner.lease_until.store(0, Ordering::Release);
+        assert_eq!(count(&cache, "k"), None, "the lease ran out");
+    }
+
+    #[test]
+    fn an_entry_is_not_served_past_its_ttl() {
+        let (cache, _sender) = serving();
+        let fill = cache.begin_fill("k").unwrap();
+        cache.finish_fill(
+            fill,
+            Some(Entry {
+                expires_at: 1_000,
+                ..entry("1")
+            }),
+        );
+        assert!(cache.get("k", 999).is_some());
+        assert!(cache.get("k", 1_000).is_none());
+    }
+
+    #[test]
+    fn the_number_of_entries_is_bounded() {
+        let (cache, _sender) = serving();
+        for i in 0..100 {
+            let fill = cache.begin_fill(&format!("k{i}")).unwrap();
+            cache.finish_fill(fill, Some(entry("1")));
+        }
+        assert!(cache.len() <= 10, "{} entries", cache.len());
     }
 }

@@ -20,7 +20,9 @@ use fred::types::config::{Config as FredConfig, Options, ReconnectPolicy};
 use fred::types::scripts::Script;
 use fred::types::{Builder, Value};
 
-use super::{Changes, Loaded, SaveMode, Saved, EXPIRES_FIELD, METADATA, USER_FIELD};
+use super::near_cache::{Entry, NearCache};
+use super::tracking::{self, Supervisor};
+use super::{Changes, Loaded, SaveMode, Saved, EXPIRES_FIELD, METADATA, USER_FIELD, VERSION_FIELD};
 use crate::config::Limits;
 use crate::error::Error;
 use crate::id::KeyId;
@@ -114,6 +116,14 @@ pub struct RedisStore {
     connection: Connection,
     key_prefix: Arc<str>,
     command_timeout: std::time::Duration,
+    near_cache: Option<Cached>,
+}
+
+/// The near-cache and the task that keeps it coherent, which ends with the last clone of the store.
+#[derive(Clone, Debug)]
+struct Cached {
+    cache: NearCache,
+    _supervisor: Arc<Supervisor>,
 }
 
 #[derive(Clone)]
@@ -133,6 +143,7 @@ impl fmt::Debug for RedisStore {
             .field("connection", &kind)
             .field("key_prefix", &self.key_prefix)
             .field("command_timeout", &self.command_timeout)
+            .field("near_cache", &self.near_cache.as_ref().map(|c| &c.cache))
             .finish()
     }
 }
@@ -211,6 +222,7 @@ impl RedisStore {
             connection,
             key_prefix: Arc::from("session:"),
             command_timeout: std::time::Duration::from_secs(1),
+            near_cache: None,
         }
     }
 
@@ -249,6 +261,48 @@ impl RedisStore {
         self
     }
 
+    /// Keeps up to `max_entries` sessions that this process read in memory, and serves them without
+    /// a round trip for as long as Redis vouches that they have not changed. `0` turns it off.
+    /// Default: off.
+    ///
+    /// Coherent across instances and with any other Redis client: every connection that reads
+    /// sessions turns on Redis's client tracking (Redis 6 or later), so a write by anyone else, a
+    /// logout elsewhere, an expiry or a `FLUSHALL` removes the entry as soon as Redis announces it
+    /// (microseconds on a LAN). An entry is also dropped when its session's TTL runs out, and
+    /// nothing is served while the announcements might be missing: after a reconnect, a failover,
+    /// a slot move, or more than a second without a heartbeat from Redis. A read served from the
+    /// cache still rolls the idle timeout when it runs low; a save that this process makes keeps
+    /// the entry fresh (one round trip for a read and a write).
+    ///
+    /// Uses one extra connection per Redis server, and must be called inside a Tokio runtime, after
+    /// [`with_command_timeout`](Self::with_command_timeout).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), axum_redis_session::Error> {
+    /// let store = axum_redis_session::RedisStore::connect("redis://127.0.0.1:6379")
+    ///     .await?
+    ///     .with_near_cache(100_000);
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn with_near_cache(mut self, max_entries: usize) -> Self {
+        self.near_cache = (max_entries > 0).then(|| {
+            let cache = NearCache::new(max_entries);
+            let clients = match &self.connection {
+                Connection::Client(client) => vec![client.clone()],
+                Connection::Pool(pool) => pool.clients().to_vec(),
+            };
+            let supervisor = tracking::supervise(cache.clone(), clients, self.command_timeout);
+            Cached {
+                cache,
+                _supervisor: Arc::new(supervisor),
+            }
+        });
+        self
+    }
+
     /// Rejects settings the store cannot work with, naming the option.
     pub(crate) fn validate(&self) -> Result<(), Error> {
         if self.key_prefix.is_empty() {
@@ -273,25 +327,68 @@ impl RedisStore {
         }
     }
 
+    /// The client for commands on `key`. With the near-cache, always the same one: a key that one
+    /// connection read and another wrote would lose its tracking (NOLOOP only spares the writer's
+    /// own reads).
+    fn client_for(&self, key: &str) -> &Client {
+        match (&self.connection, &self.near_cache) {
+            (Connection::Pool(pool), Some(_)) => {
+                let clients = pool.clients();
+                let hash = key
+                    .bytes()
+                    .fold(0_usize, |h, b| h.wrapping_mul(31).wrapping_add(b.into()));
+                &clients[hash % clients.len()]
+            }
+            _ => self.client(),
+        }
+    }
+
     /// On a cluster, a user's index is on another slot than the user's sessions, so scripts cannot
     /// update it in the same call: the store does it with separate single-key calls instead.
     fn inline_index(&self) -> bool {
         !self.client().is_clustered()
     }
 
+    /// A session from the near-cache when it holds it fresh (no round trip), else from Redis.
+    pub(crate) async fn load(&self, key: &KeyId, limits: &Limits) -> Result<Option<Loaded>, Error> {
+        let Some(Cached { cache, .. }) = &self.near_cache else {
+            return Ok(self.read(key, limits).await?.map(|entry| entry.loaded));
+        };
+        let redis_key = self.session_key(key);
+        if let Some(entry) = cache.get(&redis_key, unix_ms()) {
+            let remaining = entry.expires_at - unix_ms();
+            // A TTL running low is rolled by a read from Redis, as without the cache.
+            if limits.ttl_is_fresh(remaining) {
+                return Ok(Some(Loaded {
+                    ttl_ms: remaining,
+                    touched: false,
+                    cached: true,
+                    ..entry.loaded.clone()
+                }));
+            }
+        }
+        let fill = cache.begin_fill(&redis_key);
+        let read = self.read(key, limits).await;
+        if let Some(fill) = fill {
+            cache.finish_fill(fill, read.as_ref().ok().cloned().flatten());
+        }
+        Ok(read?.map(|entry| entry.loaded))
+    }
+
     /// A plain `HGETALL`: one round trip and one command. The TTL is rolled by a second call only
     /// when the `$expires` the session carries says it has run below the touch threshold.
-    pub(crate) async fn load(&self, key: &KeyId, limits: &Limits) -> Result<Option<Loaded>, Error> {
+    async fn read(&self, key: &KeyId, limits: &Limits) -> Result<Option<Entry>, Error> {
+        let redis_key = self.session_key(key);
         let hash: HashMap<String, String> = self
-            .bounded(self.client().hgetall(self.session_key(key)))
+            .bounded(self.client_for(&redis_key).hgetall(&redis_key))
             .await?;
         if hash.is_empty() {
             return Ok(None);
         }
-        let remaining = hash
+        let expires_at = hash
             .get(EXPIRES_FIELD)
-            .and_then(|expires| expires.parse::<i64>().ok())
-            .map(|expires| expires - unix_ms());
+            .and_then(|expires| expires.parse::<i64>().ok());
+        let remaining = expires_at.map(|expires| expires - unix_ms());
         // Past the idle timeout means this app's clock is behind Redis's: touch rather than trust it.
         let fresh = remaining.filter(|&ms| limits.ttl_is_fresh(ms));
         let (ttl_ms, touched) = match fresh {
@@ -304,7 +401,19 @@ impl RedisStore {
                 None => return Ok(None),
             },
         };
-        Ok(Some(Loaded::from_hash(hash, ttl_ms, touched)))
+        let version = hash
+            .get(VERSION_FIELD)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let expires_at = match (touched, expires_at) {
+            (false, Some(at)) => at,
+            _ => unix_ms() + ttl_ms,
+        };
+        Ok(Some(Entry {
+            loaded: Loaded::from_hash(hash, ttl_ms, touched),
+            version,
+            expires_at,
+        }))
     }
 
     /// Rolls the idle TTL (never past the absolute deadline); `None` if the session is gone. `user`
@@ -334,7 +443,48 @@ impl RedisStore {
         Ok(Some(ttl_ms))
     }
 
+    /// Saves, keeping the near-cache coherent: a session this process holds hot stays hot after
+    /// its own save when the save's version shows that nobody else wrote in between.
     pub(crate) async fn save(
+        &self,
+        key: &KeyId,
+        mode: SaveMode<'_>,
+        changes: &Changes,
+        limits: &Limits,
+    ) -> Result<Saved, Error> {
+        let Some(Cached { cache, .. }) = &self.near_cache else {
+            return self.write(key, mode, changes, limits).await;
+        };
+        match mode {
+            SaveMode::Update => {
+                let redis_key = self.session_key(key);
+                let base = cache.get(&redis_key, unix_ms());
+                let fill = cache.begin_fill(&redis_key);
+                let saved = self.write(key, mode, changes, limits).await;
+                let refreshed = match (&saved, base) {
+                    (Ok(Saved::Written { ttl_ms, version }), Some(base))
+                        if base.version + 1 == *version =>
+                    {
+                        Some(base.after_save(changes, *version, *ttl_ms, unix_ms()))
+                    }
+                    _ => None,
+                };
+                match fill {
+                    Some(fill) => cache.finish_fill(fill, refreshed),
+                    None => cache.invalidate(&redis_key),
+                }
+                saved
+            }
+            SaveMode::New => self.write(key, mode, changes, limits).await,
+            SaveMode::Cycle { from } => {
+                let saved = self.write(key, mode, changes, limits).await;
+                cache.invalidate(&self.session_key(from));
+                saved
+            }
+        }
+    }
+
+    async fn write(
         &self,
         key: &KeyId,
         mode: SaveMode<'_>,
@@ -366,7 +516,9 @@ impl RedisStore {
         changes: &Changes,
         limits: &Limits,
     ) -> Result<Saved, Error> {
-        let Some(taken) = self.take(from, false).await? else {
+        let taken = self.take(from, false).await;
+        self.forget(from);
+        let Some(taken) = taken? else {
             return Ok(Saved::Gone);
         };
         let previous = taken
@@ -473,7 +625,9 @@ impl RedisStore {
 
     pub(crate) async fn destroy(&self, key: &KeyId) -> Result<(), Error> {
         let inline_index = self.inline_index();
-        let taken = self.take(key, inline_index).await?;
+        let taken = self.take(key, inline_index).await;
+        self.forget(key);
+        let taken = taken?;
         let user = taken.and_then(|fields| fields.into_iter().find(|(f, _)| f == USER_FIELD));
         if let (false, Some((_, user))) = (inline_index, user) {
             self.update_index(&user, Some(key), None).await?;
@@ -571,10 +725,24 @@ impl RedisStore {
                 .map_err(Error::Store)?;
         }
         let _: () = pipeline
-            .zrem(index.as_str(), ids)
+            .zrem(index.as_str(), ids.clone())
             .await
             .map_err(Error::Store)?;
-        self.bounded(pipeline.all::<Value>()).await.map(drop)
+        let deleted = self.bounded(pipeline.all::<Value>()).await.map(drop);
+        if let Some(Cached { cache, .. }) = &self.near_cache {
+            for id in &ids {
+                cache.invalidate(&format!("{}{id}", self.key_prefix));
+            }
+        }
+        deleted
+    }
+
+    /// Drops `key` from the near-cache after this process wrote it: with NOLOOP, Redis does not
+    /// tell a connection about its own writes.
+    fn forget(&self, key: &KeyId) {
+        if let Some(Cached { cache, .. }) = &self.near_cache {
+            cache.invalidate(&self.session_key(key));
+        }
     }
 
     /// Runs a write script by its hash, sending its text only when the server does not know it yet.
@@ -584,7 +752,7 @@ impl RedisStore {
         keys: Vec<String>,
         args: Vec<Value>,
     ) -> Result<Value, Error> {
-        let client = self.client().with_options(&write_options());
+        let client = self.client_for(&keys[0]).with_options(&write_options());
         self.bounded(async {
             match client
                 .evalsha(script.sha1().clone(), keys.clone(), args.clone())

@@ -211,4 +211,6 @@ if inline_index then
   end
 end
 
+-- A write ends this connection's tracking of the key; reading it again renews it (near-cache).
+redis.call('EXISTS', target)
 return { 'ok', ttl, old_user or '', user or '', roll and '1' or '0', version }

@@ -31,4 +31,6 @@ redis.call('HSET', KEYS[1], field.expires, now + ttl)
 if user and arg.inline_index == '1' then
   index_add(index_key(arg.prefix, user), arg.key_id, now, ttl, math.floor(tonumber(arg.idle) / 10))
 end
+-- A write ends this connection's tracking of the key; reading it again renews it (near-cache).
+redis.call('EXISTS', KEYS[1])
 return ttl

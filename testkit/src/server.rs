@@ -89,6 +89,19 @@ impl RedisServer {
         self.wait_until_ready();
     }
 
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    /// Sends `signal` (e.g. `STOP`, `CONT`) to the server, by its PID.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), self.pid().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{signal} {}", self.pid());
+    }
+
     pub fn dir(&self) -> PathBuf {
         self.dir.path().to_owned()
     }

@@ -1,0 +1,258 @@
+//! Keeps a [`NearCache`] coherent with Redis, through client tracking in redirect mode.
+//!
+//! Every connection that reads sessions (a "data" connection) runs
+//! `CLIENT TRACKING ON REDIRECT <listener id> NOLOOP`: from then on, when anyone else changes a key
+//! that connection read, Redis announces it on `__redis__:invalidate` to a listener connection of
+//! ours on the same server. Redirect mode rather than RESP3 pushes, because fred 10.1 drops the push
+//! by which Redis announces FLUSHALL, while it delivers the same announcement as a channel message
+//! (an invalidation without keys). NOLOOP: our own saves do not invalidate our own entries; the
+//! scripts read the key again after writing it, since a write ends its tracking.
+//!
+//! A supervisor task sets this up on every server the data clients talk to, renews the cache's lease
+//! with a heartbeat that checks each connection still redirects to its listener, and starts over
+//! (flushing the cache) on any reconnect, connection error, cluster change or failed heartbeat.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fred::clients::Client;
+use fred::error::{Error as FredError, ErrorKind};
+use fred::interfaces::{
+    ClientInterface, ClientLike, EventInterface, PubsubInterface, TrackingInterface,
+};
+use fred::prelude::{Builder, Config as FredConfig, Server, ServerConfig};
+use fred::types::RespVersion;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+
+use super::near_cache::{NearCache, Signal, LEASE};
+
+const CHANNEL: &str = "__redis__:invalidate";
+/// Four heartbeats per lease: one lost reply does not stop the cache from serving.
+const HEARTBEAT: Duration = Duration::from_millis(LEASE.as_millis() as u64 / 4);
+/// Pause before setting up again after a failed attempt (Redis down, a failover under way).
+const RETRY: Duration = Duration::from_millis(250);
+/// Invalidations a listener may queue before the cache must flush: generous, since a burst of
+/// writes by other instances must not cost every entry.
+const LISTENER_CAPACITY: usize = 4096;
+
+/// Ends the supervisor when the last handle to the store's cache is dropped.
+#[derive(Debug)]
+pub(crate) struct Supervisor(tokio::task::AbortHandle);
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Starts keeping `cache` coherent for the commands `clients` send. Needs a Tokio runtime.
+pub(crate) fn supervise(cache: NearCache, clients: Vec<Client>, timeout: Duration) -> Supervisor {
+    // Any event on a data connection flushes the cache at once, before a reply that follows it can
+    // fill an entry (fred announces a reconnect before it replays queued commands).
+    cache.watch(clients.iter().flat_map(events).collect());
+    let task = tokio::spawn(async move {
+        let wake = Arc::new(Notify::new());
+        // Dropped with this task, which ends them.
+        let mut _wakers = JoinSet::new();
+        for receiver in clients.iter().flat_map(events) {
+            _wakers.spawn(wake_on(receiver, Arc::clone(&wake)));
+        }
+        loop {
+            if let Err(error) = serve(&cache, &clients, timeout, &wake).await {
+                tracing::debug!(%error, "near-cache tracking interrupted; starting over");
+                tokio::select! {
+                    () = wake.notified() => {}
+                    () = tokio::time::sleep(RETRY) => {}
+                }
+            }
+            cache.flush();
+        }
+    });
+    Supervisor(task.abort_handle())
+}
+
+/// Every event of a data connection that may have cost it its tracking.
+fn events(client: &Client) -> Vec<Signal> {
+    vec![
+        Signal::new(client.reconnect_rx()),
+        Signal::new(client.error_rx()),
+        Signal::new(client.cluster_change_rx()),
+        Signal::new(client.unresponsive_rx()),
+    ]
+}
+
+/// Wakes the supervisor on each event, and once more when the channel closes.
+async fn wake_on(mut signal: Signal, wake: Arc<Notify>) {
+    while signal.next().await {
+        wake.notify_one();
+    }
+    wake.notify_one();
+}
+
+/// One epoch: listeners up, tracking on, then heartbeats until something breaks.
+async fn serve(
+    cache: &NearCache,
+    clients: &[Client],
+    timeout: Duration,
+    wake: &Arc<Notify>,
+) -> Result<(), FredError> {
+    let listeners = bounded(timeout, listen(clients, timeout)).await?;
+    let result = async {
+        let epoch = cache.begin_epoch(
+            listeners
+                .values()
+                .map(|listener| listener.client.invalidation_rx())
+                .collect(),
+            listeners
+                .values()
+                .map(|listener| Signal::new(listener.client.error_rx()))
+                .collect(),
+        );
+        let mut tasks = JoinSet::new();
+        for listener in listeners.values() {
+            let cache = cache.clone();
+            let mut invalidations = listener.client.invalidation_rx();
+            let errors = listener.client.error_rx();
+            // Applies invalidations as they arrive, so they do not pile up between requests; a
+            // listener's error ends the epoch.
+            tasks.spawn(async move {
+                while !matches!(invalidations.recv().await, Err(RecvError::Closed)) {
+                    cache.drain();
+                }
+            });
+            tasks.spawn(wake_on(Signal::new(errors), Arc::clone(wake)));
+        }
+        bounded(timeout, track(clients, &listeners)).await?;
+        let sent = Instant::now();
+        bounded(timeout, heartbeat(clients, &listeners)).await?;
+        cache.renew_lease(sent);
+        if !cache.confirm(epoch) {
+            return Err(interrupted());
+        }
+        loop {
+            tokio::select! {
+                () = wake.notified() => return Err(interrupted()),
+                () = tokio::time::sleep(HEARTBEAT) => {}
+            }
+            let sent = Instant::now();
+            bounded(timeout, heartbeat(clients, &listeners)).await?;
+            cache.renew_lease(sent);
+        }
+    }
+    .await;
+    for listener in listeners.values() {
+        let _ = listener.client.quit().await;
+    }
+    result
+}
+
+/// A connection of ours subscribed to the invalidation channel on one server.
+struct Listener {
+    client: Client,
+    id: i64,
+}
+
+/// One listener per server that the data clients are connected to.
+async fn listen(
+    clients: &[Client],
+    timeout: Duration,
+) -> Result<HashMap<Server, Listener>, FredError> {
+    let mut listeners = HashMap::new();
+    for client in clients {
+        let servers = client.active_connections();
+        if servers.is_empty() {
+            return Err(FredError::new(ErrorKind::IO, "not connected yet"));
+        }
+        for server in servers {
+            if let std::collections::hash_map::Entry::Vacant(slot) = listeners.entry(server) {
+                let listener = connect_listener(client, slot.key(), timeout).await?;
+                slot.insert(listener);
+            }
+        }
+    }
+    Ok(listeners)
+}
+
+async fn connect_listener(
+    data: &Client,
+    server: &Server,
+    timeout: Duration,
+) -> Result<Listener, FredError> {
+    let mut config: FredConfig = data.client_config();
+    config.server = ServerConfig::Centralized {
+        server: server.clone(),
+    };
+    config.version = RespVersion::RESP2;
+    config.fail_fast = true;
+    // No reconnect policy: a listener that loses its connection is replaced, with a flush.
+    let client = Builder::from_config(config)
+        .with_performance_config(|performance| {
+            performance.broadcast_channel_capacity = LISTENER_CAPACITY;
+        })
+        .with_connection_config(|connection| {
+            connection.connection_timeout = timeout;
+            connection.internal_command_timeout = timeout;
+        })
+        .build()?;
+    client.init().await?;
+    let id: i64 = client.client_id().await?;
+    client.subscribe(CHANNEL).await?;
+    Ok(Listener { client, id })
+}
+
+/// Turns tracking on for every data connection, redirected to the listener on its server.
+async fn track(clients: &[Client], listeners: &HashMap<Server, Listener>) -> Result<(), FredError> {
+    for client in clients {
+        for server in client.active_connections() {
+            let listener = listeners.get(&server).ok_or_else(interrupted)?;
+            let _: () = client
+                .with_cluster_node(server)
+                .client_tracking("ON", Some(listener.id), None, false, false, false, true)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Proves every listener alive and every data connection still redirecting to its listener: the
+/// replies come after every invalidation Redis sent before it answered.
+async fn heartbeat(
+    clients: &[Client],
+    listeners: &HashMap<Server, Listener>,
+) -> Result<(), FredError> {
+    for listener in listeners.values() {
+        let _: () = listener.client.ping(None).await?;
+    }
+    for client in clients {
+        for server in client.active_connections() {
+            let listener = listeners.get(&server).ok_or_else(interrupted)?;
+            let redirect: i64 = client.with_cluster_node(server).client_getredir().await?;
+            if redirect != listener.id {
+                return Err(interrupted());
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn bounded<T>(
+    timeout: Duration,
+    call: impl Future<Output = Result<T, FredError>>,
+) -> Result<T, FredError> {
+    tokio::time::timeout(timeout, call)
+        .await
+        .unwrap_or_else(|_| {
+            Err(FredError::new(
+                ErrorKind::Timeout,
+                "tracking setup timed out",
+            ))
+        })
+}
+
+fn interrupted() -> FredError {
+    FredError::new(ErrorKind::Canceled, "tracking interrupted")
+}

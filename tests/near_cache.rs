@@ -1,0 +1,387 @@
+//! The near-cache on real Redis, with two application instances (A and B, each its own store with
+//! its own cache, as two pods would have): hot reads send nothing, a hot read + write is one round
+//! trip, and every way a session can change elsewhere is seen on A.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+use axum::Router;
+use axum_redis_session::fred::prelude::*;
+use axum_redis_session::{RedisStore, SessionLayer};
+use support::{session_key, Browser, Cluster, Gate, Monitor, RedisServer};
+
+/// How long an invalidation may take to reach the other instance (measured: well under 1 ms on
+/// loopback; the bound leaves room for a loaded CI machine).
+const SEEN_WITHIN: Duration = Duration::from_millis(100);
+const COMMAND_TIMEOUT: Duration = Duration::from_millis(300);
+
+/// One application instance: the demo's routes on a store of its own with a near-cache.
+struct Instance {
+    app: Router,
+    layer: SessionLayer,
+}
+
+impl Instance {
+    /// The store users build: a URL, then the cache.
+    async fn start(url: &str, configure: impl FnOnce(SessionLayer) -> SessionLayer) -> Self {
+        let store = RedisStore::connect(url)
+            .await
+            .unwrap()
+            .with_command_timeout(time::Duration::milliseconds(300))
+            .with_near_cache(1000);
+        let layer = configure(SessionLayer::new(store));
+        Self {
+            app: support::app(layer.clone(), Gate::default()),
+            layer,
+        }
+    }
+
+    fn browser(&self, cookie: Option<String>) -> Browser {
+        Browser::with_cookie(self.app.clone(), cookie)
+    }
+
+    fn hits(&self) -> u64 {
+        self.layer.metrics().snapshot().cache_hits
+    }
+
+    /// Reads `path` until a read is served by the cache (tracking is set up in the background, once
+    /// the store's connections are up: on a cluster that can take seconds).
+    async fn warm(&self, browser: &mut Browser, path: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let before = self.hits();
+            let reply = browser.get(path).await;
+            if self.hits() > before {
+                return reply.body;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{path} never served by the cache"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// Reads `path` on `browser` until its body is `expected`; every other answer is a stale read.
+/// Returns how long that took, and fails past `limit`.
+async fn seen(browser: &mut Browser, path: &str, expected: &str, limit: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        let reply = browser.get(path).await;
+        if reply.body == expected {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < limit,
+            "{path} still answers {:?} ({}) after {limit:?}, expected {expected:?}",
+            reply.body,
+            reply.status
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+async fn two_instances(server: &RedisServer) -> (Instance, Instance) {
+    (
+        Instance::start(&server.url(), |l| l).await,
+        Instance::start(&server.url(), |l| l).await,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hot_read_sends_nothing_and_a_hot_read_write_is_one_round_trip() {
+    let server = RedisServer::start();
+    let a = Instance::start(&server.url(), |l| l).await;
+    let mut browser = a.browser(None);
+    browser.get("/counter").await;
+    assert_eq!(a.warm(&mut browser, "/counter/peek").await, "1");
+    let mut monitor = Monitor::start(&server).await;
+
+    let before = a.hits();
+    assert_eq!(browser.get("/counter/peek").await.body, "1");
+    let read = monitor.take().await;
+    assert_eq!(
+        (read.0.len(), a.hits() - before),
+        (0, 1),
+        "a hot read: {read:?}"
+    );
+
+    assert_eq!(browser.get("/counter").await.body, "2");
+    let read_write = monitor.take().await;
+    assert_eq!(
+        (read_write.round_trips(), read_write.writes()),
+        (1, vec!["hset"]),
+        "a hot read + write is the save alone: {read_write:?}"
+    );
+
+    // Its own save kept it hot, with the value it saved.
+    let before = a.hits();
+    assert_eq!(browser.get("/counter/peek").await.body, "2");
+    let after_save = monitor.take().await;
+    assert_eq!((after_save.0.len(), a.hits() - before), (0, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_on_b_and_by_any_client_are_seen_on_a() {
+    let server = RedisServer::start();
+    let (a, b) = two_instances(&server).await;
+    let mut on_a = a.browser(None);
+    on_a.get("/counter").await;
+    let cookie = on_a.cookie.clone();
+    let mut on_b = b.browser(cookie.clone());
+    let key = session_key("session:", cookie.as_deref().unwrap());
+    let probe = server.probe().await;
+
+    let mut worst = Duration::ZERO;
+    for round in 0..50_u64 {
+        a.warm(&mut on_a, "/counter/peek").await;
+        // A write through instance B, then one by a plain Redis client.
+        let expected = (2 * round + 2).to_string();
+        assert_eq!(on_b.get("/counter").await.body, expected);
+        worst = worst.max(seen(&mut on_a, "/counter/peek", &expected, SEEN_WITHIN).await);
+        a.warm(&mut on_a, "/counter/peek").await;
+        let expected = (2 * round + 3).to_string();
+        let _: () = probe
+            .hset(&key, ("count", expected.as_str()))
+            .await
+            .unwrap();
+        worst = worst.max(seen(&mut on_a, "/counter/peek", &expected, SEEN_WITHIN).await);
+    }
+    println!("near-cache: 100 writes elsewhere, each seen on A within {worst:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_and_a_logout_everywhere_on_b_are_seen_on_a() {
+    let server = RedisServer::start();
+    let (a, b) = two_instances(&server).await;
+    let mut on_a = a.browser(None);
+    on_a.post_form("/login", "user=alice").await;
+    assert_eq!(a.warm(&mut on_a, "/me").await, "alice");
+    let mut on_b = b.browser(on_a.cookie.clone());
+    assert_eq!(
+        on_b.post_form("/logout", "").await.status,
+        StatusCode::NO_CONTENT
+    );
+    seen(&mut on_a, "/me", "", SEEN_WITHIN).await;
+
+    // Alice again, on two browsers: the one hot on A is ended by a logout-everywhere on B.
+    let mut first = a.browser(None);
+    first.post_form("/login", "user=alice").await;
+    assert_eq!(a.warm(&mut first, "/me").await, "alice");
+    let mut second = b.browser(None);
+    second.post_form("/login", "user=alice").await;
+    assert_eq!(
+        second.post_form("/logout-everywhere", "").await.status,
+        StatusCode::NO_CONTENT
+    );
+    seen(&mut first, "/me", "", SEEN_WITHIN).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_disjoint_writers_across_two_cached_instances_keep_every_key() {
+    let server = RedisServer::start();
+    let (a, b) = two_instances(&server).await;
+    let mut first = a.browser(None);
+    first.put("/kv/start", "1").await;
+    let cookie = first.cookie.clone();
+    let writers = [(&a, "a"), (&b, "b"), (&a, "c"), (&b, "d")].map(|(instance, name)| {
+        let mut browser = instance.browser(cookie.clone());
+        tokio::spawn(async move {
+            for i in 0..25 {
+                let reply = browser.put(&format!("/kv/{name}{i}"), &i.to_string()).await;
+                assert_eq!(reply.status, StatusCode::NO_CONTENT);
+                // A read between writes keeps the session hot on this instance.
+                browser.get(&format!("/kv/{name}{i}")).await;
+            }
+        })
+    });
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    for (instance, name) in [(&a, "a"), (&b, "b"), (&a, "c"), (&b, "d")] {
+        let mut browser = instance.browser(cookie.clone());
+        for i in 0..25 {
+            let reply = browser.get(&format!("/kv/{name}{i}")).await;
+            assert_eq!(
+                (reply.status, reply.body),
+                (StatusCode::OK, i.to_string()),
+                "{name}{i}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_client_kill_a_never_serves_the_old_value() {
+    let server = RedisServer::start();
+    let a = Instance::start(&server.url(), |l| l).await;
+    let mut on_a = a.browser(None);
+    on_a.get("/counter").await;
+    let key = session_key("session:", on_a.cookie.as_deref().unwrap());
+    let probe = server.probe().await;
+    for round in 0..5 {
+        a.warm(&mut on_a, "/counter/peek").await;
+        // Every connection but the probe's: A's data connections and its listener.
+        let probe_id: i64 = probe.client_id().await.unwrap();
+        let clients = server.cli(&["client", "list"]);
+        for line in clients.lines() {
+            let id = line.split(' ').find_map(|f| f.strip_prefix("id=")).unwrap();
+            if id != probe_id.to_string() {
+                server.cli(&["client", "kill", "id", id]);
+            }
+        }
+        let expected = (100 + round).to_string();
+        let _: () = probe
+            .hset(&key, ("count", expected.as_str()))
+            .await
+            .unwrap();
+        // Until A is back it may answer 503, never the old value.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let reply = on_a.get("/counter/peek").await;
+            if reply.status == StatusCode::OK {
+                assert_eq!(reply.body, expected, "a stale read after CLIENT KILL");
+                break;
+            }
+            assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+            assert!(Instant::now() < deadline, "A never recovered");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flushall_empties_the_cache() {
+    let server = RedisServer::start();
+    let a = Instance::start(&server.url(), |l| l).await;
+    let mut on_a = a.browser(None);
+    on_a.get("/counter").await;
+    assert_eq!(a.warm(&mut on_a, "/counter/peek").await, "1");
+    server.cli(&["flushall"]);
+    // The session is gone from Redis, so from A too: a fresh count.
+    assert_eq!(on_a.get("/counter/peek").await.body, "0");
+    // And the cache goes on serving what is read afterwards.
+    on_a.get("/counter").await;
+    assert_eq!(a.warm(&mut on_a, "/counter/peek").await, "1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_or_killed_redis_gives_503_within_the_lease_and_service_resumes() {
+    let mut server = RedisServer::start();
+    let a = Instance::start(&server.url(), |l| l).await;
+    let mut on_a = a.browser(None);
+    on_a.get("/counter").await;
+    a.warm(&mut on_a, "/counter/peek").await;
+
+    server.signal("STOP");
+    let frozen = Instant::now();
+    // Hits may go on for at most the lease (1 s); then reads go to Redis and time out.
+    let bound = Duration::from_secs(1) + COMMAND_TIMEOUT + Duration::from_millis(500);
+    let failed_after = loop {
+        let reply = on_a.get("/counter/peek").await;
+        if reply.status == StatusCode::SERVICE_UNAVAILABLE {
+            break frozen.elapsed();
+        }
+        assert_eq!(reply.body, "1");
+        assert!(
+            frozen.elapsed() < bound,
+            "still served {:?} after a freeze",
+            frozen.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(failed_after < bound, "503 after {failed_after:?}");
+    server.signal("CONT");
+    let (reply, _) = on_a
+        .get_until_ok("/counter/peek", Duration::from_secs(5))
+        .await;
+    assert_eq!(reply.body, "1");
+
+    // Killed outright: the same, and a restarted Redis (empty) serves again.
+    a.warm(&mut on_a, "/counter/peek").await;
+    server.stop();
+    let killed = Instant::now();
+    loop {
+        let reply = on_a.get("/counter/peek").await;
+        if reply.status == StatusCode::SERVICE_UNAVAILABLE {
+            break;
+        }
+        assert!(killed.elapsed() < bound, "still served after Redis died");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.restart();
+    let (reply, _) = on_a
+        .get_until_ok("/counter/peek", Duration::from_secs(10))
+        .await;
+    assert_eq!(reply.body, "0", "the restarted Redis holds no session");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_reads_keep_a_session_alive_and_an_idle_one_is_never_served_after_its_timeout() {
+    let server = RedisServer::start();
+    let idle = time::Duration::seconds(2);
+    let a = Instance::start(&server.url(), |l| l.with_idle_timeout(idle)).await;
+    let mut on_a = a.browser(None);
+    on_a.get("/counter").await;
+    // Reads for twice the idle timeout: the session stays alive.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(4) {
+        assert_eq!(on_a.get("/counter/peek").await.body, "1");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(a.hits() > 0, "some of those reads were served by the cache");
+    // Then idle past its timeout: gone, even though A held it.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(on_a.get("/counter/peek").await.body, "0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tiny_tracking_table_causes_no_stale_read() {
+    let server = RedisServer::start();
+    server.cli(&["config", "set", "tracking-table-max-keys", "1"]);
+    let (a, b) = two_instances(&server).await;
+    let browsers: Vec<(Browser, Browser)> = futures_pairs(&a, &b, 5).await;
+    for (round, (mut on_a, mut on_b)) in browsers.into_iter().enumerate() {
+        let expected = on_b.get("/counter").await.body;
+        assert_eq!(expected, "2", "session {round}");
+        seen(&mut on_a, "/counter/peek", &expected, SEEN_WITHIN).await;
+    }
+}
+
+/// `n` sessions, each counted once and read on A, and a browser on B with the same cookie.
+async fn futures_pairs(a: &Instance, b: &Instance, n: usize) -> Vec<(Browser, Browser)> {
+    let mut pairs = Vec::new();
+    for _ in 0..n {
+        let mut on_a = a.browser(None);
+        on_a.get("/counter").await;
+        on_a.get("/counter/peek").await;
+        let on_b = b.browser(on_a.cookie.clone());
+        pairs.push((on_a, on_b));
+    }
+    pairs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_on_b_is_seen_on_a_on_a_cluster() {
+    let cluster = Cluster::start();
+    let a = Instance::start(&cluster.url(), |l| l).await;
+    let b = Instance::start(&cluster.url(), |l| l).await;
+    // A fresh instance answers once its connections to the cluster are up.
+    for instance in [&a, &b] {
+        instance
+            .browser(None)
+            .get_until_ok("/counter", Duration::from_secs(15))
+            .await;
+    }
+    // Sessions on every master.
+    for _ in 0..6 {
+        let mut on_a = a.browser(None);
+        assert_eq!(on_a.get("/counter").await.body, "1");
+        a.warm(&mut on_a, "/counter/peek").await;
+        let mut on_b = b.browser(on_a.cookie.clone());
+        assert_eq!(on_b.get("/counter").await.body, "2");
+        seen(&mut on_a, "/counter/peek", "2", SEEN_WITHIN).await;
+    }
+}
