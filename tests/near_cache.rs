@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::Router;
 use axum_redis_session::fred::prelude::*;
 use axum_redis_session::{RedisStore, SessionLayer};
-use support::{session_key, Browser, Cluster, Gate, Monitor, RedisServer};
+use support::{session_key, Browser, Cluster, Gate, Monitor, RedisServer, SentinelGroup};
 
 /// How long an invalidation may take to reach the other instance (measured: well under 1 ms on
 /// loopback; the bound leaves room for a loaded CI machine).
@@ -384,4 +384,42 @@ async fn a_write_on_b_is_seen_on_a_on_a_cluster() {
         assert_eq!(on_b.get("/counter").await.body, "2");
         seen(&mut on_a, "/counter/peek", "2", SEEN_WITHIN).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_sentinel_writes_elsewhere_are_seen_and_a_failover_never_leaves_a_stale_entry() {
+    let mut group = SentinelGroup::start();
+    let a = Instance::start(&group.url(), |l| l).await;
+    let b = Instance::start(&group.url(), |l| l).await;
+    let mut on_a = a.browser(None);
+    on_a.get_until_ok("/counter", Duration::from_secs(15)).await;
+    a.warm(&mut on_a, "/counter/peek").await;
+    let mut on_b = b.browser(on_a.cookie.clone());
+    assert_eq!(on_b.get("/counter").await.body, "2");
+    seen(&mut on_a, "/counter/peek", "2", SEEN_WITHIN).await;
+
+    // Hot on A, replicated, then the master dies and the replica takes over.
+    a.warm(&mut on_a, "/counter/peek").await;
+    group.master.cli(&["wait", "1", "2000"]);
+    group.master.stop();
+    let promoted = group.replica.port;
+    support::wait_for("the replica's promotion", Duration::from_secs(30), || {
+        group.current_master() == Some(promoted)
+    });
+    let key = session_key("session:", on_a.cookie.as_deref().unwrap());
+    group.replica.cli(&["hset", &key, "count", "77"]);
+    // A may answer 503 while it reconnects; once it answers, never the value from before.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let reply = on_a.get("/counter/peek").await;
+        if reply.status == StatusCode::OK {
+            assert_eq!(reply.body, "77", "a stale read after the failover");
+            break;
+        }
+        assert!(Instant::now() < deadline, "A never recovered: {reply:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    a.warm(&mut on_a, "/counter/peek").await;
+    group.replica.cli(&["hset", &key, "count", "78"]);
+    seen(&mut on_a, "/counter/peek", "78", SEEN_WITHIN).await;
 }
