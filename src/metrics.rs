@@ -36,6 +36,7 @@ pub(crate) struct Counters {
     too_large: AtomicU64,
     ended: AtomicU64,
     invalid: AtomicU64,
+    duplicate_cookies: AtomicU64,
 }
 
 /// A point-in-time copy of [`Metrics`].
@@ -77,6 +78,8 @@ pub struct MetricsSnapshot {
     /// Requests that failed on a value: corrupt stored data, a value that does not serialize, a
     /// reserved key.
     pub invalid: u64,
+    /// Requests that carried the session cookie more than once, and so were given no session.
+    pub duplicate_cookies: u64,
 }
 
 /// Which counter an event bumps.
@@ -91,6 +94,7 @@ pub(crate) enum Event {
     Update,
     Cycle,
     Destroy,
+    DuplicateCookie,
     Failed(ErrorKind),
 }
 
@@ -137,6 +141,7 @@ impl Metrics {
             Event::Update => &c.updates,
             Event::Cycle => &c.cycles,
             Event::Destroy => &c.destroys,
+            Event::DuplicateCookie => &c.duplicate_cookies,
             Event::Failed(ErrorKind::Store) => &c.store_errors,
             Event::Failed(ErrorKind::TooLarge) => &c.too_large,
             Event::Failed(ErrorKind::Ended) => &c.ended,
@@ -170,6 +175,7 @@ impl Metrics {
             too_large: read(&c.too_large),
             ended: read(&c.ended),
             invalid: read(&c.invalid),
+            duplicate_cookies: read(&c.duplicate_cookies),
         }
     }
 
@@ -233,6 +239,11 @@ impl Metrics {
                 ("{kind=\"ended\"}", s.ended),
                 ("{kind=\"invalid\"}", s.invalid),
             ],
+        );
+        counter(
+            "session_duplicate_cookies_total",
+            "Requests that carried the session cookie more than once (given no session).",
+            &[("", s.duplicate_cookies)],
         );
         out
     }

@@ -538,6 +538,19 @@ async fn malformed_cookies_are_no_session_and_never_fail(kind: Kind) {
         loads_before,
         "no malformed id reached the store"
     );
+    // One case sends the session cookie twice: counted each time, logged at debug only.
+    assert_eq!(h.metrics().duplicate_cookies, 2);
+
+    // A foreign cookie with UTF-8 or Latin-1 bytes beside the session cookie does not hide it.
+    let token = real.cookie.clone().unwrap();
+    for foreign in [&b"pref=caf\xc3\xa9"[..], b"pref=caf\xe9"] {
+        let header = [foreign, b"; sid=", token.as_bytes()].concat();
+        let reply = h
+            .browser()
+            .send_raw_cookies("/counter/peek", &[&header])
+            .await;
+        assert_eq!((reply.status, reply.body.as_str()), (StatusCode::OK, "1"));
+    }
 }
 
 async fn cookie_attributes_follow_the_security_defaults(kind: Kind) {

@@ -240,6 +240,13 @@ impl NearCache {
         self.lock().flush();
     }
 
+    /// Flushes, and returns the epoch that [`confirm`](Self::confirm) may resume.
+    pub(crate) fn pause(&self) -> u64 {
+        let mut state = self.lock();
+        state.flush();
+        state.epoch
+    }
+
     /// Flushes whenever one of `events` (a data connection's) fires, for as long as the store lives.
     pub(crate) fn watch(&self, events: Vec<Signal>) {
         self.lock().data_events.extend(events);

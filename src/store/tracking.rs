@@ -23,7 +23,7 @@ use fred::interfaces::{
     ClientInterface, ClientLike, EventInterface, PubsubInterface, TrackingInterface,
 };
 use fred::prelude::{Builder, Config as FredConfig, Server, ServerConfig};
-use fred::types::RespVersion;
+use fred::types::{ClusterHash, CustomCommand, RespVersion};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
@@ -38,6 +38,12 @@ const RETRY: Duration = Duration::from_millis(250);
 /// Invalidations a listener may queue before the cache must flush: generous, since a burst of
 /// writes by other instances must not cost every entry.
 const LISTENER_CAPACITY: usize = 4096;
+/// Room the tracking table must keep for the cache to serve: more keys than one server can start
+/// tracking between two heartbeats. Past its limit Redis evicts keys, and an eviction during one of
+/// our own commands stops tracking our key without telling us (Redis 7.0, NOLOOP).
+const TABLE_HEADROOM: u64 = 100_000;
+/// `tracking-table-max-keys` when `CONFIG GET` is not allowed: Redis's default.
+const DEFAULT_TABLE_MAX_KEYS: u64 = 1_000_000;
 
 /// Ends the supervisor when the last handle to the store's cache is dropped.
 #[derive(Debug)]
@@ -127,20 +133,31 @@ async fn serve(
             tasks.spawn(wake_on(Signal::new(errors), Arc::clone(wake)));
         }
         bounded(timeout, track(clients, &listeners)).await?;
-        let sent = Instant::now();
-        bounded(timeout, heartbeat(clients, &listeners)).await?;
-        cache.renew_lease(sent);
-        if !cache.confirm(epoch) {
-            return Err(interrupted());
-        }
+        // Serving waits for a heartbeat that finds room in the tracking table; while there is none,
+        // the cache is paused: empty, and filled again once there is.
+        let mut paused = Some(epoch);
         loop {
+            let sent = Instant::now();
+            let room = bounded(timeout, heartbeat(clients, &listeners)).await?;
+            match (room, paused) {
+                (true, Some(epoch)) => {
+                    cache.renew_lease(sent);
+                    if !cache.confirm(epoch) {
+                        return Err(interrupted());
+                    }
+                    paused = None;
+                }
+                (true, None) => cache.renew_lease(sent),
+                (false, None) => {
+                    tracing::warn!("Redis's tracking table is nearly full: near-cache paused");
+                    paused = Some(cache.pause());
+                }
+                (false, Some(_)) => {}
+            }
             tokio::select! {
                 () = wake.notified() => return Err(interrupted()),
                 () = tokio::time::sleep(HEARTBEAT) => {}
             }
-            let sent = Instant::now();
-            bounded(timeout, heartbeat(clients, &listeners)).await?;
-            cache.renew_lease(sent);
         }
     }
     .await;
@@ -219,24 +236,51 @@ async fn track(clients: &[Client], listeners: &HashMap<Server, Listener>) -> Res
 }
 
 /// Proves every listener alive and every data connection still redirecting to its listener: the
-/// replies come after every invalidation Redis sent before it answered.
+/// replies come after every invalidation Redis sent before it answered. Says whether every
+/// server's tracking table has room.
 async fn heartbeat(
     clients: &[Client],
     listeners: &HashMap<Server, Listener>,
-) -> Result<(), FredError> {
+) -> Result<bool, FredError> {
     for listener in listeners.values() {
         let _: () = listener.client.ping(None).await?;
     }
+    let mut room = true;
     for client in clients {
         for server in client.active_connections() {
             let listener = listeners.get(&server).ok_or_else(interrupted)?;
-            let redirect: i64 = client.with_cluster_node(server).client_getredir().await?;
+            let node = client.with_cluster_node(server);
+            let redirect: i64 = node.client_getredir().await?;
             if redirect != listener.id {
                 return Err(interrupted());
             }
+            room &= table_has_room(&node).await?;
         }
     }
-    Ok(())
+    Ok(room)
+}
+
+/// Whether one server's tracking table can take [`TABLE_HEADROOM`] more keys. The limit is read
+/// every time, since `CONFIG SET` may change it.
+async fn table_has_room(node: &impl ClientLike) -> Result<bool, FredError> {
+    let config_get = CustomCommand::new_static("CONFIG", ClusterHash::Random, false);
+    let max_keys = node
+        .custom::<Vec<String>, _>(config_get, vec!["GET", "tracking-table-max-keys"])
+        .await
+        .ok()
+        .and_then(|pair| pair.get(1)?.parse::<u64>().ok())
+        .unwrap_or(DEFAULT_TABLE_MAX_KEYS);
+    if max_keys == 0 {
+        return Ok(true);
+    }
+    let info = CustomCommand::new_static("INFO", ClusterHash::Random, false);
+    let stats: String = node.custom(info, vec!["stats"]).await?;
+    let tracked = stats
+        .lines()
+        .find_map(|line| line.strip_prefix("tracking_total_keys:"))
+        .and_then(|n| n.trim().parse::<u64>().ok())
+        .ok_or_else(interrupted)?;
+    Ok(tracked + TABLE_HEADROOM <= max_keys)
 }
 
 async fn bounded<T>(
