@@ -29,6 +29,7 @@ pub fn app(layer: SessionLayer) -> Router {
         .route("/metrics", get(move || render(metrics.clone())))
         .route("/counter", get(counter))
         .route("/counter/peek", get(peek))
+        .route("/counter/incr", post(increment))
         .route("/kv/{key}", put(put_kv).get(get_kv).delete(delete_kv))
         .route("/login", post(login))
         .route("/me", get(me))
@@ -46,6 +47,11 @@ async fn counter(session: Session) -> Result<String, Error> {
     let count = session.get::<u64>("count").await?.unwrap_or(0) + 1;
     session.insert("count", count)?;
     Ok(count.to_string())
+}
+
+/// The atomic counter: concurrent requests on one session each add exactly one.
+async fn increment(session: Session) -> Result<String, Error> {
+    Ok(session.increment("count", 1).await?.to_string())
 }
 
 async fn peek(session: Session) -> Result<String, Error> {
@@ -114,8 +120,7 @@ async fn login(session: Session, Form(form): Form<LoginForm>) -> Response {
     if form.user.is_empty() {
         return (StatusCode::BAD_REQUEST, "user is required").into_response();
     }
-    session.bind_user(form.user);
-    session.cycle_id();
+    session.login(form.user);
     StatusCode::NO_CONTENT.into_response()
 }
 

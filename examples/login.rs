@@ -8,8 +8,7 @@
 //! browser will not send the session cookie back).
 //!
 //! There is no password: the point is what the session does at login and logout. A real login
-//! checks credentials before `bind_user`, and protects its forms against CSRF beyond what the
-//! cookie's `SameSite=Lax` already gives.
+//! checks credentials before `login`. Every form carries the session's CSRF token.
 
 use std::env;
 
@@ -61,10 +60,10 @@ async fn login(session: Session, Form(form): Form<LoginForm>) -> Result<Response
     }
     // The user id feeds the per-user index behind "log out everywhere"; the display name is plain
     // session data. Here they are the same string; in a real app the id would be the account's.
-    session.bind_user(name);
+    // `login` also gives the session a new id, so an id planted in the browser beforehand
+    // (fixation) is worth nothing.
+    session.login(name);
     session.insert("name", name)?;
-    // A new id at login, so an id planted in the browser beforehand (fixation) is worth nothing.
-    session.cycle_id();
     session.flash("notice", format!("Welcome, {name}!"))?;
     // 303 so that reloading the page that follows does not post the form again.
     Ok(Redirect::to("/").into_response())

@@ -21,9 +21,18 @@ pub(crate) enum CookieUpdate {
 }
 
 /// Writes what this request changed, in one store round trip, and says what the cookie must become.
-/// Called by the service once the handler has produced its response.
-pub(crate) async fn commit(session: &Session) -> Result<Option<CookieUpdate>, Error> {
+/// Called by the service once the handler has produced its response. Without `save_changes` (a
+/// failed handler), only a destroy is carried out: a logout is not a change to roll back.
+pub(crate) async fn commit(
+    session: &Session,
+    save_changes: bool,
+) -> Result<Option<CookieUpdate>, Error> {
     let (changes, intent) = session.take_pending();
+    let (changes, intent) = match (save_changes, intent) {
+        (true, _) => (changes, intent),
+        (false, Intent::Destroy | Intent::Destroyed) => (Changes::default(), intent),
+        (false, _) => return Ok(None),
+    };
     let config = &session.shared().config;
     // The session this request is attached to, unless a load showed that none lives under the id.
     let existing = match session.loaded() {

@@ -140,13 +140,12 @@ where
 /// Saves the session unless the handler failed, and turns a failed save into an error response:
 /// the client is never told that something succeeded when its session change was not stored.
 async fn finish(mut response: Response, session: &Session, shared: &Shared) -> Response {
-    let skip_save = response.status().is_server_error() && !shared.config.save_on_server_error;
+    // A failed handler's changes are dropped (by default); a logout it recorded is still carried out.
+    let save_changes = !response.status().is_server_error() || shared.config.save_on_server_error;
     let mut cookie = None;
-    if !skip_save {
-        match commit(session).await {
-            Ok(update) => cookie = update,
-            Err(error) => response = error.into_response(),
-        }
+    match commit(session, save_changes).await {
+        Ok(update) => cookie = update,
+        Err(error) => response = error.into_response(),
     }
     // Session errors, whether a handler returned them or the save above failed.
     if let Some(ErrorResponse(error)) = response.extensions().get::<ErrorResponse>().cloned() {

@@ -2,6 +2,7 @@
 //! records. Reads are `async` (the first one loads); writes are plain calls that only record, so a
 //! forgotten `.await` can never drop a logout. `commit.rs` turns the delta into the store write.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::mem;
@@ -17,7 +18,7 @@ use crate::error::Error;
 use crate::id::{KeyId, Token};
 use crate::metrics::Event;
 use crate::shared::Shared;
-use crate::store::{Changes, Loaded, FLASH_PREFIX, RESERVED_PREFIX};
+use crate::store::{Changes, Incremented, Loaded, FLASH_PREFIX, RESERVED_PREFIX};
 
 /// The current request's session, handed to handlers by its extractor.
 ///
@@ -73,6 +74,9 @@ pub(crate) enum Intent {
 struct Pending {
     changes: Changes,
     intent: Intent,
+    /// Values this request has already written to the store itself (increments): what later
+    /// reads in the request see, though the load before them did not.
+    applied: HashMap<String, String>,
 }
 
 impl fmt::Debug for Session {
@@ -102,6 +106,7 @@ impl Session {
                 pending: Mutex::new(Pending {
                     changes: Changes::default(),
                     intent: Intent::Keep,
+                    applied: HashMap::new(),
                 }),
             }),
         }
@@ -165,6 +170,79 @@ impl Session {
         Ok(())
     }
 
+    /// Adds `by` to the integer stored under `key` (an absent key counts as 0) and returns the new
+    /// value. Applied by the store itself, at once, in one round trip and without loading the
+    /// session: concurrent increments of one session all count, where a `get` then `insert` would
+    /// lose some. It never brings back a session that was destroyed meanwhile ([`Error::Ended`] if
+    /// this request had read it); on a request without a session it starts one, saved at the end.
+    /// A value that is not an integer is [`Error::Corrupt`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # async fn handler(session: axum_redis_session::Session) -> Result<String, axum_redis_session::Error> {
+    /// let views = session.increment("views", 1).await?;
+    /// # Ok(views.to_string()) }
+    /// ```
+    pub async fn increment(&self, key: &str, by: i64) -> Result<i64, Error> {
+        check_user_key(key)?;
+        let stored = {
+            let pending = self.pending();
+            let recorded = pending.changes.clear
+                || pending.changes.fields.contains_key(key)
+                || matches!(pending.intent, Intent::Destroy | Intent::Destroyed);
+            match (recorded, self.incoming(), self.inner.loaded.get()) {
+                (false, Some((_, id)), None | Some(Some(_))) => Some(id.clone()),
+                _ => None,
+            }
+        };
+        let Some(id) = stored else {
+            // Nothing stored to add to: a change of this request's, or a session yet to create.
+            return self.increment_recorded(key, by).await;
+        };
+        let shared = &self.inner.shared;
+        let limits = &shared.config.limits;
+        let result = self
+            .observe(shared.store.increment(&id, key, by, limits), |result| {
+                matches!(result, Incremented::To(_))
+                    .then_some((Event::Update, "session counter incremented"))
+            })
+            .await?;
+        match result {
+            Incremented::To(value) => {
+                self.pending()
+                    .applied
+                    .insert(key.to_owned(), value.to_string());
+                Ok(value)
+            }
+            Incremented::Gone if self.inner.loaded.get().is_some() => Err(Error::Ended),
+            // The cookie's id is unknown here: like a blind write, it starts a new session.
+            Incremented::Gone => {
+                let _ = self.inner.loaded.set(None);
+                self.increment_recorded(key, by).await
+            }
+            Incremented::NotInteger(value) => Err(not_an_integer(key, &value)),
+            Incremented::TooLarge => Err(Error::TooLarge {
+                limit: limits.max_bytes,
+            }),
+        }
+    }
+
+    /// An increment recorded as a change, for a value that is not in the store yet.
+    async fn increment_recorded(&self, key: &str, by: i64) -> Result<i64, Error> {
+        let current = match self.read_field(key).await? {
+            Some(json) => json
+                .parse::<i64>()
+                .map_err(|_| not_an_integer(key, &json))?,
+            None => 0,
+        };
+        let value = current
+            .checked_add(by)
+            .ok_or_else(|| not_an_integer(key, &current.to_string()))?;
+        self.write_json(key.to_owned(), Some(value.to_string()));
+        Ok(value)
+    }
+
     /// Removes every key (and pending flash value), keeping the session, its id and its user.
     ///
     /// # Examples
@@ -213,7 +291,8 @@ impl Session {
         decode(key, &json).map(Some)
     }
 
-    /// The user this session is bound to, if any (see [`bind_user`](Self::bind_user)).
+    /// The user this session is bound to, if any (see [`login`](Self::login)); `None` once the
+    /// session is destroyed in this request.
     ///
     /// # Examples
     ///
@@ -223,25 +302,52 @@ impl Session {
     /// # Ok(()) }
     /// ```
     pub async fn user(&self) -> Result<Option<String>, Error> {
-        if let Some(user) = self.pending().changes.user.clone() {
-            return Ok(Some(user));
+        {
+            let pending = self.pending();
+            if pending.changes.user.is_some()
+                || matches!(pending.intent, Intent::Destroy | Intent::Destroyed)
+            {
+                return Ok(pending.changes.user.clone());
+            }
         }
         Ok(self.load().await?.and_then(|loaded| loaded.user.clone()))
     }
 
-    /// Binds the session to a user id, so [`destroy_everywhere`](Self::destroy_everywhere) can find
-    /// it. Call it at login together with [`cycle_id`](Self::cycle_id).
+    /// Logs `user` in: binds the session to the user (so
+    /// [`destroy_everywhere`](Self::destroy_everywhere) finds it) and moves it to a fresh id at the
+    /// end of the request, against session fixation. What the session held before is kept (a cart
+    /// filled before signing in); [`login_fresh`](Self::login_fresh) drops it. There is no way to
+    /// bind a user without the new id.
     ///
     /// # Examples
     ///
     /// ```
     /// # fn login(session: axum_redis_session::Session) {
-    /// session.bind_user("alice");
-    /// session.cycle_id();
+    /// // after checking the credentials:
+    /// session.login("alice");
     /// # }
     /// ```
-    pub fn bind_user(&self, user: impl Into<String>) {
-        self.pending().changes.user = Some(user.into());
+    pub fn login(&self, user: impl Into<String>) {
+        let mut pending = self.pending();
+        pending.changes.user = Some(user.into());
+        if pending.intent == Intent::Keep {
+            pending.intent = Intent::Cycle;
+        }
+    }
+
+    /// Like [`login`](Self::login), but the session starts empty: nothing recorded before the login
+    /// (by this request or earlier ones) is carried over.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn login(session: axum_redis_session::Session) {
+    /// session.login_fresh("alice");
+    /// # }
+    /// ```
+    pub fn login_fresh(&self, user: impl Into<String>) {
+        self.clear();
+        self.login(user);
     }
 
     /// Moves the session to a fresh id at the end of the request; the old id stops working at once.
@@ -402,6 +508,9 @@ impl Session {
             if pending.changes.clear {
                 return Ok(None);
             }
+            if let Some(value) = pending.applied.get(field) {
+                return Ok(Some(value.clone()));
+            }
         }
         Ok(self
             .load()
@@ -444,6 +553,16 @@ fn check_user_key(key: &str) -> Result<(), Error> {
         Err(Error::ReservedKey(key.to_owned()))
     } else {
         Ok(())
+    }
+}
+
+/// A value an increment cannot add to: not an integer, or one that would overflow.
+fn not_an_integer(key: &str, value: &str) -> Error {
+    Error::Corrupt {
+        key: key.to_owned(),
+        source: serde::de::Error::custom(format_args!(
+            "{value:?} is not an integer an increment can add to"
+        )),
     }
 }
 

@@ -137,6 +137,13 @@ suite!(
     persistent_cookie_carries_max_age,
     error_handler_shapes_session_errors,
     typed_sessions_keep_concurrent_changes_to_different_fields,
+    concurrent_increments_all_count,
+    an_increment_without_a_session_starts_one,
+    an_increment_never_brings_back_a_destroyed_session,
+    login_binds_the_user_and_never_keeps_the_old_id,
+    login_fresh_drops_what_the_session_held,
+    a_logout_before_a_server_error_is_still_carried_out,
+    the_user_reads_none_once_the_session_is_destroyed,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -652,4 +659,129 @@ async fn futures_join<T>(tasks: impl Iterator<Item = tokio::task::JoinHandle<T>>
         results.push(task.await.unwrap());
     }
     results
+}
+
+async fn concurrent_increments_all_count(kind: Kind) {
+    let h = Harness::default(kind).await;
+    let mut browser = h.browser();
+    browser.get("/counter").await;
+    let requests = (0..64).map(|_| {
+        let mut b = browser.clone();
+        tokio::spawn(async move { b.post_form("/counter/incr", "").await })
+    });
+    let mut values: Vec<u64> = futures_join(requests)
+        .await
+        .into_iter()
+        .map(|reply| {
+            assert_eq!(reply.status, StatusCode::OK);
+            reply.body.parse().unwrap()
+        })
+        .collect();
+    values.sort_unstable();
+    assert_eq!(
+        values,
+        (2..=65).collect::<Vec<u64>>(),
+        "each saw its own value"
+    );
+    assert_eq!(browser.get("/counter/peek").await.body, "65");
+}
+
+async fn an_increment_without_a_session_starts_one(kind: Kind) {
+    let h = Harness::default(kind).await;
+    let mut browser = h.browser();
+    let reply = browser.post_form("/counter/incr", "").await;
+    assert_eq!((reply.status, reply.body.as_str()), (StatusCode::OK, "1"));
+    assert!(
+        reply.set_cookie().is_some(),
+        "a new session, with its cookie"
+    );
+    assert_eq!(browser.post_form("/counter/incr", "").await.body, "2");
+    assert_eq!(browser.get("/counter/peek").await.body, "2");
+}
+
+async fn an_increment_never_brings_back_a_destroyed_session(kind: Kind) {
+    let h = Harness::default(kind).await;
+    let mut browser = h.browser();
+    browser.get("/counter").await;
+    let old = browser.cookie.clone();
+    // Logged out elsewhere, then an increment with the old cookie: a new session, not the old one.
+    browser.clone().post_form("/logout", "").await;
+    let reply = browser.post_form("/counter/incr", "").await;
+    assert_eq!((reply.status, reply.body.as_str()), (StatusCode::OK, "1"));
+    assert_ne!(browser.cookie, old, "a new id");
+    assert_eq!(
+        Browser::with_cookie(h.app.clone(), old.clone())
+            .get("/counter/peek")
+            .await
+            .body,
+        "0",
+        "the old id stays dead"
+    );
+
+    // A request that read the session, then lost it to a logout before its increment: 409.
+    let mut reader = h.browser();
+    reader.get("/counter").await;
+    let mut slow = reader.clone();
+    let pending = tokio::spawn(async move { slow.post_form("/test/slow-incr", "").await });
+    h.gate.wait_arrival().await;
+    reader.post_form("/logout", "").await;
+    h.gate.release();
+    assert_eq!(pending.await.unwrap().status, StatusCode::CONFLICT);
+}
+
+async fn login_binds_the_user_and_never_keeps_the_old_id(kind: Kind) {
+    let h = Harness::default(kind).await;
+    let mut browser = h.browser();
+    browser.get("/counter").await;
+    let before = browser.cookie.clone();
+    assert_eq!(
+        browser.post_form("/login", "user=alice").await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_ne!(browser.cookie, before, "login gives a new id");
+    assert_eq!(browser.get("/me").await.body, "alice");
+    assert_eq!(browser.get("/counter/peek").await.body, "1", "data kept");
+    // Another user logging in on the same browser: a new id again.
+    let alice = browser.cookie.clone();
+    browser.post_form("/login", "user=bob").await;
+    assert_ne!(browser.cookie, alice);
+    assert_eq!(browser.get("/me").await.body, "bob");
+    let mut stale = Browser::with_cookie(h.app.clone(), before);
+    assert_eq!(stale.get("/me").await.status, StatusCode::UNAUTHORIZED);
+}
+
+async fn login_fresh_drops_what_the_session_held(kind: Kind) {
+    let h = Harness::default(kind).await;
+    let mut browser = h.browser();
+    browser.get("/counter").await;
+    let before = browser.cookie.clone();
+    browser.post_form("/test/login-fresh", "alice").await;
+    assert_ne!(browser.cookie, before);
+    assert_eq!(browser.get("/me").await.body, "alice");
+    assert_eq!(browser.get("/counter/peek").await.body, "0");
+}
+
+async fn a_logout_before_a_server_error_is_still_carried_out(kind: Kind) {
+    let h = Harness::default(kind).await;
+    let mut browser = h.browser();
+    browser.post_form("/login", "user=alice").await;
+    let before = browser.cookie.clone();
+    let reply = browser.post_form("/test/logout-then-fail", "").await;
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(
+        reply.set_cookie().is_some_and(|c| c.contains("Max-Age=0")),
+        "the removal cookie is sent: {reply:?}"
+    );
+    let mut stale = Browser::with_cookie(h.app.clone(), before);
+    assert_eq!(stale.get("/me").await.status, StatusCode::UNAUTHORIZED);
+}
+
+async fn the_user_reads_none_once_the_session_is_destroyed(kind: Kind) {
+    let h = Harness::default(kind).await;
+    let mut browser = h.browser();
+    browser.post_form("/login", "user=alice").await;
+    assert_eq!(
+        browser.post_form("/test/destroy-then-user", "").await.body,
+        "none"
+    );
 }

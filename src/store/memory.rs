@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::{
-    is_metadata, size_of, Changes, Loaded, SaveMode, Saved, CREATED_FIELD, DEADLINE_FIELD,
-    USER_FIELD, VERSION_FIELD,
+    is_metadata, size_of, Changes, Incremented, Loaded, SaveMode, Saved, CREATED_FIELD,
+    DEADLINE_FIELD, USER_FIELD, VERSION_FIELD,
 };
 use crate::config::Limits;
 use crate::id::KeyId;
@@ -187,6 +187,55 @@ impl MemoryStore {
             ttl_ms: ttl,
             version,
         }
+    }
+
+    pub(crate) fn increment(
+        &self,
+        key: &KeyId,
+        field: &str,
+        by: i64,
+        limits: &Limits,
+    ) -> Incremented {
+        let now = now_ms();
+        let mut state = self.lock();
+        let Some(record) = state.live(key.as_str(), now) else {
+            return Incremented::Gone;
+        };
+        let current = match record.fields.get(field) {
+            None => 0,
+            Some(value) => match value.parse::<i64>() {
+                Ok(n) => n,
+                Err(_) => return Incremented::NotInteger(value.clone()),
+            },
+        };
+        let Some(value) = current.checked_add(by) else {
+            return Incremented::NotInteger(current.to_string());
+        };
+        let old_size = size_of(&record.fields);
+        let mut fields = record.fields.clone();
+        fields.insert(field.to_owned(), value.to_string());
+        let size = size_of(&fields);
+        if size > limits.max_bytes && size > old_size {
+            return Incremented::TooLarge;
+        }
+        let version = fields
+            .get(VERSION_FIELD)
+            .and_then(|v| v.parse::<u64>().ok())
+            .map_or(0, |v| v + 1);
+        fields.insert(VERSION_FIELD.to_owned(), version.to_string());
+        let deadline = fields
+            .get(DEADLINE_FIELD)
+            .and_then(|d| d.parse::<i64>().ok());
+        if !limits.ttl_is_fresh(record.expires_at - now) {
+            let ttl = deadline.map_or(limits.idle_ms(), |d| limits.idle_ms().min(d - now));
+            record.expires_at = now + ttl;
+        }
+        record.fields = fields;
+        let (user, expires_at) = (record.fields.get(USER_FIELD).cloned(), record.expires_at);
+        if let Some(user) = user {
+            state.index(&user, key.as_str(), expires_at);
+        }
+        Incremented::To(value)
     }
 
     pub(crate) fn destroy(&self, key: &KeyId) {

@@ -147,6 +147,19 @@ pub(crate) enum Saved {
     TooLarge,
 }
 
+/// What an increment did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Incremented {
+    /// Applied; the field now holds this.
+    To(i64),
+    /// The session no longer exists (destroyed or expired); nothing was written.
+    Gone,
+    /// The field holds this, which is not an integer; nothing was written.
+    NotInteger(String),
+    /// The session would grow past the limit; nothing was written.
+    TooLarge,
+}
+
 /// Where a [`SessionLayer`](crate::SessionLayer) keeps sessions: Redis, or this process's memory.
 ///
 /// It is an enum rather than a trait because the crate's guarantees (delta writes checked against
@@ -207,6 +220,21 @@ impl Backend {
         match self {
             Self::Redis(store) => store.save(key, mode, changes, limits).await,
             Self::Memory(store) => Ok(store.save(key, mode, changes, limits)),
+        }
+    }
+
+    /// Adds `by` to the integer under `field` of a live session, atomically, returning the new
+    /// value; an absent field counts as 0. Never creates the session.
+    pub(crate) async fn increment(
+        &self,
+        key: &KeyId,
+        field: &str,
+        by: i64,
+        limits: &Limits,
+    ) -> Result<Incremented, Error> {
+        match self {
+            Self::Redis(store) => store.increment(key, field, by, limits).await,
+            Self::Memory(store) => Ok(store.increment(key, field, by, limits)),
         }
     }
 

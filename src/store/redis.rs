@@ -22,7 +22,10 @@ use fred::types::{Builder, Value};
 
 use super::near_cache::{Entry, NearCache};
 use super::tracking::{self, Supervisor};
-use super::{Changes, Loaded, SaveMode, Saved, EXPIRES_FIELD, METADATA, USER_FIELD, VERSION_FIELD};
+use super::{
+    Changes, Incremented, Loaded, SaveMode, Saved, EXPIRES_FIELD, METADATA, USER_FIELD,
+    VERSION_FIELD,
+};
 use crate::config::Limits;
 use crate::error::Error;
 use crate::id::KeyId;
@@ -65,6 +68,10 @@ script_args!(
     DestroyArgs = "destroy" { prefix, key_id, inline_index }
 );
 script_args!(
+    /// `incr.lua`: add to an integer field of a live session.
+    IncrArgs = "incr" { field, by, idle, max_bytes, prefix, key_id, inline_index, touch_below }
+);
+script_args!(
     /// `index.lua`: a user's index on a cluster.
     IndexArgs = "index" { remove, add, ttl, slack }
 );
@@ -74,6 +81,7 @@ static TOUCH: LazyLock<Script> =
 static SAVE: LazyLock<Script> = LazyLock::new(|| script(SaveArgs::NAMES, include_str!("save.lua")));
 static DESTROY: LazyLock<Script> =
     LazyLock::new(|| script(DestroyArgs::NAMES, include_str!("destroy.lua")));
+static INCR: LazyLock<Script> = LazyLock::new(|| script(IncrArgs::NAMES, include_str!("incr.lua")));
 static INDEX: LazyLock<Script> =
     LazyLock::new(|| script(IndexArgs::NAMES, include_str!("index.lua")));
 
@@ -621,6 +629,52 @@ impl RedisStore {
             rolled: text(4).as_deref() == Some("1"),
         });
         Ok((saved, owners))
+    }
+
+    /// Adds `by` to an integer field inside the script that checks the session exists: one round
+    /// trip, no load, and concurrent increments all count.
+    pub(crate) async fn increment(
+        &self,
+        key: &KeyId,
+        field: &str,
+        by: i64,
+        limits: &Limits,
+    ) -> Result<Incremented, Error> {
+        let inline_index = self.inline_index();
+        let args = IncrArgs {
+            field: Value::from(field),
+            by: Value::from(by),
+            idle: Value::from(limits.idle_ms()),
+            max_bytes: Value::from(i64::try_from(limits.max_bytes).unwrap_or(i64::MAX)),
+            prefix: self.prefix(),
+            key_id: Value::from(key.as_str()),
+            inline_index: flag(inline_index),
+            touch_below: Value::from(limits.touch_below_ms()),
+        };
+        let reply = self
+            .run(&INCR, vec![self.session_key(key)], args.into_values())
+            .await;
+        // This process's own write is not announced back to it.
+        self.forget(key);
+        let Value::Array(reply) = reply? else {
+            return Err(unexpected_reply("incr"));
+        };
+        let text = |i: usize| reply.get(i).and_then(Value::as_str).map(|s| s.into_owned());
+        let number = |i: usize| reply.get(i).and_then(Value::as_i64).unwrap_or(0);
+        match text(0).as_deref() {
+            Some("ok") => {
+                let user = text(3).filter(|u| !u.is_empty());
+                if let (false, Some(user), Some("1")) = (inline_index, user, text(4).as_deref()) {
+                    self.update_index(&user, None, Some((key, number(2))))
+                        .await?;
+                }
+                Ok(Incremented::To(number(1)))
+            }
+            Some("gone") => Ok(Incremented::Gone),
+            Some("not_integer") => Ok(Incremented::NotInteger(text(1).unwrap_or_default())),
+            Some("too_large") => Ok(Incremented::TooLarge),
+            _ => Err(unexpected_reply("incr")),
+        }
     }
 
     pub(crate) async fn destroy(&self, key: &KeyId) -> Result<(), Error> {

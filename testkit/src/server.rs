@@ -200,6 +200,7 @@ pub struct Received(pub Vec<Seen>);
 /// Commands that change data.
 const WRITES: &[&str] = &[
     "hset",
+    "hincrby",
     "hdel",
     "del",
     "pexpire",

@@ -147,7 +147,7 @@ async fn call(app: &Router, request: Request<Body>) -> Reply {
 /// The demo's routes under `layer`, plus test-only routes for behaviours the contract has no route
 /// for: a handler that fails after writing, and handlers that wait for a signal mid-request.
 pub fn app(layer: SessionLayer, gate: Gate) -> Router {
-    use axum::routing::{get, put};
+    use axum::routing::{get, post, put};
     use axum_redis_session::Session;
 
     let fail = get(|session: Session| async move {
@@ -171,8 +171,32 @@ pub fn app(layer: SessionLayer, gate: Gate) -> Router {
         session.insert("slow", body).unwrap();
         StatusCode::NO_CONTENT
     });
+    let incr_gate = gate.clone();
+    let slow_incr = post(move |session: Session| async move {
+        session.get::<u64>("count").await?;
+        incr_gate.pass().await;
+        session.increment("count", 1).await.map(|n| n.to_string())
+    });
+    let login_fresh = post(|session: Session, body: String| async move {
+        session.login_fresh(body);
+        StatusCode::NO_CONTENT
+    });
+    let logout_then_fail = post(|session: Session| async move {
+        session.destroy();
+        StatusCode::INTERNAL_SERVER_ERROR
+    });
+    let destroy_then_user = post(|session: Session| async move {
+        session.user().await?;
+        session.destroy();
+        let user = session.user().await?;
+        Ok::<_, axum_redis_session::Error>(user.unwrap_or_else(|| "none".to_owned()))
+    });
     let extra = Router::new()
         .route("/test/fail", fail)
+        .route("/test/slow-incr", slow_incr)
+        .route("/test/login-fresh", login_fresh)
+        .route("/test/logout-then-fail", logout_then_fail)
+        .route("/test/destroy-then-user", destroy_then_user)
         .route("/test/slow-counter", slow_read_write)
         .route("/test/slow-put", slow_write)
         .merge(prefs_routes(gate.clone()))
@@ -191,7 +215,7 @@ pub struct Prefs {
 /// `PUT /test/prefs/theme`, which reads the whole `Prefs`, waits at the gate, then sets the theme
 /// from the body: a read-modify-write whose other fields are stale by the time it saves.
 fn prefs_routes(gate: Gate) -> Router {
-    use axum::routing::{get, put};
+    use axum::routing::{get, post, put};
     use axum_redis_session::{Error, TypedSession};
 
     Router::new()
