@@ -3,8 +3,8 @@
 //! Run with: `cargo run --release --example demo` (Redis on 127.0.0.1:6379, e.g. `docker compose up -d
 //! redis`; without one, it falls back to the in-memory store). Environment: `ADDR`, `REDIS_URL`,
 //! `SESSION_TTL_SECS`, `SESSION_ABSOLUTE_SECS`, `SESSION_MAX_BYTES`, `SESSION_PREFIX`,
-//! `SESSION_COOKIE`, `COOKIE_SECURE`, `SESSION_NEAR_CACHE` (max cached sessions; unset or 0: off)
-//! (see the README).
+//! `SESSION_COOKIE`, `COOKIE_SECURE`, `SESSION_NEAR_CACHE` (max cached sessions; unset or 0: off),
+//! `SESSION_MAX_PER_USER` (unset: no cap) (see the README).
 
 use std::env;
 use std::str::FromStr;
@@ -221,6 +221,9 @@ pub fn layer_from_env(store: Backend) -> Result<SessionLayer, String> {
     }
     if let Some(bytes) = env_var("SESSION_MAX_BYTES")? {
         layer = layer.with_max_bytes(bytes);
+    }
+    if let Some(max) = env_var("SESSION_MAX_PER_USER")? {
+        layer = layer.with_max_sessions_per_user(max);
     }
     if let Some(name) = env_var::<String>("SESSION_COOKIE")? {
         layer = layer.with_cookie_name(name);

@@ -26,6 +26,8 @@ pub(crate) struct Limits {
     pub(crate) idle_timeout: Duration,
     pub(crate) absolute_timeout: Option<Duration>,
     pub(crate) max_bytes: usize,
+    /// At a login, the most sessions the user may keep; the ones that expire first are destroyed.
+    pub(crate) max_sessions_per_user: Option<u32>,
 }
 
 /// A read skips the TTL write while more than this share (in tenths) of the idle timeout remains.
@@ -53,6 +55,7 @@ impl Default for Limits {
             idle_timeout: Duration::minutes(120),
             absolute_timeout: None,
             max_bytes: 64 * 1024,
+            max_sessions_per_user: None,
         }
     }
 }
@@ -91,7 +94,12 @@ impl Limits {
                 "must be between one second and ten years",
             )?;
         }
-        check(self.max_bytes > 0, "max_bytes", "must be positive")
+        check(self.max_bytes > 0, "max_bytes", "must be positive")?;
+        check(
+            self.max_sessions_per_user != Some(0),
+            "max_sessions_per_user",
+            "must be at least 1 (the session logging in)",
+        )
     }
 }
 

@@ -204,6 +204,20 @@ impl SessionLayer {
         self.config(|c| c.limits.max_bytes = max_bytes)
     }
 
+    /// The most sessions one user may have at once: at a login, the user's sessions beyond this,
+    /// those that expire first, are destroyed (like Spring Session's maximum sessions). Default:
+    /// no limit.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let layer = axum_redis_session::SessionLayer::new(axum_redis_session::MemoryStore::default());
+    /// let layer = layer.with_max_sessions_per_user(5);
+    /// ```
+    pub fn with_max_sessions_per_user(self, max: u32) -> Self {
+        self.config(|c| c.limits.max_sessions_per_user = Some(max))
+    }
+
     /// Whether changes are saved when the handler answers with a 5xx status. Default: `false`, so
     /// a failed request leaves the session as it was.
     ///

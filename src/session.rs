@@ -405,7 +405,10 @@ impl Session {
             return Ok(None);
         };
         let store = &self.inner.shared.store;
-        self.observe(store.destroy_user(&user), |()| {
+        let Some((_, current)) = self.incoming() else {
+            return Ok(None);
+        };
+        self.observe(store.destroy_user(&user, current), |()| {
             Some((Event::Destroy, "destroyed every session of the user"))
         })
         .await?;

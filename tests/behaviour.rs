@@ -144,6 +144,8 @@ suite!(
     login_fresh_drops_what_the_session_held,
     a_logout_before_a_server_error_is_still_carried_out,
     the_user_reads_none_once_the_session_is_destroyed,
+    sessions_per_user_are_capped_at_login,
+    logout_everywhere_also_ends_the_asking_session,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -784,4 +786,47 @@ async fn the_user_reads_none_once_the_session_is_destroyed(kind: Kind) {
         browser.post_form("/test/destroy-then-user", "").await.body,
         "none"
     );
+}
+
+async fn sessions_per_user_are_capped_at_login(kind: Kind) {
+    let h = Harness::new(kind, |l| l.with_max_sessions_per_user(2)).await;
+    let mut browsers: Vec<Browser> = (0..3).map(|_| h.browser()).collect();
+    for browser in &mut browsers {
+        browser.post_form("/login", "user=alice").await;
+        assert_eq!(browser.get("/me").await.body, "alice");
+        // Expiry times a few milliseconds apart, so "expires first" is the first login.
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    // The third login ended the session that expires first: the first one.
+    let statuses: Vec<StatusCode> = futures_join(browsers.iter().map(|b| {
+        let mut b = b.clone();
+        tokio::spawn(async move { b.get("/me").await.status })
+    }))
+    .await;
+    assert_eq!(
+        statuses,
+        vec![StatusCode::UNAUTHORIZED, StatusCode::OK, StatusCode::OK]
+    );
+    // Another user is not affected by alice's cap.
+    let mut bob = h.browser();
+    bob.post_form("/login", "user=bob").await;
+    assert_eq!(browsers[2].get("/me").await.body, "alice");
+    assert_eq!(bob.get("/me").await.body, "bob");
+}
+
+async fn logout_everywhere_also_ends_the_asking_session(kind: Kind) {
+    let h = Harness::default(kind).await;
+    let mut first = h.browser();
+    first.post_form("/login", "user=alice").await;
+    let mut second = h.browser();
+    second.post_form("/login", "user=alice").await;
+    let before = second.cookie.clone();
+    assert_eq!(
+        second.post_form("/logout-everywhere", "").await.status,
+        StatusCode::NO_CONTENT
+    );
+    for cookie in [first.cookie.clone(), before] {
+        let mut stale = Browser::with_cookie(h.app.clone(), cookie);
+        assert_eq!(stale.get("/me").await.status, StatusCode::UNAUTHORIZED);
+    }
 }

@@ -25,3 +25,37 @@ async fn an_increment_is_one_round_trip_without_a_load() {
     );
     assert_eq!(received.writes(), vec!["hincrby", "hset"], "{received:?}");
 }
+
+#[tokio::test]
+async fn logout_everywhere_is_one_script_that_leaves_nothing_of_the_user() {
+    let server = RedisServer::start();
+    let (app, _) = support::app_on(support::store_on(&server).await, |l| l).await;
+    let mut browsers: Vec<Browser> = (0..3).map(|_| Browser::new(app.clone())).collect();
+    for browser in &mut browsers {
+        browser.post_form("/login", "user=alice").await;
+    }
+    // Warm the script cache with another user's logout-everywhere.
+    let mut bob = Browser::new(app.clone());
+    bob.post_form("/login", "user=bob").await;
+    bob.post_form("/logout-everywhere", "").await;
+
+    let mut monitor = Monitor::start(&server).await;
+    let reply = browsers[0].post_form("/logout-everywhere", "").await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    let received = monitor.take().await;
+    // The load that finds the user, then one script: no window between reading the index and
+    // deleting what it names.
+    assert_eq!(received.round_trips(), 2, "{received:?}");
+    assert!(
+        !received
+            .0
+            .iter()
+            .any(|c| !c.from_script && c.name == "zrange"),
+        "the index is read inside the script: {received:?}"
+    );
+    let left = server.cli(&["--scan", "--pattern", "session:*"]);
+    assert!(
+        left.trim().is_empty(),
+        "nothing of alice or bob is left: {left:?}"
+    );
+}

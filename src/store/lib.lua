@@ -17,6 +17,38 @@ local function is_metadata(name)
   return string.sub(name, 1, 1) == '$' and string.sub(name, 1, #field.flash) ~= field.flash
 end
 
+-- Delete the sessions with these key ids, in bounded batches: unpack() of a huge table overflows
+-- Lua's stack.
+local function delete_sessions(prefix, ids)
+  for first = 1, #ids, 500 do
+    local keys = {}
+    for i = first, math.min(first + 499, #ids) do
+      keys[#keys + 1] = prefix .. ids[i]
+    end
+    redis.call('DEL', unpack(keys))
+  end
+end
+
+-- Keep at most `cap` entries in a user's index (`cap` '' for no limit), never `keep_id`: the
+-- entries that expire first go, and are returned so that their sessions can be deleted.
+local function index_cap(index, keep_id, cap)
+  if cap == '' then
+    return {}
+  end
+  local excess = redis.call('ZCARD', index) - tonumber(cap)
+  if excess <= 0 then
+    return {}
+  end
+  local evicted = {}
+  for _, id in ipairs(redis.call('ZRANGE', index, 0, excess)) do
+    if id ~= keep_id and #evicted < excess then
+      evicted[#evicted + 1] = id
+    end
+  end
+  redis.call('ZREM', index, unpack(evicted))
+  return evicted
+end
+
 -- Record that session `key_id` of a user lives `ttl` ms from `now`, prune entries that have expired,
 -- and keep the index alive at least as long as the session, with `slack` so that not every write
 -- has to rewrite its TTL.

@@ -181,6 +181,9 @@ impl MemoryStore {
         );
         if let Some(user) = user {
             state.index(&user, key.as_str(), now + ttl);
+            if let (Some(_), Some(cap)) = (&changes.user, limits.max_sessions_per_user) {
+                state.cap(&user, key.as_str(), cap);
+            }
         }
         state.sweep(now);
         Saved::Written {
@@ -247,11 +250,12 @@ impl MemoryStore {
         }
     }
 
-    pub(crate) fn destroy_user(&self, user: &str) {
+    pub(crate) fn destroy_user(&self, user: &str, current: &KeyId) {
         let mut state = self.lock();
         for key in state.users.remove(user).unwrap_or_default().into_keys() {
             state.sessions.remove(&key);
         }
+        state.sessions.remove(current.as_str());
     }
 }
 
@@ -278,6 +282,24 @@ impl State {
             .entry(user.to_owned())
             .or_default()
             .insert(key.to_owned(), expires_at);
+    }
+
+    /// Destroys the user's sessions beyond `cap`, those that expire first, never `keep`.
+    fn cap(&mut self, user: &str, keep: &str, cap: u32) {
+        let Some(keys) = self.users.get_mut(user) else {
+            return;
+        };
+        let mut by_expiry: Vec<(i64, String)> = keys
+            .iter()
+            .filter(|(key, _)| key.as_str() != keep)
+            .map(|(key, &at)| (at, key.clone()))
+            .collect();
+        by_expiry.sort();
+        let excess = (by_expiry.len() + 1).saturating_sub(cap as usize);
+        for (_, key) in by_expiry.into_iter().take(excess) {
+            keys.remove(&key);
+            self.sessions.remove(&key);
+        }
     }
 
     fn unindex(&mut self, user: &str, key: &str) {

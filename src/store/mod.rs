@@ -249,12 +249,12 @@ impl Backend {
         }
     }
 
-    /// Deletes every session bound to `user`.
-    pub(crate) async fn destroy_user(&self, user: &str) -> Result<(), Error> {
+    /// Deletes every session bound to `user`, and `current` (the asking session) in any case.
+    pub(crate) async fn destroy_user(&self, user: &str, current: &KeyId) -> Result<(), Error> {
         match self {
-            Self::Redis(store) => store.destroy_user(user).await,
+            Self::Redis(store) => store.destroy_user(user, current).await,
             Self::Memory(store) => {
-                store.destroy_user(user);
+                store.destroy_user(user, current);
                 Ok(())
             }
         }

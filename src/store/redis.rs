@@ -60,7 +60,7 @@ script_args!(
     /// `save.lua`: apply one request's changes. Extra: `sets` field/value pairs, then removed fields.
     SaveArgs = "save" {
         mode, idle, absolute, max_bytes, prefix, key_id, source_id, clear, user, inline_index,
-        touch_below, sets,
+        touch_below, max_per_user, sets,
     }
 );
 script_args!(
@@ -72,8 +72,12 @@ script_args!(
     IncrArgs = "incr" { field, by, idle, max_bytes, prefix, key_id, inline_index, touch_below }
 );
 script_args!(
+    /// `destroy_user.lua`: every session of a user, at once (one server).
+    DestroyUserArgs = "destroy_user" { prefix }
+);
+script_args!(
     /// `index.lua`: a user's index on a cluster.
-    IndexArgs = "index" { remove, add, ttl, slack }
+    IndexArgs = "index" { remove, add, ttl, slack, cap }
 );
 
 static TOUCH: LazyLock<Script> =
@@ -82,6 +86,8 @@ static SAVE: LazyLock<Script> = LazyLock::new(|| script(SaveArgs::NAMES, include
 static DESTROY: LazyLock<Script> =
     LazyLock::new(|| script(DestroyArgs::NAMES, include_str!("destroy.lua")));
 static INCR: LazyLock<Script> = LazyLock::new(|| script(IncrArgs::NAMES, include_str!("incr.lua")));
+static DESTROY_USER: LazyLock<Script> =
+    LazyLock::new(|| script(DestroyUserArgs::NAMES, include_str!("destroy_user.lua")));
 static INDEX: LazyLock<Script> =
     LazyLock::new(|| script(IndexArgs::NAMES, include_str!("index.lua")));
 
@@ -446,7 +452,8 @@ impl RedisStore {
             return Ok(None);
         };
         if let (false, Some(user)) = (inline_index, user) {
-            self.update_index(user, None, Some((key, ttl_ms))).await?;
+            self.update_index(user, None, Some((key, ttl_ms)), None)
+                .await?;
         }
         Ok(Some(ttl_ms))
     }
@@ -508,7 +515,8 @@ impl RedisStore {
             .await?;
         if let (false, Some(owners), Saved::Written { ttl_ms, .. }) = (inline_index, owners, saved)
         {
-            self.reindex(owners, key, key, ttl_ms).await?;
+            let cap = changes.user.as_ref().and(limits.max_sessions_per_user);
+            self.reindex(owners, key, key, ttl_ms, cap).await?;
         }
         Ok(saved)
     }
@@ -549,7 +557,8 @@ impl RedisStore {
             current,
             rolled: true,
         };
-        self.reindex(owners, from, key, ttl_ms).await?;
+        let cap = changes.user.as_ref().and(limits.max_sessions_per_user);
+        self.reindex(owners, from, key, ttl_ms, cap).await?;
         Ok(saved)
     }
 
@@ -588,6 +597,7 @@ impl RedisStore {
             user: Value::from(changes.user.as_deref().unwrap_or("")),
             inline_index: flag(inline_index),
             touch_below: Value::from(limits.touch_below_ms()),
+            max_per_user: cap(limits),
             sets: Value::from(sets.len() as i64),
         };
         let mut args = named.into_values();
@@ -623,6 +633,10 @@ impl RedisStore {
             Some("too_large") => Saved::TooLarge,
             _ => return Err(unexpected_reply("save")),
         };
+        // Sessions a login's cap evicted, already deleted by the script.
+        for id in reply.iter().skip(6).filter_map(Value::as_str) {
+            self.forget_id(&id);
+        }
         let owners = matches!(saved, Saved::Written { .. }).then(|| Owners {
             previous: text(2),
             current: text(3),
@@ -665,7 +679,7 @@ impl RedisStore {
             Some("ok") => {
                 let user = text(3).filter(|u| !u.is_empty());
                 if let (false, Some(user), Some("1")) = (inline_index, user, text(4).as_deref()) {
-                    self.update_index(&user, None, Some((key, number(2))))
+                    self.update_index(&user, None, Some((key, number(2))), None)
                         .await?;
                 }
                 Ok(Incremented::To(number(1)))
@@ -684,7 +698,7 @@ impl RedisStore {
         let taken = taken?;
         let user = taken.and_then(|fields| fields.into_iter().find(|(f, _)| f == USER_FIELD));
         if let (false, Some((_, user))) = (inline_index, user) {
-            self.update_index(&user, Some(key), None).await?;
+            self.update_index(&user, Some(key), None, None).await?;
         }
         Ok(())
     }
@@ -715,24 +729,27 @@ impl RedisStore {
         from: &KeyId,
         to: &KeyId,
         ttl_ms: i64,
+        cap: Option<u32>,
     ) -> Result<(), Error> {
         let moved = from != to;
         match (owners.previous, owners.current) {
-            // Same owner, same id, same expiry: the index entry is already right.
-            (Some(previous), Some(current)) if previous == current && !moved && !owners.rolled => {
+            // Same owner, same id, same expiry, no login: the index entry is already right.
+            (Some(previous), Some(current))
+                if previous == current && !moved && !owners.rolled && cap.is_none() =>
+            {
                 Ok(())
             }
             (Some(previous), Some(current)) if previous == current => {
                 let removed = moved.then_some(from);
-                self.update_index(&current, removed, Some((to, ttl_ms)))
+                self.update_index(&current, removed, Some((to, ttl_ms)), cap)
                     .await
             }
             (previous, current) => {
                 if let Some(previous) = previous {
-                    self.update_index(&previous, Some(from), None).await?;
+                    self.update_index(&previous, Some(from), None, None).await?;
                 }
                 if let Some(current) = current {
-                    self.update_index(&current, None, Some((to, ttl_ms)))
+                    self.update_index(&current, None, Some((to, ttl_ms)), cap)
                         .await?;
                 }
                 Ok(())
@@ -740,12 +757,14 @@ impl RedisStore {
         }
     }
 
-    /// Updates one user's index with its own single-key script (cluster only).
+    /// Updates one user's index with its own single-key script (cluster only), then deletes the
+    /// sessions that `cap` evicted from it, each with its own single-key command.
     async fn update_index(
         &self,
         user: &str,
         remove: Option<&KeyId>,
         add: Option<(&KeyId, i64)>,
+        cap: Option<u32>,
     ) -> Result<(), Error> {
         let args = IndexArgs {
             remove: Value::from(remove.map_or("", KeyId::as_str)),
@@ -753,42 +772,77 @@ impl RedisStore {
             ttl: Value::from(add.map_or(0, |(_, ttl)| ttl)),
             // Slack for the index's own TTL, so not every add must rewrite it.
             slack: Value::from(add.map_or(0, |(_, ttl)| ttl / 10)),
+            cap: cap.map_or_else(|| Value::from(""), |n| Value::from(i64::from(n))),
         };
         let keys = vec![self.index_key(user)];
-        self.run(&INDEX, keys, args.into_values()).await?;
-        Ok(())
+        let evicted = self.run(&INDEX, keys, args.into_values()).await?;
+        let ids: Vec<String> = match evicted {
+            Value::Array(ids) => ids.into_iter().filter_map(Value::into_string).collect(),
+            _ => Vec::new(),
+        };
+        self.delete_sessions(&ids).await
     }
 
-    /// Reads the user's index, then deletes each session with its own single-key command (a cluster
-    /// keeps them on different slots) and only those entries from the index, so a session created
-    /// meanwhile stays indexed.
-    pub(crate) async fn destroy_user(&self, user: &str) -> Result<(), Error> {
+    /// Deletes every session of `user`, and `current` (the session asking) even if the index
+    /// missed it. On one server, one script does it all at once. On a cluster, where the sessions
+    /// live on other slots, the index is read, then each session deleted with its own single-key
+    /// command, in bounded batches, and only those entries removed from the index.
+    pub(crate) async fn destroy_user(&self, user: &str, current: &KeyId) -> Result<(), Error> {
         let index = self.index_key(user);
+        if self.inline_index() {
+            let keys = vec![index, self.session_key(current)];
+            let args = DestroyUserArgs {
+                prefix: self.prefix(),
+            };
+            let ids = self.run(&DESTROY_USER, keys, args.into_values()).await;
+            self.forget(current);
+            if let Ok(Value::Array(ids)) = &ids {
+                for id in ids.iter().filter_map(Value::as_str) {
+                    self.forget_id(&id);
+                }
+            }
+            return ids.map(drop);
+        }
         let client = self.client().with_options(&write_options());
         let ids: Vec<String> = self
             .bounded(client.zrange(index.as_str(), 0, -1, None, false, None, false))
             .await?;
-        if ids.is_empty() {
-            return Ok(());
+        self.delete_sessions(&ids).await?;
+        if !ids.is_empty() {
+            let _: () = self.bounded(client.zrem(index.as_str(), ids)).await?;
         }
-        let pipeline = self.client().pipeline();
-        for id in &ids {
-            let _: () = pipeline
-                .del(format!("{}{id}", self.key_prefix))
-                .await
-                .map_err(Error::Store)?;
-        }
-        let _: () = pipeline
-            .zrem(index.as_str(), ids.clone())
-            .await
-            .map_err(Error::Store)?;
-        let deleted = self.bounded(pipeline.all::<Value>()).await.map(drop);
-        if let Some(Cached { cache, .. }) = &self.near_cache {
-            for id in &ids {
-                cache.invalidate(&format!("{}{id}", self.key_prefix));
-            }
-        }
+        let deleted = self
+            .bounded(client.del::<(), _>(self.session_key(current)))
+            .await;
+        self.forget(current);
         deleted
+    }
+
+    /// Deletes the sessions with these key ids, each with its own single-key command (a cluster
+    /// keeps them on different slots), in pipelines of bounded size.
+    async fn delete_sessions(&self, ids: &[String]) -> Result<(), Error> {
+        for batch in ids.chunks(500) {
+            let pipeline = self.client().pipeline();
+            for id in batch {
+                let _: () = pipeline
+                    .del(format!("{}{id}", self.key_prefix))
+                    .await
+                    .map_err(Error::Store)?;
+            }
+            let deleted = self.bounded(pipeline.all::<Value>()).await;
+            for id in batch {
+                self.forget_id(id);
+            }
+            deleted?;
+        }
+        Ok(())
+    }
+
+    /// [`forget`](Self::forget) by key id.
+    fn forget_id(&self, id: &str) {
+        if let Some(Cached { cache, .. }) = &self.near_cache {
+            cache.invalidate(&format!("{}{id}", self.key_prefix));
+        }
     }
 
     /// Drops `key` from the near-cache after this process wrote it: with NOLOOP, Redis does not
@@ -879,6 +933,13 @@ fn hash_pairs(flat: Value, script: &str) -> Result<Vec<(String, String)>, Error>
         }
     }
     Ok(pairs)
+}
+
+/// The per-user cap as a script argument: '' for none.
+fn cap(limits: &Limits) -> Value {
+    limits
+        .max_sessions_per_user
+        .map_or_else(|| Value::from(""), |n| Value::from(i64::from(n)))
 }
 
 fn flag(on: bool) -> Value {

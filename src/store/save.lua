@@ -15,6 +15,8 @@
 -- arg.user           user id to bind the session to, or '' to keep the current one
 -- arg.inline_index   '1' to update the owners' indexes here; '0' on a cluster, where the caller does it
 -- arg.touch_below    touch threshold, ms: an update rolls the TTL only once it has run below this
+-- arg.max_per_user   at a login (arg.user set), the most sessions the user may keep, or ''; the
+--                    sessions that expire first go
 -- arg.sets           n, the number of fields set; from ARGV[first_extra], n field/value pairs
 --                    follow, then the fields removed
 --
@@ -22,8 +24,8 @@
 -- does not grow with the size of the session. The size is kept in `field.size` as it changes.
 --
 -- Returns { 'ok', ttl ms, previous owner or '', owner or '', '1' if the TTL was rolled else '0',
--- version } | { 'gone' } | { 'collision' } | { 'too_large' }; nothing is written unless it
--- returns 'ok'.
+-- version, key ids of the sessions evicted by the cap… } | { 'gone' } | { 'collision' } |
+-- { 'too_large' }; nothing is written unless it returns 'ok'.
 
 local mode, target, source = arg.mode, KEYS[1], KEYS[2]
 local inline_index = arg.inline_index == '1'
@@ -202,6 +204,7 @@ if roll then
   redis.call('PEXPIRE', target, ttl)
 end
 
+local reply = { 'ok', ttl, old_user or '', user or '', roll and '1' or '0', version }
 if inline_index then
   if old_user and (old_user ~= user or mode == 'cycle') then
     redis.call('ZREM', index_key(arg.prefix, old_user), mode == 'cycle' and arg.source_id or arg.key_id)
@@ -209,8 +212,15 @@ if inline_index then
   if user and (roll or user ~= old_user) then
     index_add(index_key(arg.prefix, user), arg.key_id, now, ttl, math.floor(idle / 10))
   end
+  if arg.user ~= '' then
+    local evicted = index_cap(index_key(arg.prefix, user), arg.key_id, arg.max_per_user)
+    delete_sessions(arg.prefix, evicted)
+    for _, id in ipairs(evicted) do
+      reply[#reply + 1] = id
+    end
+  end
 end
 
 -- A write ends this connection's tracking of the key; reading it again renews it (near-cache).
 redis.call('EXISTS', target)
-return { 'ok', ttl, old_user or '', user or '', roll and '1' or '0', version }
+return reply
