@@ -15,7 +15,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::Router;
-use axum_redis_session::{Backend, Error, MemoryStore, Metrics, RedisStore, Session, SessionLayer};
+use axum_redis_session::{
+    Backend, CsrfVerified, Error, MemoryStore, Metrics, RedisStore, Session, SessionLayer,
+};
 use serde::Deserialize;
 use time::Duration;
 
@@ -36,6 +38,8 @@ pub fn app(layer: SessionLayer) -> Router {
         .route("/logout", post(logout))
         .route("/logout-everywhere", post(logout_everywhere))
         .route("/flash", post(set_flash).get(take_flash))
+        .route("/csrf", get(csrf_token))
+        .route("/csrf/check", post(csrf_check))
         .layer(layer)
 }
 
@@ -47,6 +51,16 @@ async fn counter(session: Session) -> Result<String, Error> {
     let count = session.get::<u64>("count").await?.unwrap_or(0) + 1;
     session.insert("count", count)?;
     Ok(count.to_string())
+}
+
+/// The session's CSRF token, creating the session if it has none.
+async fn csrf_token(session: Session) -> Result<String, Error> {
+    session.csrf_token().await
+}
+
+/// 204 when `X-CSRF-Token` is the session's token; the extractor answers 403 otherwise.
+async fn csrf_check(_: CsrfVerified) -> StatusCode {
+    StatusCode::NO_CONTENT
 }
 
 /// The atomic counter: concurrent requests on one session each add exactly one.

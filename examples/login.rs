@@ -13,13 +13,14 @@
 use std::env;
 
 use axum::extract::{Form, Query};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use axum_redis_session::{Error, RedisStore, Session, SessionLayer};
 use serde::Deserialize;
 use tokio::signal::unix::{signal, SignalKind};
+use tower_http::set_header::SetResponseHeaderLayer;
 
 /// Longer names are refused; anything shown back on every page should be bounded.
 const MAX_NAME_CHARS: usize = 64;
@@ -29,6 +30,15 @@ struct LoginForm {
     // A missing field gets the same 400 page as an empty one, not axum's bare 422.
     #[serde(default)]
     user: String,
+    #[serde(default)]
+    csrf: String,
+}
+
+/// Every form posts the session's CSRF token, so another site cannot make a browser post it.
+#[derive(Deserialize)]
+struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
 }
 
 /// `/?signed-out` after a logout: a fixed notice carried in the URL, not in a session.
@@ -39,14 +49,19 @@ struct HomeQuery {
 }
 
 async fn home(session: Session, Query(query): Query<HomeQuery>) -> Result<Response, Error> {
+    // Even the login form carries a token (against login CSRF), so a visitor gets a session.
+    let csrf = session.csrf_token().await?;
     let Some(user) = session.user().await? else {
         let notice = query.signed_out.map(|_| "You have been logged out.");
-        return Ok(page(StatusCode::OK, &login_form(notice)));
+        return Ok(page(StatusCode::OK, &login_form(notice, &csrf)));
     };
     // Served from the load `user()` just did: no second round trip.
     let name = session.get::<String>("name").await?.unwrap_or(user);
     let flash = session.take_flash::<String>("notice").await?;
-    Ok(page(StatusCode::OK, &signed_in(&name, flash.as_deref())))
+    Ok(page(
+        StatusCode::OK,
+        &signed_in(&name, flash.as_deref(), &csrf),
+    ))
 }
 
 async fn login(session: Session, Form(form): Form<LoginForm>) -> Result<Response, Error> {
@@ -56,8 +71,14 @@ async fn login(session: Session, Form(form): Form<LoginForm>) -> Result<Response
         || name.chars().any(char::is_control)
     {
         let message = format!("Enter a name of 1 to {MAX_NAME_CHARS} characters, on one line.");
-        return Ok(page(StatusCode::BAD_REQUEST, &login_form(Some(&message))));
+        let csrf = session.csrf_token().await?;
+        return Ok(page(
+            StatusCode::BAD_REQUEST,
+            &login_form(Some(&message), &csrf),
+        ));
     }
+    // 403 unless the form came from a page of ours, in this browser.
+    session.verify_csrf(&form.csrf).await?;
     // The user id feeds the per-user index behind "log out everywhere"; the display name is plain
     // session data. Here they are the same string; in a real app the id would be the account's.
     // `login` also gives the session a new id, so an id planted in the browser beforehand
@@ -69,25 +90,29 @@ async fn login(session: Session, Form(form): Form<LoginForm>) -> Result<Response
     Ok(Redirect::to("/").into_response())
 }
 
-/// Destroys the session and shows the login form with a fixed notice. A flash would work too (a
-/// value inserted after `destroy` starts a fresh session), but it would leave a new anonymous
-/// session in Redis and a new cookie in the browser just to say goodbye: a logout should leave
-/// nothing behind.
-async fn logout(session: Session) -> Response {
+/// Destroys the session and shows the login form with a fixed notice, carried in the URL: the
+/// signed-in session is gone entirely, and the form's page starts an anonymous one for its token.
+async fn logout(session: Session, Form(form): Form<CsrfForm>) -> Result<Response, Error> {
+    session.verify_csrf(&form.csrf).await?;
     session.destroy();
-    Redirect::to("/?signed-out").into_response()
+    Ok(Redirect::to("/?signed-out").into_response())
 }
 
 /// Destroys every session of this user, on every device, this one included.
-async fn logout_everywhere(session: Session) -> Result<Response, Error> {
+async fn logout_everywhere(
+    session: Session,
+    Form(form): Form<CsrfForm>,
+) -> Result<Response, Error> {
+    session.verify_csrf(&form.csrf).await?;
     // `None` (not signed in) has nothing to end: the login form is the right page either way.
     session.destroy_everywhere().await?;
     Ok(Redirect::to("/?signed-out").into_response())
 }
 
-fn login_form(notice: Option<&str>) -> String {
+fn login_form(notice: Option<&str>, csrf: &str) -> String {
     format!(
         r#"{notice}<form method="post" action="/login">
+  <input type="hidden" name="csrf" value="{csrf}">
   <label for="user">Name</label>
   <input id="user" name="user" required maxlength="{MAX_NAME_CHARS}" autofocus>
   <button id="login" type="submit">Log in</button>
@@ -96,11 +121,15 @@ fn login_form(notice: Option<&str>) -> String {
     )
 }
 
-fn signed_in(name: &str, flash: Option<&str>) -> String {
+fn signed_in(name: &str, flash: Option<&str>, csrf: &str) -> String {
     format!(
         r#"{flash}<p id="signed-in">Signed in as {name}</p>
-<form method="post" action="/logout"><button id="logout" type="submit">Log out</button></form>
+<form method="post" action="/logout">
+  <input type="hidden" name="csrf" value="{csrf}">
+  <button id="logout" type="submit">Log out</button>
+</form>
 <form method="post" action="/logout-everywhere">
+  <input type="hidden" name="csrf" value="{csrf}">
   <button id="logout-everywhere" type="submit">Log out everywhere</button>
 </form>"#,
         flash = flash.map(flash_html).unwrap_or_default(),
@@ -176,7 +205,12 @@ async fn main() -> Result<(), String> {
         .route("/login", post(login))
         .route("/logout", post(logout))
         .route("/logout-everywhere", post(logout_everywhere))
-        .layer(SessionLayer::new(store).with_secure(secure));
+        .layer(SessionLayer::new(store).with_secure(secure))
+        // No other site may frame these pages (clickjacking).
+        .layer(SetResponseHeaderLayer::overriding(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("frame-ancestors 'none'"),
+        ));
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
         .map_err(|e| format!("ADDR {addr}: {e}"))?;

@@ -8,7 +8,7 @@ use crate::error::Error;
 use crate::id::Token;
 use crate::metrics::Event;
 use crate::session::{Intent, Session};
-use crate::store::{Changes, SaveMode, Saved};
+use crate::store::{Changes, SaveMode, Saved, CSRF_FIELD};
 
 /// Attempts at a fresh id before giving up; a collision among 122-bit ids means a broken RNG.
 const CREATE_ATTEMPTS: usize = 3;
@@ -67,6 +67,9 @@ pub(crate) async fn commit(
     };
 
     if intent == Intent::Cycle {
+        // A new id, a new CSRF token: the old one is not carried over (the next use makes one).
+        let mut changes = changes;
+        changes.fields.entry(CSRF_FIELD.to_owned()).or_insert(None);
         let cycled = session
             .observe(
                 save_under_fresh_id(session, SaveMode::Cycle { from: key }, &changes),

@@ -58,6 +58,9 @@ pub enum Error {
     /// not saved (saving them would bring it back). Responds 409.
     #[error("session ended while the request was using it")]
     Ended,
+    /// The request's CSRF token is missing or is not its session's. Responds 403.
+    #[error("CSRF token missing or wrong")]
+    Csrf,
     /// A layer setting is invalid; the layer refuses to build.
     #[error("invalid session setting `{option}`: {reason}")]
     Config {
@@ -81,6 +84,7 @@ impl Error {
             Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Ended => StatusCode::CONFLICT,
+            Self::Csrf => StatusCode::FORBIDDEN,
             Self::Corrupt { .. }
             | Self::Serialize { .. }
             | Self::ReservedKey(_)
@@ -94,6 +98,7 @@ impl Error {
             Self::Store(_) => "session store unavailable",
             Self::TooLarge { .. } => "session too large",
             Self::Ended => "session ended",
+            Self::Csrf => "CSRF token missing or wrong",
             _ => "internal error",
         };
         (self.status(), body).into_response()

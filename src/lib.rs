@@ -44,6 +44,7 @@
 
 mod commit;
 mod config;
+mod csrf;
 mod error;
 mod extract;
 mod id;
@@ -56,6 +57,7 @@ mod store;
 mod typed;
 
 pub use cookie::SameSite;
+pub use csrf::{CsrfVerified, CSRF_HEADER};
 pub use error::Error;
 pub use extract::SessionMissing;
 pub use fred;

@@ -146,6 +146,7 @@ suite!(
     the_user_reads_none_once_the_session_is_destroyed,
     sessions_per_user_are_capped_at_login,
     logout_everywhere_also_ends_the_asking_session,
+    csrf_token_is_created_once_checked_and_rotated_at_login,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -829,4 +830,60 @@ async fn logout_everywhere_also_ends_the_asking_session(kind: Kind) {
         let mut stale = Browser::with_cookie(h.app.clone(), cookie);
         assert_eq!(stale.get("/me").await.status, StatusCode::UNAUTHORIZED);
     }
+}
+
+async fn csrf_token_is_created_once_checked_and_rotated_at_login(kind: Kind) {
+    let h = Harness::default(kind).await;
+    let mut browser = h.browser();
+    let token = browser.get("/csrf").await;
+    assert_eq!(token.status, StatusCode::OK);
+    assert_eq!(token.body.len(), 32);
+    assert!(
+        token.set_cookie().is_some(),
+        "the session it lives in was created"
+    );
+    assert_eq!(
+        browser.get("/csrf").await.body,
+        token.body,
+        "the same token"
+    );
+    let check = |browser: &Browser, value: Option<&str>| {
+        let browser = browser.clone();
+        let value = value.map(str::to_owned);
+        async move {
+            let mut headers = vec![];
+            if let Some(value) = &value {
+                headers.push(("x-csrf-token", value.as_str()));
+            }
+            browser
+                .post_with_headers("/csrf/check", &headers)
+                .await
+                .status
+        }
+    };
+    assert_eq!(
+        check(&browser, Some(&token.body)).await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(check(&browser, None).await, StatusCode::FORBIDDEN);
+    let mut wrong = token.body.clone().into_bytes();
+    wrong[31] = if wrong[31] == b'0' { b'1' } else { b'0' };
+    let wrong = String::from_utf8(wrong).unwrap();
+    assert_eq!(check(&browser, Some(&wrong)).await, StatusCode::FORBIDDEN);
+    // Another session's token is no good here.
+    let other = h.browser().get("/csrf").await.body;
+    assert_eq!(check(&browser, Some(&other)).await, StatusCode::FORBIDDEN);
+
+    // A login cycles the id and the token with it.
+    browser.post_form("/login", "user=alice").await;
+    assert_eq!(
+        check(&browser, Some(&token.body)).await,
+        StatusCode::FORBIDDEN
+    );
+    let rotated = browser.get("/csrf").await.body;
+    assert_ne!(rotated, token.body);
+    assert_eq!(
+        check(&browser, Some(&rotated)).await,
+        StatusCode::NO_CONTENT
+    );
 }

@@ -23,6 +23,23 @@ fn session_keys(server: &RedisServer) -> Vec<String> {
     keys
 }
 
+/// The sessions in Redis bound to a user (holding `$user`), sorted.
+fn signed_in_sessions(server: &RedisServer) -> Vec<String> {
+    session_keys(server)
+        .into_iter()
+        .filter(|key| !server.cli(&["hget", key, "$user"]).trim().is_empty())
+        .collect()
+}
+
+/// The CSRF token a page's forms carry.
+fn csrf_of(page: &str) -> String {
+    let start = page
+        .find(r#"name="csrf" value=""#)
+        .expect("a form with a CSRF token")
+        + 19;
+    page[start..start + 32].to_owned()
+}
+
 /// The key ids in a user's index (sorted set `session:user:{user}`), sorted.
 fn user_index(server: &RedisServer, user: &str) -> Vec<String> {
     let mut ids: Vec<String> = server
@@ -66,15 +83,18 @@ async fn log_in_see_the_flash_once_and_log_out_in_a_real_browser() {
     let home = format!("http://127.0.0.1:{}/", app.port);
     let driver = ChromeDriver::start();
 
-    // Browser A, fresh: the login form, and nothing in Redis for a visitor who only looked.
+    // Browser A, fresh: the login form, and an anonymous session holding only its CSRF token.
     let a = driver.open().await;
     a.goto(&home).await.unwrap();
     assert_login_form(&a).await;
-    assert!(
-        a.cookie("sid").await.is_none(),
-        "a visit alone sets no cookie"
+    let anonymous = key_of(&a).await;
+    assert_eq!(session_keys(&server), vec![anonymous.clone()]);
+    assert_eq!(signed_in_sessions(&server), Vec::<String>::new());
+    assert_eq!(
+        server.cli(&["hget", &anonymous, "$csrf"]).trim(),
+        csrf_of(&a.source().await.unwrap()),
+        "the form's token is the session's"
     );
-    assert_eq!(session_keys(&server), Vec::<String>::new());
 
     log_in(&a, "alice").await;
     assert_eq!(a.text("#signed-in").await, "Signed in as alice");
@@ -88,6 +108,10 @@ async fn log_in_see_the_flash_once_and_log_out_in_a_real_browser() {
     // One session in Redis, under the SHA-256 of the browser's cookie, never the token itself.
     let keys = session_keys(&server);
     assert_eq!(keys.len(), 1, "exactly one session after login: {keys:?}");
+    assert_ne!(
+        keys[0], anonymous,
+        "the login moved the session to a new id"
+    );
     let key_id = keys[0].strip_prefix("session:").unwrap();
     assert!(
         key_id.len() == 64
@@ -121,18 +145,16 @@ async fn log_in_see_the_flash_once_and_log_out_in_a_real_browser() {
     assert_login_form(&b).await;
     b.refresh().await.unwrap();
     assert_login_form(&b).await;
-    assert!(b.cookie("sid").await.is_none());
-    assert_eq!(session_keys(&server), keys, "B's visits created no session");
+    assert_ne!(key_of(&b).await, keys[0]);
+    assert_eq!(signed_in_sessions(&server), keys, "B is nobody's");
 
-    // A logs out: the login form with its notice, no cookie, and nothing left in Redis.
+    // A logs out: the login form with its notice, and nothing of alice left in Redis.
     a.find("#logout").await.click().await.unwrap();
     assert_login_form(&a).await;
     assert_eq!(a.text("#flash").await, "You have been logged out.");
-    assert!(
-        a.cookie("sid").await.is_none(),
-        "the logout removes the cookie"
-    );
-    assert_eq!(session_keys(&server), Vec::<String>::new());
+    assert_ne!(key_of(&a).await, keys[0], "the signed-in cookie is gone");
+    assert_eq!(signed_in_sessions(&server), Vec::<String>::new());
+    assert!(!session_keys(&server).contains(&keys[0]));
     assert_eq!(user_index(&server, "alice"), Vec::<String>::new());
     a.goto(&home).await.unwrap();
     assert_login_form(&a).await;
@@ -163,7 +185,7 @@ async fn log_out_everywhere_ends_the_other_browsers_session() {
     alices.sort();
     let mut all = vec![alices[0].clone(), alices[1].clone(), key_of(&c).await];
     all.sort();
-    assert_eq!(session_keys(&server), all);
+    assert_eq!(signed_in_sessions(&server), all);
     let ids: Vec<String> = alices
         .iter()
         .map(|k| k["session:".len()..].to_owned())
@@ -176,7 +198,7 @@ async fn log_out_everywhere_ends_the_other_browsers_session() {
     assert_login_form(&b).await;
     c.refresh().await.unwrap();
     assert_eq!(c.text("#signed-in").await, "Signed in as bob");
-    assert_eq!(session_keys(&server), vec![key_of(&c).await]);
+    assert_eq!(signed_in_sessions(&server), vec![key_of(&c).await]);
 }
 
 #[tokio::test]
@@ -200,10 +222,11 @@ async fn names_are_shown_as_text_and_bad_ones_refused() {
     assert_eq!(window.text("#flash").await, format!("Welcome, {name}!"));
     assert!(!window.shows("#x").await, "the name became markup");
 
-    // The form keeps browsers from sending these; a hand-made request gets a 400 page and no session.
+    // The form keeps browsers from sending these; a hand-made request gets a 400 page and signs
+    // nobody in.
     let long = format!("user={}", "a".repeat(65));
     for form in ["user=", "user=+++", "other=1", long.as_str(), "user=a%0Ab"] {
-        let (status, set_cookie, body) = request(app.port, "POST", "/login", None, form);
+        let (status, _, body) = request(app.port, "POST", "/login", None, form);
         assert_eq!(status, 400, "{form:?}: {body}");
         assert!(
             body.contains("Enter a name of 1 to 64 characters, on one line."),
@@ -213,27 +236,66 @@ async fn names_are_shown_as_text_and_bad_ones_refused() {
             body.contains("id=\"user\""),
             "the page offers the form again"
         );
-        assert_eq!(set_cookie, None, "{form:?}");
     }
-    assert_eq!(session_keys(&server).len(), 1, "only the browser's session");
+    assert_eq!(
+        signed_in_sessions(&server).len(),
+        1,
+        "only the browser's session"
+    );
 }
 
 #[test]
-fn logging_in_again_moves_the_session_to_a_new_id() {
+fn logging_in_again_moves_the_session_to_a_new_id_and_every_post_needs_its_token() {
     let server = RedisServer::start();
     let app = ExampleProcess::start("login", &[("REDIS_URL", &server.url())]);
+    let wire = support::request_with_headers(app.port, "GET", "/", None, "");
+    assert_eq!(
+        wire.header("content-security-policy"),
+        Some("frame-ancestors 'none'"),
+        "no other site may frame the pages"
+    );
+    let anonymous = token_of(
+        &wire
+            .header("set-cookie")
+            .expect("a session for the token")
+            .to_owned(),
+    );
+    let token = csrf_of(&wire.body);
 
-    let (_, set_cookie, _) = request(app.port, "POST", "/login", None, "user=alice");
+    // Without the token, or with another, a login is refused and signs nobody in.
+    for form in [
+        "user=alice".to_owned(),
+        format!("user=alice&csrf={}", "0".repeat(32)),
+    ] {
+        let (status, _, _) = request(app.port, "POST", "/login", Some(&anonymous), &form);
+        assert_eq!(status, 403, "{form}");
+    }
+    assert_eq!(signed_in_sessions(&server), Vec::<String>::new());
+
+    let form = format!("user=alice&csrf={token}");
+    let (status, set_cookie, _) = request(app.port, "POST", "/login", Some(&anonymous), &form);
+    assert_eq!(status, 303);
     let first = token_of(&set_cookie.expect("login sets the cookie"));
-    let (status, set_cookie, _) = request(app.port, "POST", "/login", Some(&first), "user=bob");
+    assert_ne!(first, anonymous);
+    // The login rotated the token: the old one no longer logs anyone out.
+    let (_, _, page) = request(app.port, "GET", "/", Some(&first), "");
+    let rotated = csrf_of(&page);
+    assert_ne!(rotated, token);
+    let stale = format!("csrf={token}");
+    let (status, _, _) = request(app.port, "POST", "/logout", Some(&first), &stale);
+    assert_eq!(status, 403);
+
+    let form = format!("user=bob&csrf={rotated}");
+    let (status, set_cookie, _) = request(app.port, "POST", "/login", Some(&first), &form);
     assert_eq!(status, 303);
     let second = token_of(&set_cookie.expect("a new id means a new cookie"));
     assert_ne!(first, second);
     // The old id is dead at once: an id known before login (fixation) is worth nothing after.
     assert_eq!(
-        session_keys(&server),
+        signed_in_sessions(&server),
         vec![session_key("session:", &second)]
     );
+    assert!(!session_keys(&server).contains(&session_key("session:", &first)));
     let (_, _, page) = request(app.port, "GET", "/", Some(&first), "");
     assert!(page.contains("id=\"login\""), "{page}");
     let (_, _, page) = request(app.port, "GET", "/", Some(&second), "");

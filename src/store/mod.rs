@@ -31,9 +31,14 @@ pub(crate) const SIZE_FIELD: &str = "$size";
 /// nobody else wrote in between.
 pub(crate) const VERSION_FIELD: &str = "$version";
 
+/// The session's CSRF token (raw text, not JSON): crate metadata that handlers read through
+/// [`Session::csrf_token`](crate::Session::csrf_token), so loads keep it with the user fields.
+pub(crate) const CSRF_FIELD: &str = "$csrf";
+
 /// Every metadata field, by the name the Lua scripts know it under: the scripts are given this
 /// table, so Rust and Lua share one spelling of each field.
-pub(crate) const METADATA: [(&str, &str); 7] = [
+pub(crate) const METADATA: [(&str, &str); 8] = [
+    ("csrf", CSRF_FIELD),
     ("user", USER_FIELD),
     ("created", CREATED_FIELD),
     ("deadline", DEADLINE_FIELD),
@@ -60,7 +65,7 @@ impl Loaded {
     /// Splits a stored hash into user fields and the crate's metadata, reusing its map.
     fn from_hash(mut fields: HashMap<String, String>, ttl_ms: i64, touched: bool) -> Self {
         let user = fields.remove(USER_FIELD);
-        fields.retain(|field, _| !is_metadata(field));
+        fields.retain(|field, _| !is_metadata(field) || field == CSRF_FIELD);
         Self {
             fields,
             user,

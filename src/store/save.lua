@@ -129,15 +129,20 @@ if cleared then
   size = 0
 end
 local n = tonumber(arg.sets)
+-- Metadata the request changes (the CSRF token) is not counted in the size.
 for i = first_extra, first_extra + 2 * n - 1, 2 do
   local name, value = ARGV[i], ARGV[i + 1]
-  size = size - held(name) + #name + #value
+  if not is_metadata(name) then
+    size = size - held(name) + #name + #value
+  end
   set[name] = value
   removed[name] = nil
 end
 for i = first_extra + 2 * n, #ARGV do
   local name = ARGV[i]
-  size = size - held(name)
+  if not is_metadata(name) then
+    size = size - held(name)
+  end
   set[name] = nil
   removed[name] = true
 end

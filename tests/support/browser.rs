@@ -95,6 +95,18 @@ impl Browser {
         .await
     }
 
+    /// A `POST` with this browser's cookie and extra headers, keeping nothing it answers.
+    pub async fn post_with_headers(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
+        let mut request = Request::post(path);
+        if let Some(cookie) = &self.cookie {
+            request = request.header(header::COOKIE, format!("{}={cookie}", self.cookie_name));
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        call(&self.app, request.body(Body::empty()).unwrap()).await
+    }
+
     /// Sends a request with exactly these `Cookie` header values (raw bytes), keeping nothing.
     pub async fn send_raw_cookies(&self, path: &str, cookies: &[&[u8]]) -> Reply {
         let mut request = Request::get(path);
