@@ -254,12 +254,7 @@ fn logging_in_again_moves_the_session_to_a_new_id_and_every_post_needs_its_token
         Some("frame-ancestors 'none'"),
         "no other site may frame the pages"
     );
-    let anonymous = token_of(
-        &wire
-            .header("set-cookie")
-            .expect("a session for the token")
-            .to_owned(),
-    );
+    let anonymous = token_of(wire.header("set-cookie").expect("a session for the token"));
     let token = csrf_of(&wire.body);
 
     // Without the token, or with another, a login is refused and signs nobody in.
