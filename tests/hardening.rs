@@ -59,3 +59,35 @@ async fn logout_everywhere_is_one_script_that_leaves_nothing_of_the_user() {
         "nothing of alice or bob is left: {left:?}"
     );
 }
+
+/// A new instance of the app, its store just built from the URL: the first requests wait for the
+/// connection being made (within the command timeout) instead of failing, on every topology.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_instance_serves_its_first_requests_and_says_when_it_is_ready() {
+    use axum_redis_session::{RedisStore, SessionLayer};
+    let server = RedisServer::start();
+    let cluster = support::Cluster::start();
+    for url in [server.url(), cluster.url()] {
+        for _ in 0..3 {
+            let store = RedisStore::connect(&url).await.unwrap();
+            let layer = SessionLayer::new(store.clone());
+            let mut browser = Browser::new(support::app(layer, support::Gate::default()));
+            let reply = browser.get("/counter").await;
+            assert_eq!(
+                (reply.status, reply.body.as_str()),
+                (StatusCode::OK, "1"),
+                "{url}"
+            );
+            store.ready().await.unwrap();
+        }
+    }
+    // Nothing listening: not ready, within the command timeout.
+    let nowhere = format!("redis://127.0.0.1:{}", support::free_port());
+    let store = RedisStore::connect(&nowhere)
+        .await
+        .unwrap()
+        .with_command_timeout(time::Duration::milliseconds(300));
+    let started = std::time::Instant::now();
+    assert!(store.ready().await.is_err());
+    assert!(started.elapsed() < std::time::Duration::from_millis(800));
+}

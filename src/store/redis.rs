@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::fmt::{self, Write as _};
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, LazyLock};
 
 use fred::clients::{Client, Pool};
@@ -881,11 +882,20 @@ impl RedisStore {
     ///
     /// The call is boxed here, once: fred's command futures run to kilobytes, and held inline they
     /// would be copied through every future that awaits them, on every request.
+    ///
+    /// A call made while the store's connections are still being made (a fresh instance, a
+    /// reconnect) first waits for them, within the same timeout, rather than failing at once.
     fn bounded<'a, T: 'a>(
         &self,
         call: impl Future<Output = Result<T, FredError>> + Send + 'a,
     ) -> impl Future<Output = Result<T, Error>> + Send + 'a {
-        let call = tokio::time::timeout(self.command_timeout, Box::pin(call));
+        let connecting = (!self.connected()).then(|| self.wait_for_connect());
+        let call = tokio::time::timeout(self.command_timeout, async move {
+            if let Some(connecting) = connecting {
+                connecting.await?;
+            }
+            Box::pin(call).await
+        });
         async move {
             match call.await {
                 Ok(result) => result.map_err(Error::Store),
@@ -895,6 +905,52 @@ impl RedisStore {
                 ))),
             }
         }
+    }
+
+    fn connected(&self) -> bool {
+        match &self.connection {
+            Connection::Client(client) => client.is_connected(),
+            Connection::Pool(pool) => pool.clients().iter().all(ClientLike::is_connected),
+        }
+    }
+
+    /// The next connection attempt's result, for every client of the store.
+    fn wait_for_connect(&self) -> Pin<Box<dyn Future<Output = Result<(), FredError>> + Send>> {
+        match &self.connection {
+            Connection::Client(client) => {
+                let client = client.clone();
+                Box::pin(async move { client.wait_for_connect().await })
+            }
+            Connection::Pool(pool) => {
+                let pool = pool.clone();
+                Box::pin(async move { pool.wait_for_connect().await })
+            }
+        }
+    }
+
+    /// Waits, at most the command timeout, until every connection of the store is up and answers:
+    /// for a readiness probe, so that a new instance takes traffic only once it can serve sessions.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), axum_redis_session::Error> {
+    /// let store = axum_redis_session::RedisStore::connect("redis://127.0.0.1:6379").await?;
+    /// let ready = store.ready().await.is_ok(); // answer /ready with 200 or 503
+    /// # Ok(()) }
+    /// ```
+    pub async fn ready(&self) -> Result<(), Error> {
+        let clients = match &self.connection {
+            Connection::Client(client) => vec![client.clone()],
+            Connection::Pool(pool) => pool.clients().to_vec(),
+        };
+        self.bounded(async move {
+            for client in &clients {
+                let _: () = client.ping(None).await?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     fn session_key(&self, key: &KeyId) -> String {
