@@ -91,3 +91,78 @@ async fn a_fresh_instance_serves_its_first_requests_and_says_when_it_is_ready() 
     assert!(store.ready().await.is_err());
     assert!(started.elapsed() < std::time::Duration::from_millis(800));
 }
+
+/// On a cluster a cycle moves the session across slots in several calls. The old key is deleted
+/// last, and only once the new one is written: a refused login (too large) deletes nothing, so a
+/// logout landing meanwhile can never be undone by a write-back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_cycle_deletes_the_old_key_last_and_a_refused_one_deletes_nothing() {
+    use axum_redis_session::fred::prelude::Config;
+    let cluster = support::Cluster::start();
+    let store = support::connected_store(Config::from_url(&cluster.url()).unwrap()).await;
+    let (app, _) = support::app_on(store, |l| l.with_max_bytes(300)).await;
+    let mut browser = Browser::new(app);
+    browser.put("/kv/a", &"x".repeat(100)).await;
+    let old_key = support::session_key("session:", browser.cookie.as_deref().unwrap());
+    let mut monitors = Vec::new();
+    for port in cluster.masters() {
+        monitors.push(Monitor::start(cluster.node(port)).await);
+    }
+
+    let refused = browser
+        .post_form("/test/login-with-note", &"y".repeat(400))
+        .await;
+    assert_eq!(refused.status, StatusCode::PAYLOAD_TOO_LARGE);
+    for monitor in &mut monitors {
+        let received = monitor.take().await;
+        assert!(
+            !received
+                .0
+                .iter()
+                .any(|c| c.name == "del" && c.line.contains(&old_key)),
+            "a refused cycle deleted the old key: {received:?}"
+        );
+    }
+    assert_eq!(
+        browser.get("/kv/a").await.body.len(),
+        100,
+        "the session is intact"
+    );
+
+    // An accepted login: the new key written, then the old one deleted.
+    assert_eq!(
+        browser
+            .post_form("/test/login-with-note", "hi")
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    let new_key = support::session_key("session:", browser.cookie.as_deref().unwrap());
+    let mut written = None;
+    let mut deleted = None;
+    for monitor in &mut monitors {
+        for command in monitor.take().await.0 {
+            let at: f64 = command.line[1..]
+                .split(' ')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+            if command.name == "hset" && command.line.contains(&new_key) {
+                written = written.or(Some(at));
+            }
+            if command.name == "del" && command.line.contains(&old_key) {
+                deleted = Some(at);
+            }
+        }
+    }
+    let (written, deleted) = (
+        written.expect("new key written"),
+        deleted.expect("old key deleted"),
+    );
+    assert!(
+        written <= deleted,
+        "old deleted at {deleted}, new written at {written}"
+    );
+    assert_eq!(browser.get("/kv/a").await.body.len(), 100, "the data moved");
+}

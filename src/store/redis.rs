@@ -73,6 +73,10 @@ script_args!(
     IncrArgs = "incr" { field, by, idle, max_bytes, prefix, key_id, inline_index, touch_below }
 );
 script_args!(
+    /// `take_if.lua`: the old session of a cycle on a cluster, if unchanged.
+    TakeIfArgs = "take_if" { version }
+);
+script_args!(
     /// `destroy_user.lua`: every session of a user, at once (one server).
     DestroyUserArgs = "destroy_user" { prefix }
 );
@@ -87,6 +91,8 @@ static SAVE: LazyLock<Script> = LazyLock::new(|| script(SaveArgs::NAMES, include
 static DESTROY: LazyLock<Script> =
     LazyLock::new(|| script(DestroyArgs::NAMES, include_str!("destroy.lua")));
 static INCR: LazyLock<Script> = LazyLock::new(|| script(IncrArgs::NAMES, include_str!("incr.lua")));
+static TAKE_IF: LazyLock<Script> =
+    LazyLock::new(|| script(TakeIfArgs::NAMES, include_str!("take_if.lua")));
 static DESTROY_USER: LazyLock<Script> =
     LazyLock::new(|| script(DestroyUserArgs::NAMES, include_str!("destroy_user.lua")));
 static INDEX: LazyLock<Script> =
@@ -109,6 +115,9 @@ fn script(args: &[&str], body: &str) -> Script {
     lua.push_str(body);
     Script::from_lua(lua)
 }
+
+/// Attempts at moving a session on a cluster while other requests keep writing it.
+const CYCLE_ATTEMPTS: usize = 3;
 
 /// Connections a store opens itself from a URL: enough to keep two cores busy without one
 /// connection's reader becoming the bottleneck.
@@ -522,10 +531,12 @@ impl RedisStore {
         Ok(saved)
     }
 
-    /// Cycles an id on a cluster, where the old and new keys live on different slots: takes the old
-    /// session (checking and deleting it atomically, so it is dead at once and cannot be taken
-    /// twice), then writes it with this request's changes under the new id. A refused write puts
-    /// the old session back as it was.
+    /// Cycles an id on a cluster, where the old and new keys live on different slots, so no script
+    /// can do it at once. The order leaves no window in which a logout could be undone: read the
+    /// session; write it, with this request's changes, under the new id (refused there for a
+    /// collision or the size limit, before anything is deleted); then delete the old key, only if
+    /// it still holds what was read. If a logout took it meanwhile, the new key is deleted too and
+    /// the session is gone; if a write changed it, the move starts over with that write.
     async fn cycle_across_slots(
         &self,
         key: &KeyId,
@@ -533,34 +544,59 @@ impl RedisStore {
         changes: &Changes,
         limits: &Limits,
     ) -> Result<Saved, Error> {
-        let taken = self.take(from, false).await;
-        self.forget(from);
-        let Some(taken) = taken? else {
-            return Ok(Saved::Gone);
-        };
-        let previous = taken
-            .iter()
-            .find(|(f, _)| f == USER_FIELD)
-            .map(|(_, v)| v.clone());
-        let moved = changes.moved_onto(taken.clone());
-        let (saved, owners) = self
-            .save_script(key, SaveMode::New, &moved, limits, false)
-            .await?;
-        let Saved::Written { ttl_ms, .. } = saved else {
-            let original = Changes::default().moved_onto(taken);
-            self.save_script(from, SaveMode::New, &original, limits, false)
+        let from_key = self.session_key(from);
+        for _ in 0..CYCLE_ATTEMPTS {
+            let old: HashMap<String, String> = self
+                .bounded(self.client_for(&from_key).hgetall(&from_key))
                 .await?;
-            return Ok(saved);
-        };
-        let current = owners.and_then(|o| o.current);
-        let owners = Owners {
-            previous,
-            current,
-            rolled: true,
-        };
-        let cap = changes.user.as_ref().and(limits.max_sessions_per_user);
-        self.reindex(owners, from, key, ttl_ms, cap).await?;
-        Ok(saved)
+            if old.is_empty() {
+                return Ok(Saved::Gone);
+            }
+            let version = old.get(VERSION_FIELD).cloned().unwrap_or_default();
+            let previous = old.get(USER_FIELD).cloned();
+            let moved = changes.moved_onto(old);
+            let (saved, owners) = self
+                .save_script(key, SaveMode::New, &moved, limits, false)
+                .await?;
+            let Saved::Written { ttl_ms, .. } = saved else {
+                return Ok(saved);
+            };
+            let args = TakeIfArgs {
+                version: Value::from(version),
+            };
+            let taken = self
+                .run(&TAKE_IF, vec![from_key.clone()], args.into_values())
+                .await;
+            self.forget(from);
+            match taken?.as_str().as_deref() {
+                Some("ok") => {
+                    let owners = Owners {
+                        previous,
+                        current: owners.and_then(|o| o.current),
+                        rolled: true,
+                    };
+                    let cap = changes.user.as_ref().and(limits.max_sessions_per_user);
+                    self.reindex(owners, from, key, ttl_ms, cap).await?;
+                    return Ok(saved);
+                }
+                Some(outcome @ ("gone" | "changed")) => {
+                    let _: () = self
+                        .bounded(
+                            self.client_for(&self.session_key(key))
+                                .del(self.session_key(key)),
+                        )
+                        .await?;
+                    if outcome == "gone" {
+                        return Ok(Saved::Gone);
+                    }
+                }
+                _ => return Err(unexpected_reply("take_if")),
+            }
+        }
+        Err(Error::Store(FredError::new(
+            ErrorKind::Unknown,
+            "session kept changing while its id was being cycled",
+        )))
     }
 
     async fn save_script(

@@ -193,6 +193,11 @@ pub fn app(layer: SessionLayer, gate: Gate) -> Router {
         session.login_fresh(body);
         StatusCode::NO_CONTENT
     });
+    let login_with_note = post(|session: Session, body: String| async move {
+        session.login("alice");
+        session.insert("note", body)?;
+        Ok::<_, axum_redis_session::Error>(StatusCode::NO_CONTENT)
+    });
     let logout_then_fail = post(|session: Session| async move {
         session.destroy();
         StatusCode::INTERNAL_SERVER_ERROR
@@ -207,6 +212,7 @@ pub fn app(layer: SessionLayer, gate: Gate) -> Router {
         .route("/test/fail", fail)
         .route("/test/slow-incr", slow_incr)
         .route("/test/login-fresh", login_fresh)
+        .route("/test/login-with-note", login_with_note)
         .route("/test/logout-then-fail", logout_then_fail)
         .route("/test/destroy-then-user", destroy_then_user)
         .route("/test/slow-counter", slow_read_write)
