@@ -189,6 +189,7 @@ impl MemoryStore {
         Saved::Written {
             ttl_ms: ttl,
             version,
+            size,
         }
     }
 

@@ -142,8 +142,13 @@ pub(crate) enum SaveMode<'a> {
 /// What a save did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Saved {
-    /// Written; the session now lives this many milliseconds, at this `$version`.
-    Written { ttl_ms: i64, version: u64 },
+    /// Written; the session now lives this many milliseconds, at this `$version`, holding this
+    /// many bytes of user fields.
+    Written {
+        ttl_ms: i64,
+        version: u64,
+        size: usize,
+    },
     /// The session no longer exists (destroyed or expired); nothing was written.
     Gone,
     /// The fresh id is taken; nothing was written.

@@ -487,9 +487,12 @@ impl RedisStore {
                 let fill = cache.begin_fill(&redis_key);
                 let saved = self.write(key, mode, changes, limits).await;
                 let refreshed = match (&saved, base) {
-                    (Ok(Saved::Written { ttl_ms, version }), Some(base))
-                        if base.version + 1 == *version =>
-                    {
+                    (
+                        Ok(Saved::Written {
+                            ttl_ms, version, ..
+                        }),
+                        Some(base),
+                    ) if base.version + 1 == *version => {
                         Some(base.after_save(changes, *version, *ttl_ms, unix_ms()))
                     }
                     _ => None,
@@ -664,6 +667,7 @@ impl RedisStore {
             Some("ok") => Saved::Written {
                 ttl_ms: number(1),
                 version: u64::try_from(number(5)).unwrap_or(0),
+                size: usize::try_from(number(6)).unwrap_or(0),
             },
             Some("gone") => Saved::Gone,
             Some("collision") => Saved::Collision,
@@ -671,7 +675,7 @@ impl RedisStore {
             _ => return Err(unexpected_reply("save")),
         };
         // Sessions a login's cap evicted, already deleted by the script.
-        for id in reply.iter().skip(6).filter_map(Value::as_str) {
+        for id in reply.iter().skip(7).filter_map(Value::as_str) {
             self.forget_id(&id);
         }
         let owners = matches!(saved, Saved::Written { .. }).then(|| Owners {

@@ -24,7 +24,7 @@
 -- does not grow with the size of the session. The size is kept in `field.size` as it changes.
 --
 -- Returns { 'ok', ttl ms, previous owner or '', owner or '', '1' if the TTL was rolled else '0',
--- version, key ids of the sessions evicted by the cap… } | { 'gone' } | { 'collision' } |
+-- version, size, key ids of the sessions evicted by the cap… } | { 'gone' } | { 'collision' } |
 -- { 'too_large' }; nothing is written unless it returns 'ok'.
 
 local mode, target, source = arg.mode, KEYS[1], KEYS[2]
@@ -209,7 +209,7 @@ if roll then
   redis.call('PEXPIRE', target, ttl)
 end
 
-local reply = { 'ok', ttl, old_user or '', user or '', roll and '1' or '0', version }
+local reply = { 'ok', ttl, old_user or '', user or '', roll and '1' or '0', version, size }
 if inline_index then
   if old_user and (old_user ~= user or mode == 'cycle') then
     redis.call('ZREM', index_key(arg.prefix, old_user), mode == 'cycle' and arg.source_id or arg.key_id)
