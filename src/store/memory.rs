@@ -145,13 +145,9 @@ impl MemoryStore {
         if let Some(user) = &changes.user {
             fields.insert(USER_FIELD.to_owned(), user.clone());
         }
-        let version = fields
-            .get(VERSION_FIELD)
-            .and_then(|v| v.parse::<u64>().ok())
-            .map_or(0, |v| v + 1);
-        fields.insert(VERSION_FIELD.to_owned(), version.to_string());
+        let version = bump_version(&mut fields);
         let size = size_of(&fields);
-        if size > limits.max_bytes && size > old_size {
+        if refused(limits, old_size, size) {
             return Saved::TooLarge;
         }
 
@@ -218,15 +214,10 @@ impl MemoryStore {
         let old_size = size_of(&record.fields);
         let mut fields = record.fields.clone();
         fields.insert(field.to_owned(), value.to_string());
-        let size = size_of(&fields);
-        if size > limits.max_bytes && size > old_size {
+        if refused(limits, old_size, size_of(&fields)) {
             return Incremented::TooLarge;
         }
-        let version = fields
-            .get(VERSION_FIELD)
-            .and_then(|v| v.parse::<u64>().ok())
-            .map_or(0, |v| v + 1);
-        fields.insert(VERSION_FIELD.to_owned(), version.to_string());
+        bump_version(&mut fields);
         let deadline = fields
             .get(DEADLINE_FIELD)
             .and_then(|d| d.parse::<i64>().ok());
@@ -325,4 +316,19 @@ impl State {
         self.users.retain(|_, keys| !keys.is_empty());
         self.sweep_at = (self.sessions.len() * 2).max(1024);
     }
+}
+
+/// Bumps the session's `$version` (a new session's is 0), as every save does, and returns it.
+fn bump_version(fields: &mut HashMap<String, String>) -> u64 {
+    let version = fields
+        .get(VERSION_FIELD)
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(0, |v| v + 1);
+    fields.insert(VERSION_FIELD.to_owned(), version.to_string());
+    version
+}
+
+/// A change is refused when it leaves the session over the limit and larger than it was.
+fn refused(limits: &Limits, old_size: usize, size: usize) -> bool {
+    size > limits.max_bytes && size > old_size
 }
