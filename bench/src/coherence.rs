@@ -1,7 +1,8 @@
 //! How soon a cached setup sees a write made elsewhere: two instances of one server on one Redis,
 //! a session hot on instance 1, written on instance 2, read on instance 1 until the new value shows.
-//! For our near-cache also: what instance 1 serves after its Redis connections were killed (and the
-//! session written meanwhile by a plain Redis client), and after `FLUSHALL`.
+//! For our near-cache also: what it serves right after a plain Redis client wrote the session (the
+//! invalidation racing the next read), after its Redis connections were killed (and the session
+//! written meanwhile by a plain client), and after `FLUSHALL`.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -21,7 +22,7 @@ pub const GIVE_UP: Duration = Duration::from_secs(2);
 /// A setup that never sees the write would take `TRIES` × `GIVE_UP`: its tries stop at this budget.
 pub const BUDGET: Duration = Duration::from_secs(20);
 /// Tries of each disruption (connections killed, `FLUSHALL`), and how long one waits for Redis.
-pub const DISRUPTIONS: usize = 20;
+pub const DISRUPTIONS: usize = 50;
 const DISRUPTION_LIMIT: Duration = Duration::from_secs(5);
 
 /// What the two-instance run saw.
@@ -57,6 +58,8 @@ pub struct Disruption {
     pub never_seen: usize,
     /// Client connections closed per try (kill only).
     pub killed: usize,
+    /// For each stale read: µs from the disruption's completion to the stale answer.
+    pub stale_after_us: Vec<u64>,
 }
 
 /// The Redis key of the session a cookie (`name=value`) names.
@@ -161,9 +164,14 @@ pub async fn two_instances(name: &'static str, target: &Path, redis: &PrivateRed
     result
 }
 
-/// Reads on `client` until it answers `expected` (bounded), counting what came before.
-async fn read_until(client: &mut HttpClient, expected: &str, tally: &mut Disruption) {
-    let since = Instant::now();
+/// Reads on `client` until it answers `expected` (bounded), counting what came before; `since`
+/// is when the disruption was complete.
+async fn read_until(
+    client: &mut HttpClient,
+    expected: &str,
+    since: Instant,
+    tally: &mut Disruption,
+) {
     loop {
         let reply = client.get("/counter/peek").await;
         tally.reads += 1;
@@ -175,6 +183,9 @@ async fn read_until(client: &mut HttpClient, expected: &str, tally: &mut Disrupt
             return;
         } else {
             tally.stale += 1;
+            tally
+                .stale_after_us
+                .push(since.elapsed().as_micros() as u64);
         }
         if since.elapsed() >= DISRUPTION_LIMIT {
             tally.never_seen += 1;
@@ -187,13 +198,14 @@ async fn read_until(client: &mut HttpClient, expected: &str, tally: &mut Disrupt
     }
 }
 
-/// Our near-cache after its connections are killed (and the session changed meanwhile by a plain
-/// client), and after `FLUSHALL`: a single instance, a fresh session hot in its cache each try.
+/// Our near-cache on a single instance, a fresh session hot in its cache for each try: a plain
+/// client's `HSET` of the session (the control: only the invalidation's race with the next read),
+/// the same after every client connection but the benchmark's was killed, and `FLUSHALL`.
 pub async fn disruptions(
     name: &'static str,
     target: &Path,
     redis: &PrivateRedis,
-) -> [Disruption; 2] {
+) -> [Disruption; 3] {
     redis.flushall().await;
     let server = Server::start(name, target, &redis.url());
     let mut metrics = HttpClient::connect(server.addr).await;
@@ -205,34 +217,41 @@ pub async fn disruptions(
         errors: 0,
         never_seen: 0,
         killed: 0,
+        stale_after_us: Vec::new(),
     };
-    let mut kill = new("client connections killed (`CLIENT KILL` of all but the benchmark's), then `HSET <key> count <n>` by a plain client");
+    let mut plain = new("none: `HSET <key> count <n>` by a plain client");
+    let mut kill = new("`CLIENT KILL` of every client connection but the benchmark's, then `HSET <key> count <n>` by a plain client");
     let mut flush = new("`FLUSHALL`");
-    let mut killed = 0;
-    for attempt in 0..DISRUPTIONS {
+    for attempt in 0..2 * DISRUPTIONS {
+        // Alternate, so that both see the same machine.
+        let killing = attempt % 2 == 1;
         let mut client = fresh_session(server.addr).await;
         let key = session_key(client.cookie.as_deref().unwrap());
         let exists: i64 = redis.client().exists(&key).await.unwrap();
         assert_eq!(exists, 1, "{key} is the session's key");
         make_hot(&mut client, &mut metrics).await;
-        killed += redis.kill_other_clients().await;
+        if killing {
+            kill.killed += redis.kill_other_clients().await;
+        }
         let n = 1000 + attempt;
         let _: () = redis
             .client()
             .hset(&key, [("count", n.to_string())])
             .await
             .unwrap();
-        read_until(&mut client, &n.to_string(), &mut kill).await;
-        // The metrics connection is HTTP, untouched; the server's Redis connections come back.
+        let since = Instant::now();
+        let tally = if killing { &mut kill } else { &mut plain };
+        read_until(&mut client, &n.to_string(), since, tally).await;
     }
-    kill.killed = killed / DISRUPTIONS;
+    kill.killed /= DISRUPTIONS;
     for _ in 0..DISRUPTIONS {
         let mut client = fresh_session(server.addr).await;
         make_hot(&mut client, &mut metrics).await;
         redis.flushall().await;
-        read_until(&mut client, "0", &mut flush).await;
+        let since = Instant::now();
+        read_until(&mut client, "0", since, &mut flush).await;
     }
-    [kill, flush]
+    [plain, kill, flush]
 }
 
 /// A client whose session has been written twice (its count is 2), on a new connection.

@@ -169,6 +169,43 @@ async fn capture_save(target: &Path, redis: &PrivateRedis) -> Vec<String> {
     redis::monitor_args(&line.line)
 }
 
+/// The two-instance runs of both cached setups, then our near-cache's disruptions; printed as they
+/// finish.
+async fn check_coherence(
+    target: &Path,
+    redis: &PrivateRedis,
+) -> (Vec<coherence::Coherence>, [coherence::Disruption; 3]) {
+    let mut coherent = Vec::new();
+    for name in [OURS_CACHED, TOWER_SESSIONS_MOKA] {
+        let c = coherence::two_instances(name, target, redis).await;
+        eprintln!(
+            "coherence {name}: {} tries, {} stale reads, {} never seen, p50 {} µs, max {} µs",
+            c.tries,
+            c.stale_reads,
+            c.never_seen,
+            c.seen_after.value_at_quantile(0.5),
+            c.seen_after.max()
+        );
+        coherent.push(c);
+    }
+    let disruptions = coherence::disruptions(OURS_CACHED, target, redis).await;
+    for d in &disruptions {
+        eprintln!(
+            "{}: {} reads, {} stale (µs after: {:?}), {} 503, {} errors, {} never seen",
+            d.what, d.reads, d.stale, d.stale_after_us, d.unavailable, d.errors, d.never_seen
+        );
+    }
+    (coherent, disruptions)
+}
+
+/// The 1-minute load average: how busy the shared machine was apart from us.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|t| t.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".to_owned())
+}
+
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -245,9 +282,17 @@ async fn main() {
         let passed = soak::run(&target, duration, value("--concurrency", 64) as usize).await;
         std::process::exit(if passed { 0 } else { 1 });
     }
+    if args.get(1).map(String::as_str) == Some("coherence") {
+        // The coherence checks alone, printed (about a minute).
+        let redis = PrivateRedis::start().await;
+        let (_, disruptions) = check_coherence(&target, &redis).await;
+        let stale: u64 = disruptions.iter().map(|d| d.stale).sum();
+        std::process::exit(i32::from(stale > 0));
+    }
     let options = Options::parse(&root);
     let redis = PrivateRedis::start().await;
     let started = Instant::now();
+    let load_before = load_average();
 
     let mut samples = Vec::new();
     let mut profiles = Vec::new();
@@ -306,8 +351,9 @@ async fn main() {
             }
         }
     }
+    let load_rounds = load_average();
     eprintln!(
-        "interleaved rounds done at {:.0} s",
+        "interleaved rounds done at {:.0} s (load average {load_rounds})",
         started.elapsed().as_secs_f64()
     );
 
@@ -323,26 +369,7 @@ async fn main() {
         shared.push((*name, result));
     }
 
-    let mut coherent = Vec::new();
-    for name in [OURS_CACHED, TOWER_SESSIONS_MOKA] {
-        let c = coherence::two_instances(name, &target, &redis).await;
-        eprintln!(
-            "coherence {name}: {} tries, {} stale reads, {} never seen, p50 {} µs, max {} µs",
-            c.tries,
-            c.stale_reads,
-            c.never_seen,
-            c.seen_after.value_at_quantile(0.5),
-            c.seen_after.max()
-        );
-        coherent.push(c);
-    }
-    let disruptions = coherence::disruptions(OURS_CACHED, &target, &redis).await;
-    for d in &disruptions {
-        eprintln!(
-            "{}: {} reads, {} stale, {} 503, {} errors, {} never seen",
-            d.what, d.reads, d.stale, d.unavailable, d.errors, d.never_seen
-        );
-    }
+    let (coherent, disruptions) = check_coherence(&target, &redis).await;
 
     let mut memory = Vec::new();
     for name in [OURS_CACHED, OURS] {
@@ -382,7 +409,10 @@ async fn main() {
          warm-up ({warmup:?}), then run for {duration:?}.\n\n\
          Reproduce: `bench/run.sh` (installs redis-server if missing, builds in release, writes this file, \
          `benchmarks.csv` and `benchmarks.svg`). Options: `--rounds`, `--warmup`, `--duration`.\n\n\
-         Machine: {machine}\n\nTotal run time: {total:.0} s.\n\n\
+         Machine: {machine}\n\nTotal run time: {total:.0} s. The machine is shared: its 1-minute load average \
+         was {load_before} when the run started and {load_rounds} after the interleaved rounds (2 would be \
+         both cores busy), so other work ran beside the benchmark and the figures are noisier than on an idle \
+         machine.\n\n\
          ![requests per second and p99 per route and server](benchmarks.svg)\n\n\
          ## Targets\n\n{targets}\n\
          ## Throughput and latency\n\n{table}\n\
@@ -451,17 +481,20 @@ async fn main() {
     }
     let _ = write!(
         md,
-        "\nOur near-cache alone, one instance, {n} tries each: a fresh session made hot (a read served from the \
-         cache, per `/metrics`), then the disruption, then reads until the new value (limit 5 s). Stale: a 200 \
-         with the old count after the disruption was complete; a 503 while the store reconnects is not stale.\n\n\
-         | disruption | reads | stale reads | 503s | other errors | new value not seen within 5 s |\n\
-         |---|---|---|---|---|---|\n",
+        "\nOur near-cache alone, one instance, {n} tries each (the first two alternating): a fresh session made \
+         hot (a read served from the cache, per `/metrics`), then the disruption, then reads until the new value \
+         (limit 5 s). Stale: a 200 with the old count after the disruption was complete (its reply had \
+         arrived); a 503 while the store reconnects is not stale. The first row is the control: a write with \
+         nothing else happening, where the invalidation races the next read.\n\n\
+         | disruption | reads | stale reads | stale reads came (µs after the disruption) | 503s | other errors | new value not seen within 5 s |\n\
+         |---|---|---|---|---|---|---|\n",
         n = coherence::DISRUPTIONS,
     );
     for d in &disruptions {
+        let after: Vec<String> = d.stale_after_us.iter().map(u64::to_string).collect();
         let _ = writeln!(
             md,
-            "| {}{} | {} | {} | {} | {} | {} |",
+            "| {}{} | {} | {} | {} | {} | {} | {} |",
             d.what,
             if d.killed > 0 {
                 format!(" ({} connections closed per try)", d.killed)
@@ -470,6 +503,11 @@ async fn main() {
             },
             d.reads,
             d.stale,
+            if after.is_empty() {
+                "—".to_owned()
+            } else {
+                after.join(", ")
+            },
             d.unavailable,
             d.errors,
             d.never_seen
