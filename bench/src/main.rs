@@ -287,6 +287,8 @@ async fn main() {
         let redis = PrivateRedis::start().await;
         let (_, disruptions) = check_coherence(&target, &redis).await;
         let stale: u64 = disruptions.iter().map(|d| d.stale).sum();
+        // `exit` runs no destructors: stop the private redis-server first.
+        drop(redis);
         std::process::exit(i32::from(stale > 0));
     }
     let options = Options::parse(&root);
