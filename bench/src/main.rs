@@ -8,6 +8,10 @@
 //!
 //! `session-bench soak [--duration SECS] [--concurrency N]` (600, 64) runs the soak instead: see
 //! `bench/soak.sh`.
+//!
+//! `session-bench coherence` runs only the coherence checks (two instances of each cached setup, our
+//! near-cache after a plain write, `CLIENT KILL` and `FLUSHALL`), prints them and exits non-zero on a
+//! stale read after a disruption (about 30 s; build first with `bench/run.sh` or cargo).
 
 mod coherence;
 mod load;
