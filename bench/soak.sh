@@ -7,6 +7,11 @@ cd "$(dirname "$0")/.."
 if ! command -v redis-server >/dev/null; then
   apt-get update && apt-get install -y --no-install-recommends redis-server redis-tools
 fi
+if [ -z "${CARGO_TARGET_DIR:-}" ]; then
+  CARGO_TARGET_DIR="$(cargo metadata --format-version 1 --no-deps |
+    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
+fi
+export CARGO_TARGET_DIR
 cargo build --release --example demo
 cargo build --release -p session-bench
-exec target/release/session-bench soak "$@"
+exec "$CARGO_TARGET_DIR/release/session-bench" soak "$@"

@@ -5,8 +5,41 @@ use std::collections::BTreeMap;
 use std::process::Command;
 
 use fred::prelude::*;
-use fred::types::InfoKind;
-use testkit::{Monitor, RedisServer};
+use fred::types::client::ClientKillFilter;
+use fred::types::{CustomCommand, InfoKind, Value};
+use testkit::{Monitor, Received, RedisServer};
+
+/// One command's counters in `INFO commandstats`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Stat {
+    pub calls: u64,
+    /// Microseconds Redis spent executing it (a script's whole run for `evalsha`), not the I/O.
+    pub usec: u64,
+    pub failed: u64,
+}
+
+impl Stat {
+    /// What happened between `before` and `self`.
+    pub fn since(self, before: Self) -> Self {
+        Self {
+            calls: self.calls - before.calls,
+            usec: self.usec - before.usec,
+            failed: self.failed - before.failed,
+        }
+    }
+
+    /// Mean execution time per call, µs.
+    pub fn usec_per_call(self) -> Option<f64> {
+        (self.calls > 0).then(|| self.usec as f64 / self.calls as f64)
+    }
+}
+
+/// A command that Redis served, with its throughput and execution time.
+pub struct Floor {
+    pub name: String,
+    pub rps: f64,
+    pub usec_per_call: f64,
+}
 
 pub struct PrivateRedis {
     server: RedisServer,
@@ -28,8 +61,13 @@ impl PrivateRedis {
         let _: () = self.client.flushall(false).await.unwrap();
     }
 
+    /// The client the benchmark itself talks to Redis through (one connection).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
     /// Commands Redis has executed so far, by name (Lua inner calls included), without `INFO`.
-    pub async fn commandstats(&self) -> BTreeMap<String, u64> {
+    pub async fn commandstats(&self) -> BTreeMap<String, Stat> {
         let text: String = self
             .client
             .info(Some(InfoKind::CommandStats))
@@ -38,35 +76,61 @@ impl PrivateRedis {
         text.lines()
             .filter_map(|line| {
                 let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
-                let calls = rest
-                    .strip_prefix("calls=")?
-                    .split(',')
-                    .next()?
-                    .parse()
-                    .ok()?;
-                Some((name.to_owned(), calls))
+                let mut stat = Stat::default();
+                for pair in rest.trim().split(',') {
+                    let (key, value) = pair.split_once('=')?;
+                    let value = || value.parse().ok();
+                    match key {
+                        "calls" => stat.calls = value()?,
+                        "usec" => stat.usec = value()?,
+                        "failed_calls" => stat.failed = value()?,
+                        _ => {}
+                    }
+                }
+                Some((name.to_owned(), stat))
             })
             .filter(|(name, _)| name != "info")
             .collect()
     }
 
-    /// Runs `work` with `MONITOR` attached and returns (commands clients sent, commands scripts ran).
-    pub async fn profile(&self, work: impl std::future::Future<Output = ()>) -> (u64, u64) {
+    /// Closes every client connection but the benchmark's own; returns how many it closed.
+    pub async fn kill_other_clients(&self) -> usize {
+        let own: i64 = self.client.client_id().await.unwrap();
+        let list: String = self
+            .client
+            .client_list::<String, String>(None, None)
+            .await
+            .unwrap();
+        let mut killed = 0;
+        for id in list.lines().filter_map(|line| {
+            line.split(' ')
+                .find_map(|field| field.strip_prefix("id="))
+                .and_then(|id| id.parse::<i64>().ok())
+        }) {
+            if id != own {
+                let n: i64 = self
+                    .client
+                    .client_kill(vec![ClientKillFilter::ID(id.to_string())])
+                    .await
+                    .unwrap_or(0);
+                killed += n as usize;
+            }
+        }
+        killed
+    }
+
+    /// Runs `work` with `MONITOR` attached and returns every command Redis received meanwhile.
+    pub async fn monitor(&self, work: impl std::future::Future<Output = ()>) -> Received {
         let mut monitor = Monitor::start(&self.server).await;
         work.await;
-        let received = monitor.take().await;
-        let top = received.round_trips();
-        (top as u64, (received.0.len() - top) as u64)
+        monitor.take().await
     }
 
     /// What this Redis serves with nothing else in the way: `redis-benchmark` at 32 connections for
-    /// a plain GET, the crate's read (HGETALL of a session-sized hash) and its save script on it.
-    pub async fn floor(&self) -> Vec<(String, f64)> {
-        let lua = concat!(
-            include_str!("../../src/store/lib.lua"),
-            include_str!("../../src/store/save.lua")
-        );
-        let sha: String = self.client.script_load(lua).await.unwrap();
+    /// a plain GET, the crate's read (HGETALL of a session-sized hash), a plain HSET of one field of
+    /// it, and `save` (the demo's save script, exactly as the demo sent it: `evalsha …`). For each,
+    /// requests/s and Redis's execution time per call (`INFO commandstats`).
+    pub async fn floor(&self, save: &[String]) -> Vec<Floor> {
         let _: () = self
             .client
             .hset(
@@ -80,60 +144,102 @@ impl PrivateRedis {
             .pexpire("floor:session", 7_200_000, None)
             .await
             .unwrap();
-        let cases: [(&str, Vec<&str>); 3] = [
-            ("GET", vec!["get", "floor:string"]),
-            ("HGETALL", vec!["hgetall", "floor:session"]),
+        // The save must succeed, or the figures would be an error reply's.
+        let reply: Value = self
+            .client
+            .custom(
+                CustomCommand::new_static("EVALSHA", None, false),
+                save[1..].to_vec(),
+            )
+            .await
+            .expect("the demo's save replays");
+        let first = reply.into_array().into_iter().next();
+        assert_eq!(
+            first.and_then(|v| v.into_string()).as_deref(),
+            Some("ok"),
+            "the demo's save replays"
+        );
+        let strings = |args: &[&str]| args.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>();
+        let cases = [
+            ("GET", strings(&["get", "floor:string"])),
+            ("HGETALL", strings(&["hgetall", "floor:session"])),
             (
-                "EVALSHA save.lua (one field)",
-                vec![
-                    "evalsha",
-                    &sha,
-                    "1",
-                    "floor:session",
-                    "update",
-                    "7200000",
-                    "",
-                    "65536",
-                    "floor:",
-                    "x",
-                    "",
-                    "0",
-                    "",
-                    "1",
-                    "6480000",
-                    "1",
-                    "count",
-                    "6",
-                ],
+                "HSET (one field)",
+                strings(&["hset", "floor:session", "count", "6"]),
+            ),
+            (
+                "EVALSHA save (one field, as the demo sends it)",
+                save.to_vec(),
             ),
         ];
-        cases
-            .into_iter()
-            .map(|(name, args)| {
-                let output = Command::new("redis-benchmark")
-                    .args([
-                        "-p",
-                        &self.server.port.to_string(),
-                        "-c",
-                        "32",
-                        "-n",
-                        "100000",
-                        "-q",
-                    ])
-                    .args(&args)
-                    .output()
-                    .expect("redis-benchmark (apt-get install redis-tools)");
-                let text = String::from_utf8_lossy(&output.stdout);
-                let last = text.rsplit('\r').next().unwrap_or_default();
-                // "<command>: 76365.02 requests per second, p50=…": the command may contain ": " itself.
-                let rps = last
-                    .split(" requests per second")
-                    .next()
-                    .and_then(|head| head.rsplit(' ').next())
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or(0.0);
-                (name.to_owned(), rps)
-            })
-            .collect()
+        let mut out = Vec::new();
+        for (name, args) in cases {
+            let command = args[0].to_ascii_lowercase();
+            let before = self.commandstats().await;
+            let output = Command::new("redis-benchmark")
+                .args([
+                    "-p",
+                    &self.server.port.to_string(),
+                    "-c",
+                    "32",
+                    "-n",
+                    "100000",
+                    "-q",
+                ])
+                .args(&args)
+                .output()
+                .expect("redis-benchmark (apt-get install redis-tools)");
+            let after = self.commandstats().await;
+            let stat = after[&command].since(before.get(&command).copied().unwrap_or_default());
+            assert_eq!(stat.failed, 0, "{name}: redis-benchmark's calls failed");
+            let text = String::from_utf8_lossy(&output.stdout);
+            let last = text.rsplit('\r').next().unwrap_or_default();
+            // "<command>: 76365.02 requests per second, p50=…": the command may contain ": " itself.
+            let rps = last
+                .split(" requests per second")
+                .next()
+                .and_then(|head| head.rsplit(' ').next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0.0);
+            out.push(Floor {
+                name: name.to_owned(),
+                rps,
+                usec_per_call: stat.usec_per_call().unwrap_or(0.0),
+            });
+        }
+        out
     }
+}
+
+/// The arguments of a `MONITOR` line (`+<time> [<db> <client>] "<command>" "<arg>"…`), unescaped.
+pub fn monitor_args(line: &str) -> Vec<String> {
+    let mut args = Vec::new();
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c != '"' {
+            continue;
+        }
+        let mut bytes = Vec::new();
+        loop {
+            match chars.next() {
+                None | Some('"') => break,
+                Some('\\') => match chars.next() {
+                    Some('n') => bytes.push(b'\n'),
+                    Some('r') => bytes.push(b'\r'),
+                    Some('t') => bytes.push(b'\t'),
+                    Some('a') => bytes.push(7),
+                    Some('b') => bytes.push(8),
+                    Some('x') => {
+                        let hex: String = chars.by_ref().take(2).collect();
+                        bytes.push(u8::from_str_radix(&hex, 16).expect("\\xHH in MONITOR"));
+                    }
+                    Some(other) => bytes.extend(other.to_string().as_bytes()),
+                    None => break,
+                },
+                Some(other) => bytes.extend(other.to_string().as_bytes()),
+            }
+        }
+        args.push(String::from_utf8_lossy(&bytes).into_owned());
+    }
+    args
 }

@@ -17,6 +17,8 @@ pub struct Sample {
     pub errors: u64,
     /// Redis commands per request, Lua inner calls included (`INFO commandstats` delta).
     pub commands: f64,
+    /// Redis's execution time per `EVALSHA` (our save script) over the run, µs, if any ran.
+    pub save_usec: Option<f64>,
 }
 
 /// Medians over the rounds for one server, route and concurrency.
@@ -30,14 +32,22 @@ pub struct Row {
     pub p99_ms: f64,
     pub commands: f64,
     pub errors: u64,
+    pub save_usec: Option<f64>,
     pub vs_tower_sessions: Option<f64>,
+    /// For our near-cache only: against the peer's cached setup.
+    pub vs_moka: Option<f64>,
     pub vs_bare: Option<f64>,
 }
 
-pub const SERVERS: [&str; 3] = ["bare axum", "tower-sessions", "axum-redis-session"];
+pub const BARE: &str = "bare axum";
+pub const TOWER_SESSIONS: &str = "tower-sessions";
+pub const TOWER_SESSIONS_MOKA: &str = "tower-sessions (moka)";
+pub const OURS: &str = "axum-redis-session";
+pub const OURS_CACHED: &str = "axum-redis-session (near-cache)";
+pub const SERVERS: [&str; 5] = [BARE, TOWER_SESSIONS, TOWER_SESSIONS_MOKA, OURS, OURS_CACHED];
 pub const CONCURRENCIES: [usize; 2] = [1, 32];
 
-fn median(mut values: Vec<f64>) -> f64 {
+pub fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     let n = values.len();
     if n % 2 == 1 {
@@ -60,10 +70,15 @@ pub fn summarize(samples: &[Sample]) -> Vec<Row> {
                     .collect()
             };
             let rps_of = |server: &str| median(of(server).iter().map(|s| s.rps).collect());
-            let (bare, ts) = (rps_of(SERVERS[0]), rps_of(SERVERS[1]));
+            let (bare, ts, moka) = (
+                rps_of(BARE),
+                rps_of(TOWER_SESSIONS),
+                rps_of(TOWER_SESSIONS_MOKA),
+            );
             for server in SERVERS {
                 let runs = of(server);
                 let rps = median(runs.iter().map(|s| s.rps).collect());
+                let saves: Vec<f64> = runs.iter().filter_map(|s| s.save_usec).collect();
                 rows.push(Row {
                     server,
                     route,
@@ -73,8 +88,10 @@ pub fn summarize(samples: &[Sample]) -> Vec<Row> {
                     p99_ms: median(runs.iter().map(|s| s.p99_ms).collect()),
                     commands: median(runs.iter().map(|s| s.commands).collect()),
                     errors: runs.iter().map(|s| s.errors).sum(),
-                    vs_tower_sessions: (server != SERVERS[1]).then_some(rps / ts),
-                    vs_bare: (server != SERVERS[0]).then_some(rps / bare),
+                    save_usec: (!saves.is_empty()).then(|| median(saves)),
+                    vs_tower_sessions: (server != TOWER_SESSIONS).then_some(rps / ts),
+                    vs_moka: (server == OURS_CACHED).then_some(rps / moka),
+                    vs_bare: (server != BARE).then_some(rps / bare),
                 });
             }
         }
@@ -88,13 +105,13 @@ fn ratio(value: Option<f64>) -> String {
 
 pub fn markdown_table(rows: &[Row]) -> String {
     let mut out = String::from(
-        "| route | c | server | req/s | p50 ms | p99 ms | vs tower-sessions | vs bare | Redis cmds/req | errors |\n\
-         |---|---|---|---|---|---|---|---|---|---|\n",
+        "| route | c | server | req/s | p50 ms | p99 ms | vs tower-sessions | vs tower-sessions (moka) | vs bare | Redis cmds/req | errors |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         let _ = writeln!(
             out,
-            "| `{}` | {} | {} | {:.0} | {:.2} | {:.2} | {} | {} | {:.2} | {} |",
+            "| `{}` | {} | {} | {:.0} | {:.2} | {:.2} | {} | {} | {} | {:.2} | {} |",
             r.route.path(),
             r.concurrency,
             r.server,
@@ -102,6 +119,7 @@ pub fn markdown_table(rows: &[Row]) -> String {
             r.p50_ms,
             r.p99_ms,
             ratio(r.vs_tower_sessions),
+            ratio(r.vs_moka),
             ratio(r.vs_bare),
             r.commands,
             r.errors
@@ -112,12 +130,12 @@ pub fn markdown_table(rows: &[Row]) -> String {
 
 pub fn csv(samples: &[Sample]) -> String {
     let mut out = String::from(
-        "round,server,route,concurrency,rps,p50_ms,p99_ms,redis_cmds_per_req,errors\n",
+        "round,server,route,concurrency,rps,p50_ms,p99_ms,redis_cmds_per_req,errors,save_usec_per_call\n",
     );
     for s in samples {
         let _ = writeln!(
             out,
-            "{},{},{},{},{:.1},{:.3},{:.3},{:.3},{}",
+            "{},{},{},{},{:.1},{:.3},{:.3},{:.3},{},{}",
             s.round,
             s.server,
             s.route.path(),
@@ -126,7 +144,83 @@ pub fn csv(samples: &[Sample]) -> String {
             s.p50_ms,
             s.p99_ms,
             s.commands,
-            s.errors
+            s.errors,
+            s.save_usec.map_or_else(String::new, |u| format!("{u:.2}"))
+        );
+    }
+    out
+}
+
+/// The row of `server` on `route` at c=32.
+fn row<'a>(rows: &'a [Row], server: &str, route: Route) -> &'a Row {
+    rows.iter()
+        .find(|r| r.server == server && r.route == route && r.concurrency == 32)
+        .expect("every server ran every route at c=32")
+}
+
+/// The issue's targets, each with the figure measured in this run (c=32, medians).
+pub fn targets(rows: &[Row]) -> String {
+    let mut out =
+        String::from("| target (c=32, medians of rounds) | measured | status |\n|---|---|---|\n");
+    let mut line = |target: String, measured: String, met: bool| {
+        let status = if met { "met" } else { "**missed**" };
+        let _ = writeln!(out, "| {target} | {measured} | {status} |");
+    };
+    let ratio_target =
+        |server: &str, route: Route, vs: &str, pick: fn(&Row) -> Option<f64>, at_least: f64| {
+            let r = pick(row(rows, server, route)).unwrap_or(0.0);
+            (
+                format!("{server}: `{}` ≥ {at_least}× {vs}", route.path()),
+                format!("{r:.2}×"),
+                r >= at_least,
+            )
+        };
+    let checks = [
+        ratio_target(
+            OURS_CACHED,
+            Route::Peek,
+            TOWER_SESSIONS,
+            |r| r.vs_tower_sessions,
+            1.5,
+        ),
+        ratio_target(OURS_CACHED, Route::Peek, BARE, |r| r.vs_bare, 0.7),
+        ratio_target(
+            OURS_CACHED,
+            Route::Counter,
+            TOWER_SESSIONS,
+            |r| r.vs_tower_sessions,
+            1.3,
+        ),
+        ratio_target(
+            OURS,
+            Route::Peek,
+            TOWER_SESSIONS,
+            |r| r.vs_tower_sessions,
+            1.0,
+        ),
+        ratio_target(
+            OURS,
+            Route::Counter,
+            TOWER_SESSIONS,
+            |r| r.vs_tower_sessions,
+            1.0,
+        ),
+    ];
+    for (target, measured, met) in checks {
+        line(target, measured, met);
+    }
+    for route in [Route::Peek, Route::Counter] {
+        let (ours, theirs) = (
+            row(rows, OURS_CACHED, route).p99_ms,
+            row(rows, TOWER_SESSIONS, route).p99_ms,
+        );
+        line(
+            format!(
+                "{OURS_CACHED}: `{}` p99 no higher than {TOWER_SESSIONS}'",
+                route.path()
+            ),
+            format!("{ours:.2} ms against {theirs:.2} ms"),
+            ours <= theirs,
         );
     }
     out
@@ -137,8 +231,8 @@ type Metric = fn(&Row) -> f64;
 
 /// Two grouped bar charts, requests/s above and p99 below, one group per route and concurrency.
 pub fn svg(rows: &[Row]) -> String {
-    const COLOURS: [&str; 3] = ["#9e9e9e", "#e8833a", "#2f6db5"];
-    let (width, panel, top) = (960.0, 260.0, 60.0);
+    const COLOURS: [&str; 5] = ["#9e9e9e", "#e8833a", "#f4c542", "#2f6db5", "#5bb55b"];
+    let (width, panel, top) = (1240.0, 260.0, 60.0);
     let groups: Vec<(Route, usize)> = Route::ALL
         .iter()
         .flat_map(|&r| CONCURRENCIES.iter().map(move |&c| (r, c)))
@@ -154,7 +248,7 @@ pub fn svg(rows: &[Row]) -> String {
         top + 2.0 * (panel + 70.0)
     );
     for (i, server) in SERVERS.iter().enumerate() {
-        let x = 80.0 + i as f64 * 220.0;
+        let x = 40.0 + i as f64 * 235.0;
         let _ = writeln!(
             out,
             "<rect x=\"{x}\" y=\"20\" width=\"14\" height=\"14\" fill=\"{}\"/><text x=\"{}\" y=\"32\">{server}</text>",
@@ -185,12 +279,13 @@ pub fn svg(rows: &[Row]) -> String {
             width - 20.0
         );
         let group_width = (width - 80.0) / groups.len() as f64;
+        let slot = (group_width - 20.0) / SERVERS.len() as f64;
         for (g, &(route, c)) in groups.iter().enumerate() {
             let gx = 50.0 + g as f64 * group_width;
             for (i, server) in SERVERS.iter().enumerate() {
                 let v = value(route, c, server, *pick);
                 let h = (panel - 40.0) * v / max;
-                let x = gx + 10.0 + i as f64 * 40.0;
+                let x = gx + 10.0 + i as f64 * slot;
                 let label = if p == 0 {
                     format!("{v:.0}")
                 } else {
@@ -198,18 +293,19 @@ pub fn svg(rows: &[Row]) -> String {
                 };
                 let _ = writeln!(
                     out,
-                    "<rect x=\"{x:.1}\" y=\"{:.1}\" width=\"34\" height=\"{h:.1}\" fill=\"{}\"/>\
-                     <text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\" text-anchor=\"middle\">{label}</text>",
+                    "<rect x=\"{x:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{h:.1}\" fill=\"{}\"/>\
+                     <text x=\"{:.1}\" y=\"{:.1}\" font-size=\"9\" text-anchor=\"middle\">{label}</text>",
                     base - h,
+                    slot - 4.0,
                     COLOURS[i],
-                    x + 17.0,
+                    x + (slot - 4.0) / 2.0,
                     base - h - 4.0
                 );
             }
             let _ = writeln!(
                 out,
                 "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{} c={c}</text>",
-                gx + 70.0,
+                gx + group_width / 2.0,
                 base + 18.0,
                 route.path()
             );

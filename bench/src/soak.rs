@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use hyper::Method;
 
 use crate::load::Client;
+use crate::memory::rss_kib;
 use crate::redis::PrivateRedis;
 use crate::Server;
 
@@ -64,18 +65,6 @@ async fn user(addr: SocketAddr, until: Instant) -> Tally {
         tally.lost += u64::from(client.get(&format!("/kv/{key}")).await.body != *value);
     }
     tally
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 /// Runs the soak; returns whether it passed.

@@ -1,6 +1,8 @@
 //! The servers the benchmark compares against, on the demo's routes: `peer bare` (axum with no
-//! session layer, a floor) and `peer tower-sessions` (tower-sessions 0.14 with its fred-based Redis
-//! store). Environment: `ADDR`, `REDIS_URL`.
+//! session layer, a floor), `peer tower-sessions` (tower-sessions 0.14 with its fred-based Redis
+//! store) and `peer tower-sessions-moka` (the same store behind tower-sessions' own
+//! `CachingSessionStore`, with a moka cache of 100,000 sessions in front: tower-sessions' cached
+//! setup). Environment: `ADDR`, `REDIS_URL`.
 
 use std::env;
 
@@ -10,7 +12,8 @@ use axum::routing::{get, put};
 use axum::Router;
 use fred::prelude::{Builder, ClientLike, Config};
 use time::Duration;
-use tower_sessions::{Expiry, Session, SessionManagerLayer};
+use tower_sessions::{CachingSessionStore, Expiry, Session, SessionManagerLayer, SessionStore};
+use tower_sessions_moka_store::MokaStore;
 use tower_sessions_redis_store::RedisStore;
 
 type Result<T> = std::result::Result<T, (StatusCode, String)>;
@@ -63,12 +66,17 @@ fn bare() -> Router {
         )
 }
 
-async fn tower_sessions(redis_url: &str) -> Router {
+/// The Redis store the tower-sessions peers use: fred, a pool of two connections (as ours).
+async fn redis_store(redis_url: &str) -> RedisStore<fred::prelude::Pool> {
     let pool = Builder::from_config(Config::from_url(redis_url).expect("REDIS_URL"))
         .build_pool(2)
         .expect("pool");
     pool.init().await.expect("redis reachable");
-    let layer = SessionManagerLayer::new(RedisStore::new(pool))
+    RedisStore::new(pool)
+}
+
+fn tower_sessions(store: impl SessionStore + Clone) -> Router {
+    let layer = SessionManagerLayer::new(store)
         .with_secure(false)
         .with_expiry(Expiry::OnInactivity(Duration::seconds(7200)));
     Router::new()
@@ -86,8 +94,12 @@ async fn main() {
     let redis_url = env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
     let app = match kind.as_str() {
         "bare" => bare(),
-        "tower-sessions" => tower_sessions(&redis_url).await,
-        other => panic!("usage: peer bare|tower-sessions (got {other:?})"),
+        "tower-sessions" => tower_sessions(redis_store(&redis_url).await),
+        "tower-sessions-moka" => tower_sessions(CachingSessionStore::new(
+            MokaStore::new(Some(100_000)),
+            redis_store(&redis_url).await,
+        )),
+        other => panic!("usage: peer bare|tower-sessions|tower-sessions-moka (got {other:?})"),
     };
     let listener = tokio::net::TcpListener::bind(&addr).await.expect("ADDR");
     axum::serve(listener, app)
