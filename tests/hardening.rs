@@ -1,5 +1,6 @@
-//! Hardening on real Redis, counted with MONITOR: atomic counters, logout-everywhere in one script,
-//! sessions per user capped.
+//! Hardening on real Redis, checked with MONITOR: atomic counters, logout-everywhere in one script,
+//! a fresh instance's first requests, the order of a cycle across cluster slots, a save that never
+//! reads the whole session.
 
 mod support;
 
@@ -165,4 +166,39 @@ async fn a_cluster_cycle_deletes_the_old_key_last_and_a_refused_one_deletes_noth
         "old deleted at {deleted}, new written at {written}"
     );
     assert_eq!(browser.get("/kv/a").await.body.len(), 100, "the data moved");
+}
+
+/// A save reads the session's metadata and the fields it changes, never the whole hash, and keeps
+/// `$size` equal to the bytes of the user fields as they change.
+#[tokio::test]
+async fn a_save_never_reads_the_whole_session_and_keeps_its_size_exact() {
+    let server = RedisServer::start();
+    let (app, _) = support::app_on(support::store_on(&server).await, |l| l).await;
+    let mut browser = Browser::new(app);
+    for i in 0..50 {
+        browser.put(&format!("/kv/k{i}"), &"v".repeat(i)).await;
+    }
+    let key = support::session_key("session:", browser.cookie.as_deref().unwrap());
+    let mut monitor = Monitor::start(&server).await;
+    browser.put("/kv/k3", "a longer value than before").await;
+    browser.delete("/kv/k4").await;
+    browser.put("/kv/new", "fresh").await;
+    let received = monitor.take().await;
+    assert!(
+        !received.0.iter().any(|c| c.name == "hgetall"),
+        "{received:?}"
+    );
+    let fields = server.cli(&["hgetall", &key]);
+    let lines: Vec<&str> = fields.lines().collect();
+    let mut user_bytes = 0;
+    let mut stored = None;
+    for pair in lines.chunks(2) {
+        let (name, value) = (pair[0], pair[1]);
+        if name == "$size" {
+            stored = Some(value.parse::<usize>().unwrap());
+        } else if !name.starts_with('$') {
+            user_bytes += name.len() + value.len();
+        }
+    }
+    assert_eq!(stored, Some(user_bytes), "{fields}");
 }

@@ -10,6 +10,7 @@
 -- arg.key_id         this session's key id
 -- arg.inline_index   '1' to update the owner's index here; '0' on a cluster, where the caller does it
 -- arg.touch_below    touch threshold, ms: the TTL is rolled only once it has run below this
+-- arg.track          '1' when the near-cache tracks the key: read it again after writing it
 --
 -- Returns { 'ok', new value, ttl ms, owner or '', '1' if the TTL was rolled else '0', version } |
 -- { 'gone' } | { 'not_integer', current value } | { 'too_large' }; nothing is written unless 'ok'.
@@ -66,5 +67,7 @@ if roll then
   end
 end
 -- A write ends this connection's tracking of the key; reading it again renews it (near-cache).
-redis.call('EXISTS', target)
+if arg.track == '1' then
+  redis.call('EXISTS', target)
+end
 return { 'ok', value, ttl, user or '', roll and '1' or '0', version }

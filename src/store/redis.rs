@@ -55,13 +55,13 @@ macro_rules! script_args {
 
 script_args!(
     /// `touch.lua`: roll a session's idle TTL.
-    TouchArgs = "touch" { idle, prefix, key_id, inline_index }
+    TouchArgs = "touch" { idle, prefix, key_id, inline_index, track }
 );
 script_args!(
     /// `save.lua`: apply one request's changes. Extra: `sets` field/value pairs, then removed fields.
     SaveArgs = "save" {
         mode, idle, absolute, max_bytes, prefix, key_id, source_id, clear, user, inline_index,
-        touch_below, max_per_user, sets,
+        touch_below, max_per_user, track, sets,
     }
 );
 script_args!(
@@ -70,7 +70,9 @@ script_args!(
 );
 script_args!(
     /// `incr.lua`: add to an integer field of a live session.
-    IncrArgs = "incr" { field, by, idle, max_bytes, prefix, key_id, inline_index, touch_below }
+    IncrArgs = "incr" {
+        field, by, idle, max_bytes, prefix, key_id, inline_index, touch_below, track,
+    }
 );
 script_args!(
     /// `take_if.lua`: the old session of a cycle on a cluster, if unchanged.
@@ -454,6 +456,7 @@ impl RedisStore {
             prefix: self.prefix(),
             key_id: Value::from(key.as_str()),
             inline_index: flag(inline_index),
+            track: self.track(),
         };
         let reply = self
             .run(&TOUCH, vec![self.session_key(key)], args.into_values())
@@ -638,6 +641,7 @@ impl RedisStore {
             inline_index: flag(inline_index),
             touch_below: Value::from(limits.touch_below_ms()),
             max_per_user: cap(limits),
+            track: self.track(),
             sets: Value::from(sets.len() as i64),
         };
         let mut args = named.into_values();
@@ -705,6 +709,7 @@ impl RedisStore {
             key_id: Value::from(key.as_str()),
             inline_index: flag(inline_index),
             touch_below: Value::from(limits.touch_below_ms()),
+            track: self.track(),
         };
         let reply = self
             .run(&INCR, vec![self.session_key(key)], args.into_values())
@@ -999,6 +1004,11 @@ impl RedisStore {
 
     fn index_key(&self, user: &str) -> String {
         format!("{}user:{user}", self.key_prefix)
+    }
+
+    /// Whether the scripts must read a key again after writing it, to keep it tracked.
+    fn track(&self) -> Value {
+        flag(self.near_cache.is_some())
     }
 
     fn prefix(&self) -> Value {

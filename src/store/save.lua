@@ -17,6 +17,7 @@
 -- arg.touch_below    touch threshold, ms: an update rolls the TTL only once it has run below this
 -- arg.max_per_user   at a login (arg.user set), the most sessions the user may keep, or ''; the
 --                    sessions that expire first go
+-- arg.track          '1' when the near-cache tracks the key: read it again after writing it
 -- arg.sets           n, the number of fields set; from ARGV[first_extra], n field/value pairs
 --                    follow, then the fields removed
 --
@@ -54,7 +55,7 @@ end
 
 -- The session as it stands: its metadata and user size; for a new or moved session, also every
 -- field in `whole`, since they are all written to the new key.
-local meta, size, whole = {}, 0, nil
+local meta, size, whole, current = {}, 0, nil, nil
 if mode == 'new' then
   whole = { [field.created] = tostring(now) }
   if arg.absolute ~= '' then
@@ -73,12 +74,32 @@ elseif mode == 'cycle' then
            expires = whole[field.expires], version = whole[field.version] }
   size = user_size(flat)
 else
+  -- The metadata, and in the same call the current values of the user fields this request
+  -- changes (their sizes are what the size limit needs), in batches of at most 500.
+  local changed = {}
+  for i = first_extra, #ARGV do
+    local is_name = i < first_extra + 2 * tonumber(arg.sets) and (i - first_extra) % 2 == 0
+    is_name = is_name or i >= first_extra + 2 * tonumber(arg.sets)
+    if is_name and not is_metadata(ARGV[i]) then
+      changed[#changed + 1] = ARGV[i]
+    end
+  end
   local m = redis.call('HMGET', target, field.created, field.user, field.deadline, field.expires,
-                       field.size, field.version)
+                       field.size, field.version, unpack(changed, 1, math.min(#changed, 500)))
   if not m[1] then
     return { 'gone' }
   end
   meta = { user = m[2], deadline = m[3], expires = m[4], version = m[6] }
+  current = {}
+  for i = 1, math.min(#changed, 500) do
+    current[changed[i]] = m[6 + i]
+  end
+  for first = 501, #changed, 500 do
+    local values = redis.call('HMGET', target, unpack(changed, first, math.min(first + 499, #changed)))
+    for i, value in ipairs(values) do
+      current[changed[first + i - 1]] = value
+    end
+  end
   -- A session last saved before sizes were kept is counted once here.
   size = tonumber(m[5]) or user_size(redis.call('HGETALL', target))
 end
@@ -96,18 +117,11 @@ end
 -- The bytes a user field holds now (name and value), or 0 when it is absent.
 local cleared = arg.clear == '1'
 local function held(name)
-  if whole then
-    local value = whole[name]
-    return value and #name + #value or 0
-  end
   if cleared then
     return 0
   end
-  local length = redis.call('HSTRLEN', target, name)
-  if length == 0 and redis.call('HEXISTS', target, name) == 0 then
-    return 0
-  end
-  return #name + length
+  local value = (whole or current)[name]
+  return value and #name + #value or 0
 end
 
 local old_size = size
@@ -227,5 +241,7 @@ if inline_index then
 end
 
 -- A write ends this connection's tracking of the key; reading it again renews it (near-cache).
-redis.call('EXISTS', target)
+if arg.track == '1' then
+  redis.call('EXISTS', target)
+end
 return reply

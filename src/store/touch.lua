@@ -6,6 +6,7 @@
 -- arg.prefix         key prefix (for the owner's index)
 -- arg.key_id         this session's key id (its member name in the index)
 -- arg.inline_index   '1' to update the owner's index here; '0' on a cluster, where the caller does it
+-- arg.track          '1' when the near-cache tracks the key: read it again after writing it
 --
 -- Returns false when the session no longer exists, else its new TTL in ms.
 
@@ -32,5 +33,7 @@ if user and arg.inline_index == '1' then
   index_add(index_key(arg.prefix, user), arg.key_id, now, ttl, math.floor(tonumber(arg.idle) / 10))
 end
 -- A write ends this connection's tracking of the key; reading it again renews it (near-cache).
-redis.call('EXISTS', KEYS[1])
+if arg.track == '1' then
+  redis.call('EXISTS', KEYS[1])
+end
 return ttl
