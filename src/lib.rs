@@ -62,7 +62,7 @@ pub use error::Error;
 pub use extract::SessionMissing;
 pub use fred;
 pub use layer::SessionLayer;
-pub use metrics::{Metrics, MetricsSnapshot};
+pub use metrics::{HistogramSnapshot, Metrics, MetricsSnapshot, StoreLatency};
 pub use service::{ResponseFuture, SessionService};
 pub use session::Session;
 pub use store::{Backend, MemoryStore, RedisStore};
