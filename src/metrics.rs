@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use crate::error::Error;
 
-/// Live counters and histograms of one [`SessionLayer`](crate::SessionLayer), shared by every request
-/// it serves: lock-free atomics, read with [`snapshot`](Self::snapshot) or rendered with
-/// [`to_prometheus`](Self::to_prometheus). With the `metrics` feature, every count and observation also
-/// goes through the [`metrics`](https://docs.rs/metrics) facade.
+/// Live counters and histograms of one [`SessionLayer`](crate::SessionLayer), shared by every
+/// request it serves: lock-free atomics, read with [`snapshot`](Self::snapshot) or rendered with
+/// [`to_prometheus`](Self::to_prometheus). With the `metrics` feature, every count and observation
+/// also goes through the [`metrics`](https://docs.rs/metrics) facade.
 ///
 /// # Examples
 ///
@@ -153,7 +153,8 @@ pub struct StoreLatency {
     pub cycle: HistogramSnapshot<13>,
     /// Sessions destroyed.
     pub destroy: HistogramSnapshot<13>,
-    /// Every session of a user destroyed ([`Session::destroy_everywhere`](crate::Session::destroy_everywhere)).
+    /// Every session of a user destroyed
+    /// ([`Session::destroy_everywhere`](crate::Session::destroy_everywhere)).
     pub destroy_everywhere: HistogramSnapshot<13>,
     /// Atomic increments ([`Session::increment`](crate::Session::increment)).
     pub increment: HistogramSnapshot<13>,
