@@ -6,7 +6,7 @@ use cookie::Cookie;
 use crate::config::{Config, Limits};
 use crate::error::Error;
 use crate::id::Token;
-use crate::metrics::Event;
+use crate::metrics::{Event, Op};
 use crate::session::{Intent, Session};
 use crate::store::{Changes, SaveMode, Saved, CSRF_FIELD};
 
@@ -45,7 +45,7 @@ pub(crate) async fn commit(
         if let (Intent::Destroy, Some((_, key))) = (intent, existing) {
             let store = &session.shared().store;
             session
-                .observe(store.destroy(key), |()| {
+                .observe(Op::Destroy, store.destroy(key), |()| {
                     Some((Event::Destroy, "session destroyed"))
                 })
                 .await?;
@@ -72,6 +72,7 @@ pub(crate) async fn commit(
         changes.fields.entry(CSRF_FIELD.to_owned()).or_insert(None);
         let cycled = session
             .observe(
+                Op::Cycle,
                 save_under_fresh_id(session, SaveMode::Cycle { from: key }, &changes),
                 |cycled| {
                     cycled
@@ -97,14 +98,17 @@ pub(crate) async fn commit(
     let store = &session.shared().store;
     let saved = store.save(key, SaveMode::Update, &changes, &config.limits);
     match session
-        .observe(saved, |saved| {
+        .observe(Op::Update, saved, |saved| {
             matches!(saved, Saved::Written { .. }).then_some((Event::Update, "session saved"))
         })
         .await?
     {
-        Saved::Written { ttl_ms, .. } => Ok(config
-            .persistent
-            .then(|| CookieUpdate::Set(session_cookie(config, token, ttl_ms)))),
+        Saved::Written { ttl_ms, size, .. } => {
+            session.shared().metrics.record_size(size);
+            Ok(config
+                .persistent
+                .then(|| CookieUpdate::Set(session_cookie(config, token, ttl_ms))))
+        }
         Saved::Gone => gone(session, &changes, has_data).await,
         Saved::TooLarge => Err(too_large(&config.limits)),
         Saved::Collision => Err(exhausted()),
@@ -137,6 +141,7 @@ async fn gone(
 async fn create(session: &Session, changes: &Changes) -> Result<CookieUpdate, Error> {
     session
         .observe(
+            Op::Create,
             save_under_fresh_id(session, SaveMode::New, changes),
             |created| {
                 created
@@ -165,7 +170,8 @@ async fn save_under_fresh_id(
             .save(&key, mode, changes, &config.limits)
             .await?
         {
-            Saved::Written { ttl_ms, .. } => {
+            Saved::Written { ttl_ms, size, .. } => {
+                shared.metrics.record_size(size);
                 // From here on the request's span names the session it ends with.
                 session.span().record("key", key.log_prefix());
                 return Ok(Some(CookieUpdate::Set(session_cookie(

@@ -35,7 +35,30 @@
 //!
 //! [`TypedSession<T>`] takes your own `serde` struct instead, one hash field per struct field, with
 //! the same delta writes. Each request runs in a `session` tracing span named by a prefix of its key
-//! id, and [`SessionLayer::metrics`] counts loads, saves and errors by kind.
+//! id, and [`SessionLayer::metrics`] counts loads, saves and errors by kind, with histograms of the
+//! store round-trip time by operation and of the session's size after each save.
+//!
+//! # Features
+//!
+//! - `tls` (default): `rediss://` URLs, through rustls.
+//! - `metrics` (off by default): the same counters and histograms also go through the [`metrics`
+//!   facade](https://docs.rs/metrics) (`session_loads_total`, `session_saves_total{kind}`,
+//!   `session_store_seconds{op}`, `session_size_bytes`, ...), into whatever exporter the
+//!   application installs; the layer needs no other setting:
+//!
+//! ```no_run
+//! use axum::{routing::get, Router};
+//! use axum_redis_session::{RedisStore, SessionLayer};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! // With `features = ["metrics"]`, once at start-up, the application's exporter, e.g.:
+//! // metrics_exporter_prometheus::PrometheusBuilder::new().install()?;
+//! let store = RedisStore::connect("redis://127.0.0.1:6379").await?;
+//! let app: Router = Router::new()
+//!     .route("/", get(|| async { "ok" }))
+//!     .layer(SessionLayer::new(store)); // reports to that exporter
+//! # Ok(()) }
+//! ```
 //!
 //! Where a request is loaded: [`Session`]'s first read (`src/session.rs`). Where the delta is
 //! written: `commit` in `src/commit.rs`, after the handler returns. Where the cookie is set:
@@ -62,7 +85,7 @@ pub use error::Error;
 pub use extract::SessionMissing;
 pub use fred;
 pub use layer::SessionLayer;
-pub use metrics::{Metrics, MetricsSnapshot};
+pub use metrics::{HistogramSnapshot, Metrics, MetricsSnapshot, StoreLatency};
 pub use service::{ResponseFuture, SessionService};
 pub use session::Session;
 pub use store::{Backend, MemoryStore, RedisStore};

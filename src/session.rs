@@ -16,7 +16,7 @@ use tracing::Span;
 
 use crate::error::Error;
 use crate::id::{KeyId, Token};
-use crate::metrics::Event;
+use crate::metrics::{Event, Op};
 use crate::shared::Shared;
 use crate::store::{Changes, Incremented, Loaded, FLASH_PREFIX, RESERVED_PREFIX};
 
@@ -202,8 +202,9 @@ impl Session {
         };
         let shared = &self.inner.shared;
         let limits = &shared.config.limits;
+        let increment = shared.store.increment(&id, key, by, limits);
         let result = self
-            .observe(shared.store.increment(&id, key, by, limits), |result| {
+            .observe(Op::Increment, increment, |result| {
                 matches!(result, Incremented::To(_))
                     .then_some((Event::Update, "session counter incremented"))
             })
@@ -408,7 +409,8 @@ impl Session {
         let Some((_, current)) = self.incoming() else {
             return Ok(None);
         };
-        self.observe(store.destroy_user(&user, current), |()| {
+        let destroy = store.destroy_user(&user, current);
+        self.observe(Op::DestroyEverywhere, destroy, |()| {
             Some((Event::Destroy, "destroyed every session of the user"))
         })
         .await?;
@@ -443,16 +445,20 @@ impl Session {
         Some((token, key))
     }
 
-    /// Runs one store call, timed: on success, `done` names the metric event and the log line (if
-    /// the outcome deserves one), and the line carries the call's `elapsed` time.
+    /// Runs one store call, timed: its round trip goes to `op`'s histogram, whatever the outcome;
+    /// on success, `done` names the metric event and the log line (if the outcome deserves one),
+    /// and the line carries the call's `elapsed` time.
     pub(crate) async fn observe<T>(
         &self,
+        op: Op,
         call: impl Future<Output = Result<T, Error>>,
         done: impl FnOnce(&T) -> Option<(Event, &'static str)>,
     ) -> Result<T, Error> {
         let started = Instant::now();
-        let value = call.await?;
+        let result = call.await;
         let elapsed = started.elapsed();
+        self.inner.shared.metrics.record_latency(op, elapsed);
+        let value = result?;
         if let Some((event, message)) = done(&value) {
             self.inner.shared.metrics.record(event);
             tracing::debug!(key = self.id_prefix(), ?elapsed, "{message}");
@@ -531,7 +537,8 @@ impl Session {
             .loaded
             .get_or_try_init(|| {
                 let shared = &self.inner.shared;
-                self.observe(shared.store.load(key, &shared.config.limits), |loaded| {
+                let load = shared.store.load(key, &shared.config.limits);
+                self.observe(Op::Load, load, |loaded| {
                     let event = Event::Load {
                         found: loaded.is_some(),
                         touched: loaded.as_ref().is_some_and(|l| l.touched),
