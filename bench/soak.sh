@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
 # Soak: mixed traffic at c=64 against the demo on a private redis-server, loopback only, bounded in
-# time (default 10 minutes; --duration SECS to change). Reports requests, errors, lost updates and
-# the demo's RSS at start and end; exits non-zero if any error, any lost update, or RSS grew > 10 %.
+# time (default 10 minutes; --duration SECS to change). Four clients share each session, each on its
+# own connection writing keys of its own, and at the end each checks every key it wrote. Reports
+# requests, errors, lost updates and the demo's RSS at start and end; exits non-zero on any error,
+# any lost update, RSS grown by more than 10 %, or RSS that cannot be read.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v redis-server >/dev/null; then
   apt-get update && apt-get install -y --no-install-recommends redis-server redis-tools
 fi
+if [ -z "${CARGO_TARGET_DIR:-}" ]; then
+  CARGO_TARGET_DIR="$(cargo metadata --format-version 1 --no-deps |
+    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
+fi
+export CARGO_TARGET_DIR
 cargo build --release --example demo
 cargo build --release -p session-bench
-exec target/release/session-bench soak "$@"
+exec "$CARGO_TARGET_DIR/release/session-bench" soak "$@"
