@@ -408,8 +408,9 @@ const FAULT_TIMEOUT_MS: i64 = 500;
 const MARGIN_503: StdDuration = StdDuration::from_millis(250);
 /// RELIABILITY.md: service resumes within this of Redis answering again. `RedisStore::connect`
 /// backs off from 100 ms doubling to 2 s (plus up to 100 ms of jitter) between attempts, so a
-/// long outage costs at most one 2.1 s wait; the rest is margin.
-const RECOVERY_BOUND: StdDuration = StdDuration::from_secs(3);
+/// long outage costs at most one 2.1 s wait, and a request sent just before the reconnect its
+/// 500 ms timeout; the rest is margin. (A 10 s cap would cost up to 6 s after this outage.)
+const RECOVERY_BOUND: StdDuration = StdDuration::from_secs(4);
 
 /// `GET path` answers 503 with the documented body, within the bound; returns how long it took.
 async fn answers_503_in_time(browser: &mut Browser, path: &str) -> StdDuration {
@@ -445,10 +446,11 @@ async fn redis_killed_while_serving_answers_503_in_time_and_recovers_without_res
 
     server.stop(); // SIGKILL, by PID
     let killed = Instant::now();
-    // Through the outage, long enough for the reconnect delay to reach its 2 s cap: routes that
-    // do not touch the session answer at once, session routes 503 within the timeout.
+    // Through the outage, long enough for the reconnect delay to reach its 2 s cap (attempts come
+    // 0.1, 0.3, 0.7, 1.5, 3.1, 5.1, 7.1 s after the kill), so a longer cap would show as a slower
+    // recovery: routes that do not touch the session answer at once, session routes 503 in time.
     let mut slowest = StdDuration::ZERO;
-    while killed.elapsed() < StdDuration::from_secs(4) {
+    while killed.elapsed() < StdDuration::from_millis(6500) {
         let started = Instant::now();
         assert_eq!(browser.get("/health").await.status, StatusCode::OK);
         assert!(started.elapsed() < StdDuration::from_millis(100));
