@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Soak: mixed traffic at c=64 against the demo on a private redis-server, loopback only, bounded in
-# time (default 10 minutes; --duration SECS to change). Reports requests, errors, lost updates and
-# the demo's RSS at start and end; exits non-zero if any error, any lost update, or RSS grew > 10 %.
+# time (default 10 minutes; --duration SECS to change). Four clients share each session, each on its
+# own connection writing keys of its own, and at the end each checks every key it wrote. Reports
+# requests, errors, lost updates and the demo's RSS at start and end; exits non-zero on any error,
+# any lost update, RSS grown by more than 10 %, or RSS that cannot be read.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v redis-server >/dev/null; then

@@ -1,5 +1,6 @@
-//! The behaviour suite of DESIGN §4 and §7, written once and run against every store: each behaviour
-//! below is an `async fn(Kind)`, and `suite!` runs it against memory and a real `redis-server`.
+//! The behaviour suite (the README's Guarantees and Configuration), written once and run against
+//! every store: each behaviour below is an `async fn(Kind)`, and `suite!` runs it against memory
+//! and a real `redis-server`.
 
 mod support;
 

@@ -30,6 +30,8 @@ async fn no_token_appears_in_any_log_line() {
         .finish();
     // This test runs on a current-thread runtime, so every task it spawns logs through this default.
     let _guard = tracing::subscriber::set_default(subscriber);
+    // fred logs through the `log` crate, not tracing: bridge its records into this subscriber.
+    tracing_log::LogTracer::init().expect("the only `log` logger of this test binary");
 
     let mut server = RedisServer::start();
     let store = support::store_on(&server).await;
@@ -70,8 +72,19 @@ async fn no_token_appears_in_any_log_line() {
     ] {
         assert!(logs.contains(line), "expected a log line with {line:?}");
     }
+    // fred's own lines are among them (its connection set-up, at debug and trace level).
+    let fred_lines: Vec<&str> = logs.lines().filter(|l| l.contains("fred::")).collect();
+    assert!(
+        fred_lines.len() > 10
+            && fred_lines
+                .iter()
+                .any(|l| l.to_ascii_lowercase().contains("connect")),
+        "fred's log records were not captured: {fred_lines:?}"
+    );
     for token in &tokens {
         assert!(!logs.contains(token.as_str()), "token {token} logged");
+        let key = support::session_key("", token);
+        assert!(!logs.contains(&key), "the full key id of {token} logged");
     }
 
     // Each request's events sit in a `session` span named by the key id's prefix, never the token,

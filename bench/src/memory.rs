@@ -25,16 +25,18 @@ pub struct Rss {
     pub elapsed: Duration,
 }
 
-/// `VmRSS` of a process, KiB; panics if it cannot be read, since a zero would read as a result.
-pub fn rss_kib(pid: u32) -> u64 {
+/// `VmRSS` of a process, KiB; an error, never a zero, when it cannot be read (a zero would read as
+/// a result).
+pub fn rss_kib(pid: u32) -> Result<u64, String> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_else(|e| panic!("/proc/{pid}/status: {e}"));
+        .map_err(|e| format!("cannot read /proc/{pid}/status: {e}"))?;
     status
         .lines()
         .find(|l| l.starts_with("VmRSS:"))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|kb| kb.parse().ok())
-        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
+        .filter(|&kb| kb > 0)
+        .ok_or_else(|| format!("no VmRSS in /proc/{pid}/status"))
 }
 
 /// Starts `name`, creates [`SESSIONS`] sessions (`GET /counter` without a cookie) and reads each
@@ -46,7 +48,7 @@ pub async fn measure(name: &'static str, target: &Path, redis: &PrivateRedis) ->
     let mut metrics = Client::connect(server.addr).await;
     // Let the server finish starting (the near-cache's tracking set-up) before the baseline.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let start_kib = rss_kib(server.pid());
+    let start_kib = rss_kib(server.pid()).unwrap_or_else(|e| panic!("{e}"));
     let addr = server.addr;
     let users: Vec<_> = (0..CONCURRENCY)
         .map(|user| {
@@ -80,7 +82,7 @@ pub async fn measure(name: &'static str, target: &Path, redis: &PrivateRedis) ->
         }
     }
     let sample_hits = cache_hits(&mut metrics).await - hits_before;
-    let after_kib = rss_kib(server.pid());
+    let after_kib = rss_kib(server.pid()).unwrap_or_else(|e| panic!("{e}"));
     Rss {
         server: name,
         start_kib,

@@ -35,11 +35,17 @@ impl Service {
 
     /// Sends SIGTERM (by PID) and waits up to `limit` for the process to exit on its own.
     pub fn terminate(&mut self, limit: Duration) -> ExitStatus {
+        self.signal_and_wait("TERM", limit)
+    }
+
+    /// Sends `signal` (`TERM`, `INT`, …) by PID and waits up to `limit` for the process to exit on
+    /// its own.
+    pub fn signal_and_wait(&mut self, signal: &str, limit: Duration) -> ExitStatus {
         let sent = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
+            .args([format!("-{signal}"), self.pid().to_string()])
             .status()
             .unwrap();
-        assert!(sent.success(), "kill -TERM failed");
+        assert!(sent.success(), "kill -{signal} failed");
         let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -47,7 +53,7 @@ impl Service {
             }
             assert!(
                 Instant::now() < deadline,
-                "still running {limit:?} after SIGTERM"
+                "still running {limit:?} after SIG{signal}"
             );
             std::thread::sleep(Duration::from_millis(20));
         }

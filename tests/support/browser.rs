@@ -156,8 +156,12 @@ async fn call(app: &Router, request: Request<Body>) -> Reply {
     }
 }
 
+/// The fields `PUT /test/many` sets, each to the request's body.
+pub const MANY_FIELDS: [&str; 8] = ["f0", "f1", "f2", "f3", "f4", "f5", "f6", "f7"];
+
 /// The demo's routes under `layer`, plus test-only routes for behaviours the contract has no route
-/// for: a handler that fails after writing, and handlers that wait for a signal mid-request.
+/// for: a handler that fails after writing, handlers that wait for a signal mid-request (a read then
+/// a write, a blind write, a login that cycles the id), and one request that sets several fields.
 pub fn app(layer: SessionLayer, gate: Gate) -> Router {
     use axum::routing::{get, post, put};
     use axum_redis_session::Session;
@@ -208,6 +212,20 @@ pub fn app(layer: SessionLayer, gate: Gate) -> Router {
         let user = session.user().await?;
         Ok::<_, axum_redis_session::Error>(user.unwrap_or_else(|| "none".to_owned()))
     });
+    let login_gate = gate.clone();
+    let slow_login = post(move |session: Session, user: String| async move {
+        let user = user.trim_start_matches("user=").to_owned();
+        login_gate.pass().await;
+        session.login(user);
+        StatusCode::NO_CONTENT
+    });
+    // Several fields in one request, so that a half-applied save would show.
+    let many = put(|session: Session, body: String| async move {
+        for field in MANY_FIELDS {
+            session.insert(field, &body).unwrap();
+        }
+        StatusCode::NO_CONTENT
+    });
     let extra = Router::new()
         .route("/test/fail", fail)
         .route("/test/slow-incr", slow_incr)
@@ -217,6 +235,8 @@ pub fn app(layer: SessionLayer, gate: Gate) -> Router {
         .route("/test/destroy-then-user", destroy_then_user)
         .route("/test/slow-counter", slow_read_write)
         .route("/test/slow-put", slow_write)
+        .route("/test/slow-login", slow_login)
+        .route("/test/many", many)
         .merge(prefs_routes(gate.clone()))
         .layer(layer.clone());
     demo::app(layer).merge(extra)

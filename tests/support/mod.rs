@@ -10,24 +10,27 @@ pub mod demo;
 mod browser;
 mod process;
 mod proxy;
+mod squatter;
 mod webdriver;
 
 use axum_redis_session::fred::prelude::*;
 use axum_redis_session::RedisStore;
 
-pub use browser::{app, app_on, Browser, Gate, Reply};
+pub use browser::{app, app_on, Browser, Gate, Reply, MANY_FIELDS};
 pub use process::{
     example_binary, request, request_with_headers, token_of, ExampleProcess, RawReply, WireReply,
 };
 pub use proxy::Nginx;
+pub use squatter::{Squatter, SQUATTER_FIELD};
 pub use testkit::{
     free_port, wait_for, Cluster, Monitor, Received, RedisServer, Seen, SentinelGroup, TlsFiles,
     SERVICE,
 };
 pub use webdriver::{ChromeDriver, Window};
 
-/// A store on a fred pool that is connected before it is returned, and that reconnects forever
-/// (as `RedisStore::connect` does) so failover tests can watch it recover.
+/// A store on a fred pool that is connected before it is returned, reconnecting every 100 ms. Not
+/// the policy users get (`RedisStore::connect`'s backs off to 2 s), so fault and failover tests use
+/// [`url_store`] instead; this one serves tests where Redis stays up.
 pub async fn connected_store(config: Config) -> RedisStore {
     let pool = Builder::from_config(config)
         .set_policy(ReconnectPolicy::new_constant(0, 100))
@@ -35,6 +38,46 @@ pub async fn connected_store(config: Config) -> RedisStore {
         .unwrap();
     pool.init().await.expect("store connects");
     RedisStore::from_pool(pool)
+}
+
+/// The store users get: `RedisStore::connect(url)` (a pool of 2 that reconnects forever, 100 ms
+/// doubling up to 2 s), with `timeout_ms` as its command timeout. Returns at once, as `connect` does;
+/// see [`wait_until_served`] for an app on it to reach Redis.
+pub async fn url_store(url: &str, timeout_ms: i64) -> RedisStore {
+    RedisStore::connect(url)
+        .await
+        .expect("the URL parses")
+        .with_command_timeout(time::Duration::milliseconds(timeout_ms))
+}
+
+/// Valid-shaped session tokens (32 lowercase hex digits of a v4 UUID) that no server issued: a
+/// request carrying one makes the store look it up, and writes nothing.
+pub fn unissued_token(n: u32) -> String {
+    format!("{n:08x}00004000800000000000{n:04x}")[..32].to_owned()
+}
+
+/// Waits until `app` reaches its store: `probes` consecutive lookups (each on another key, so on a
+/// cluster they reach several masters, and on a pool every connection) answer 200. Writes nothing.
+pub async fn wait_until_served(app: &axum::Router, probes: u32, limit: std::time::Duration) {
+    let started = std::time::Instant::now();
+    let mut n = 0;
+    let mut streak = 0;
+    while streak < probes {
+        n += 1;
+        let reply = Browser::with_cookie(app.clone(), Some(unissued_token(n)))
+            .get("/counter/peek")
+            .await;
+        if reply.status == axum::http::StatusCode::OK {
+            streak += 1;
+        } else {
+            streak = 0;
+            assert!(
+                started.elapsed() < limit,
+                "the store did not reach Redis within {limit:?}: {reply:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
 }
 
 /// A store connected to `server`, ready (connected) before it is returned.
