@@ -322,7 +322,7 @@ async fn round_trips_on_a_cluster_counted_on_every_master() {
     rows.push(("cookie, blind write", round_trips(&mut monitors).await));
     browser.post_form("/login", "user=alice").await;
     rows.push((
-        "login: take, write, index",
+        "login: read, write new, delete old, index",
         round_trips(&mut monitors).await,
     ));
     browser.get("/counter").await;
@@ -345,7 +345,7 @@ async fn round_trips_on_a_cluster_counted_on_every_master() {
             ("cookie, read", 1),
             ("cookie, read + write", 2),
             ("cookie, blind write", 1),
-            ("login: take, write, index", 3),
+            ("login: read, write new, delete old, index", 4),
             ("bound session, read + write", 2),
             ("logout: take, index", 2),
         ]
