@@ -1,7 +1,7 @@
 //! The smallest use: one counter per visitor, kept in Redis.
 //!
 //! Run with: `cargo run --example counter` (Redis on 127.0.0.1:6379, e.g. `docker compose up -d redis`),
-//! then open <http://127.0.0.1:3000/> and reload. Ctrl-C stops it.
+//! then open <http://127.0.0.1:3000/> and reload. Ctrl-C (or SIGTERM) stops it.
 
 use axum::{routing::get, Router};
 use axum_redis_session::{Error, RedisStore, Session, SessionLayer};
@@ -22,7 +22,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("http://127.0.0.1:3000/");
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
+            let mut terminate =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
         })
         .await?;
     Ok(())
