@@ -170,12 +170,7 @@ async fn reads_are_one_hgetall_and_roll_the_ttl_only_when_it_runs_low() {
     let key = session_key("session:", browser.cookie.as_ref().unwrap());
     // As if a tenth of the idle timeout had passed since the last write.
     let make_due = || async {
-        let soon = unix_ms() + 60_000;
-        let _: () = redis
-            .hset(&key, ("$expires", soon.to_string()))
-            .await
-            .unwrap();
-        let _: () = redis.pexpire(&key, 60_000, None).await.unwrap();
+        leave_a_minute(&redis, &key).await;
         let _: () = redis
             .pexpire("session:user:alice", 60_000, None)
             .await
@@ -628,14 +623,7 @@ async fn a_persistent_cookie_gets_a_renewed_max_age_when_the_ttl_rolls() {
     let token = browser.cookie.clone().unwrap();
     let key = session_key("session:", &token);
     // As if 59 minutes had passed: a minute of life left, so the TTL is due to roll.
-    let make_due = || async {
-        let soon = unix_ms() + 60_000;
-        let _: () = redis
-            .hset(&key, ("$expires", soon.to_string()))
-            .await
-            .unwrap();
-        let _: () = redis.pexpire(&key, 60_000, None).await.unwrap();
-    };
+    let make_due = || leave_a_minute(&redis, &key);
 
     assert_eq!(
         browser.get("/counter/peek").await.set_cookie(),
@@ -722,4 +710,15 @@ async fn a_fresh_id_that_collides_is_retried_and_the_taken_key_is_never_written(
     assert_eq!(after, before + 3, "only the three squatted keys were added");
     untouched(squatter.taken()).await;
     assert_eq!(layer.metrics().snapshot().store_errors, 1);
+}
+
+/// Leaves the session under `key` a minute to live, in Redis and in its `$expires`, as if most of
+/// its idle timeout had passed: the next read must roll the TTL.
+async fn leave_a_minute(redis: &Client, key: &str) {
+    let soon = unix_ms() + 60_000;
+    let _: () = redis
+        .hset(key, ("$expires", soon.to_string()))
+        .await
+        .unwrap();
+    let _: () = redis.pexpire(key, 60_000, None).await.unwrap();
 }
