@@ -1,5 +1,5 @@
--- Delete a session, returning what it held: used for logout, and on a cluster to take a session
--- whose id is being cycled (its new key lives on another slot, so it moves in two steps).
+-- Delete a session, returning what it held (the owner, for a cluster's separate index update): used
+-- for logout.
 --
 -- KEYS[1]            the session hash
 -- arg.prefix         key prefix (for the owner's index)

@@ -381,8 +381,9 @@ impl RedisStore {
             return Ok(self.read(key, limits).await?.map(|entry| entry.loaded));
         };
         let redis_key = self.session_key(key);
-        if let Some(entry) = cache.get(&redis_key, unix_ms()) {
-            let remaining = entry.expires_at - unix_ms();
+        let now = unix_ms();
+        if let Some(entry) = cache.get(&redis_key, now) {
+            let remaining = entry.expires_at - now;
             // A TTL running low is rolled by a read from Redis, as without the cache.
             if limits.ttl_is_fresh(remaining) {
                 return Ok(Some(Loaded {
@@ -640,7 +641,7 @@ impl RedisStore {
             user: Value::from(changes.user.as_deref().unwrap_or("")),
             inline_index: flag(inline_index),
             touch_below: Value::from(limits.touch_below_ms()),
-            max_per_user: cap(limits),
+            max_per_user: cap_arg(limits.max_sessions_per_user),
             track: self.track(),
             sets: Value::from(sets.len() as i64),
         };
@@ -818,7 +819,7 @@ impl RedisStore {
             ttl: Value::from(add.map_or(0, |(_, ttl)| ttl)),
             // Slack for the index's own TTL, so not every add must rewrite it.
             slack: Value::from(add.map_or(0, |(_, ttl)| ttl / 10)),
-            cap: cap.map_or_else(|| Value::from(""), |n| Value::from(i64::from(n))),
+            cap: cap_arg(cap),
         };
         let keys = vec![self.index_key(user)];
         let evicted = self.run(&INDEX, keys, args.into_values()).await?;
@@ -884,19 +885,17 @@ impl RedisStore {
         Ok(())
     }
 
-    /// [`forget`](Self::forget) by key id.
+    /// Drops the session with key id `id` from the near-cache after this process wrote it: with
+    /// NOLOOP, Redis does not tell a connection about its own writes.
     fn forget_id(&self, id: &str) {
         if let Some(Cached { cache, .. }) = &self.near_cache {
             cache.invalidate(&format!("{}{id}", self.key_prefix));
         }
     }
 
-    /// Drops `key` from the near-cache after this process wrote it: with NOLOOP, Redis does not
-    /// tell a connection about its own writes.
+    /// [`forget_id`](Self::forget_id) for a [`KeyId`].
     fn forget(&self, key: &KeyId) {
-        if let Some(Cached { cache, .. }) = &self.near_cache {
-            cache.invalidate(&self.session_key(key));
-        }
+        self.forget_id(key.as_str());
     }
 
     /// Runs a write script by its hash, sending its text only when the server does not know it yet.
@@ -1041,11 +1040,9 @@ fn hash_pairs(flat: Value, script: &str) -> Result<Vec<(String, String)>, Error>
     Ok(pairs)
 }
 
-/// The per-user cap as a script argument: '' for none.
-fn cap(limits: &Limits) -> Value {
-    limits
-        .max_sessions_per_user
-        .map_or_else(|| Value::from(""), |n| Value::from(i64::from(n)))
+/// A per-user cap as a script argument: '' for none.
+fn cap_arg(cap: Option<u32>) -> Value {
+    cap.map_or_else(|| Value::from(""), |n| Value::from(i64::from(n)))
 }
 
 fn flag(on: bool) -> Value {
