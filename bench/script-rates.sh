@@ -72,13 +72,14 @@ call_of() {
   grep -i '"evalsha"' "$dir/monitor.log" | grep -F "\"$1\"" | tail -1 |
     python3 -c 'import shlex, sys; line = sys.stdin.read(); print("\0".join(shlex.split(line.split("] ", 1)[1])), end="")'
 }
-mapfile -d '' save < <(call_of save)
+# A one-field write goes through update.lua, the lean script (save.lua takes logins and the rest).
+mapfile -d '' save < <(call_of update)
 mapfile -d '' touch < <(call_of touch)
 [ "${#save[@]}" -gt 0 ] && [ "${#touch[@]}" -gt 0 ] || {
   echo "script-rates: MONITOR did not show both scripts" >&2
   exit 1
 }
-[ "${save[5]}" = "update" ] || { echo "script-rates: the captured save is not an update: ${save[*]}" >&2; exit 1; }
+[ "${save[4]}" = "update" ] || { echo "script-rates: the captured save is not update.lua: ${save[*]}" >&2; exit 1; }
 cli set plain value >/dev/null
 
 rate() {

@@ -96,12 +96,14 @@ async fn a_hot_read_sends_nothing_and_a_hot_read_write_is_one_round_trip() {
     let server = RedisServer::start();
     let a = Instance::start(&server.url(), |l| l).await;
     let mut browser = a.browser(None);
+    // Created, then updated once, so that Redis knows both scripts before counting.
     browser.get("/counter").await;
-    assert_eq!(a.warm(&mut browser, "/counter/peek").await, "1");
+    browser.get("/counter").await;
+    assert_eq!(a.warm(&mut browser, "/counter/peek").await, "2");
     let mut monitor = Monitor::start(&server).await;
 
     let before = a.hits();
-    assert_eq!(browser.get("/counter/peek").await.body, "1");
+    assert_eq!(browser.get("/counter/peek").await.body, "2");
     let read = monitor.take().await;
     assert_eq!(
         (read.0.len(), a.hits() - before),
@@ -109,7 +111,7 @@ async fn a_hot_read_sends_nothing_and_a_hot_read_write_is_one_round_trip() {
         "a hot read: {read:?}"
     );
 
-    assert_eq!(browser.get("/counter").await.body, "2");
+    assert_eq!(browser.get("/counter").await.body, "3");
     let read_write = monitor.take().await;
     assert_eq!(
         (read_write.round_trips(), read_write.writes()),
@@ -119,7 +121,7 @@ async fn a_hot_read_sends_nothing_and_a_hot_read_write_is_one_round_trip() {
 
     // Its own save kept it hot, with the value it saved.
     let before = a.hits();
-    assert_eq!(browser.get("/counter/peek").await.body, "2");
+    assert_eq!(browser.get("/counter/peek").await.body, "3");
     let after_save = monitor.take().await;
     assert_eq!((after_save.0.len(), a.hits() - before), (0, 1));
 }

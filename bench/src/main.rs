@@ -159,6 +159,8 @@ async fn profile(server: &'static str, addr: SocketAddr, redis: &PrivateRedis) -
 async fn capture_save(target: &Path, redis: &PrivateRedis) -> Vec<String> {
     let server = Server::start(OURS, target, &redis.url());
     let mut client = Client::connect(server.addr).await;
+    // Created, then updated once: the update script's first use is an EVAL.
+    client.get("/counter").await;
     client.get("/counter").await;
     let received = redis
         .monitor(async {

@@ -59,3 +59,84 @@ local function index_add(index, key_id, now, ttl, slack)
     redis.call('PEXPIRE', index, ttl + slack)
   end
 end
+
+-- What the size limit counts in a flat field/value list: user fields' names and values.
+local function user_size(flat)
+  local size = 0
+  for i = 1, #flat, 2 do
+    if not is_metadata(flat[i]) then
+      size = size + #flat[i] + #flat[i + 1]
+    end
+  end
+  return size
+end
+
+-- The TTL a write leaves, and whether it rolls: the idle timeout (never past the absolute
+-- deadline) once the stored expiry has run below `touch_below`, lies beyond the idle timeout (the
+-- timeout was shortened since) or is unknown; else what remains, so that a busy session is not
+-- re-expired and re-indexed on every write.
+local function next_ttl(now, idle, deadline, expires, touch_below)
+  local ttl = idle
+  if deadline then
+    ttl = math.max(1, math.min(ttl, deadline - now))
+  end
+  local remaining = expires and expires - now
+  if not remaining or remaining < touch_below or remaining > idle then
+    return ttl, true
+  end
+  return remaining, false
+end
+
+-- For the scripts that change a live session in place (update.lua, incr.lua), whose arguments `a`
+-- include idle, touch_below, prefix, key_id, inline_index and track.
+--
+-- The session's metadata (created, user, deadline, expires, size, version) and, from index 7, the
+-- current values of the fields in `names`; then the server's time. Nil when the session is gone:
+-- one past its absolute deadline is deleted here.
+local function live_session(key, names, a)
+  local m = redis.call('HMGET', key, field.created, field.user, field.deadline, field.expires,
+                       field.size, field.version, unpack(names))
+  if not m[1] then
+    return nil
+  end
+  local now = now_ms()
+  local deadline = tonumber(m[3])
+  if deadline and deadline <= now then
+    redis.call('DEL', key)
+    if m[2] and a.inline_index == '1' then
+      redis.call('ZREM', index_key(a.prefix, m[2]), a.key_id)
+    end
+    return nil
+  end
+  return m, now
+end
+
+-- Completes a write of a session read by `live_session`: sets `writes` (field/value pairs) with the
+-- new version and size, rolls the TTL when it is due (keeping the owner's index in step), and reads
+-- the key again, since a write ends this connection's tracking of it (near-cache). Returns the TTL
+-- left in ms, whether it rolled, and the new version.
+local function write_live(key, m, now, size, writes, a)
+  local ttl, roll = next_ttl(now, tonumber(a.idle), tonumber(m[3]), tonumber(m[4]),
+                             tonumber(a.touch_below))
+  local version = (tonumber(m[6]) or 0) + 1
+  writes[#writes + 1] = field.version
+  writes[#writes + 1] = version
+  writes[#writes + 1] = field.size
+  writes[#writes + 1] = size
+  if roll then
+    -- Readers decide from this whether the TTL needs rolling, without a script of their own.
+    writes[#writes + 1] = field.expires
+    writes[#writes + 1] = now + ttl
+  end
+  redis.call('HSET', key, unpack(writes))
+  if roll then
+    redis.call('PEXPIRE', key, ttl)
+    if m[2] and a.inline_index == '1' then
+      index_add(index_key(a.prefix, m[2]), a.key_id, now, ttl, math.floor(tonumber(a.idle) / 10))
+    end
+  end
+  if a.track == '1' then
+    redis.call('EXISTS', key)
+  end
+  return ttl, roll, version
+end

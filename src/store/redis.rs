@@ -24,8 +24,8 @@ use fred::types::{Builder, Value};
 use super::near_cache::{Entry, NearCache};
 use super::tracking::{self, Supervisor};
 use super::{
-    Changes, Incremented, Loaded, SaveMode, Saved, EXPIRES_FIELD, METADATA, USER_FIELD,
-    VERSION_FIELD,
+    is_metadata, Changes, Incremented, Loaded, SaveMode, Saved, EXPIRES_FIELD, METADATA,
+    USER_FIELD, VERSION_FIELD,
 };
 use crate::config::Limits;
 use crate::error::Error;
@@ -47,7 +47,7 @@ macro_rules! script_args {
             const NAMES: &'static [&'static str] = &[$(stringify!($field)),*];
 
             fn into_values(self) -> Vec<Value> {
-                vec![Value::from(Self::SCRIPT), $(self.$field),*]
+                vec![Value::from_static_str(Self::SCRIPT), $(self.$field),*]
             }
         }
     };
@@ -63,6 +63,10 @@ script_args!(
         mode, idle, absolute, max_bytes, prefix, key_id, source_id, clear, user, inline_index,
         touch_below, max_per_user, track, sets,
     }
+);
+script_args!(
+    /// `update.lua`: the lean write of user fields only. Extra: as for `save.lua`.
+    UpdateArgs = "update" { idle, max_bytes, prefix, key_id, inline_index, touch_below, track, sets }
 );
 script_args!(
     /// `destroy.lua`: delete a session, returning what it held.
@@ -90,6 +94,8 @@ script_args!(
 static TOUCH: LazyLock<Script> =
     LazyLock::new(|| script(TouchArgs::NAMES, include_str!("touch.lua")));
 static SAVE: LazyLock<Script> = LazyLock::new(|| script(SaveArgs::NAMES, include_str!("save.lua")));
+static UPDATE: LazyLock<Script> =
+    LazyLock::new(|| script(UpdateArgs::NAMES, include_str!("update.lua")));
 static DESTROY: LazyLock<Script> =
     LazyLock::new(|| script(DestroyArgs::NAMES, include_str!("destroy.lua")));
 static INCR: LazyLock<Script> = LazyLock::new(|| script(IncrArgs::NAMES, include_str!("incr.lua")));
@@ -117,6 +123,10 @@ fn script(args: &[&str], body: &str) -> Script {
     lua.push_str(body);
     Script::from_lua(lua)
 }
+
+/// The most fields one write may change and still go through `update.lua`, which reads their old
+/// values in a single `HMGET`.
+const LEAN_UPDATE_FIELDS: usize = 64;
 
 /// Attempts at moving a session on a cluster while other requests keep writing it.
 const CYCLE_ATTEMPTS: usize = 3;
@@ -406,9 +416,7 @@ impl RedisStore {
     /// when the `$expires` the session carries says it has run below the touch threshold.
     async fn read(&self, key: &KeyId, limits: &Limits) -> Result<Option<Entry>, Error> {
         let redis_key = self.session_key(key);
-        let hash: HashMap<String, String> = self
-            .bounded(self.client_for(&redis_key).hgetall(&redis_key))
-            .await?;
+        let hash = self.hgetall(&redis_key).await?;
         if hash.is_empty() {
             return Ok(None);
         }
@@ -553,9 +561,7 @@ impl RedisStore {
     ) -> Result<Saved, Error> {
         let from_key = self.session_key(from);
         for _ in 0..CYCLE_ATTEMPTS {
-            let old: HashMap<String, String> = self
-                .bounded(self.client_for(&from_key).hgetall(&from_key))
-                .await?;
+            let old = self.hgetall(&from_key).await?;
             if old.is_empty() {
                 return Ok(Saved::Gone);
             }
@@ -627,25 +633,51 @@ impl RedisStore {
             .iter()
             .filter_map(|(field, value)| value.as_ref().map(|value| (field, value)))
             .collect();
-        let named = SaveArgs {
-            mode: Value::from(mode_name),
-            idle: Value::from(limits.idle_ms()),
-            absolute: limits
-                .absolute_ms()
-                .map_or_else(|| Value::from(""), Value::from),
-            max_bytes: Value::from(i64::try_from(limits.max_bytes).unwrap_or(i64::MAX)),
-            prefix: self.prefix(),
-            key_id: Value::from(key.as_str()),
-            source_id: Value::from(source.map_or("", KeyId::as_str)),
-            clear: flag(changes.clear),
-            user: Value::from(changes.user.as_deref().unwrap_or("")),
-            inline_index: flag(inline_index),
-            touch_below: Value::from(limits.touch_below_ms()),
-            max_per_user: cap_arg(limits.max_sessions_per_user),
-            track: self.track(),
-            sets: Value::from(sets.len() as i64),
+        let idle = Value::from(limits.idle_ms());
+        let max_bytes = Value::from(i64::try_from(limits.max_bytes).unwrap_or(i64::MAX));
+        let key_id = Value::from(key.as_str());
+        let touch_below = Value::from(limits.touch_below_ms());
+        let set_count = Value::from(sets.len() as i64);
+        // Most writes change a few user fields of a live session and nothing else: they take the
+        // lean script, which costs Redis about half of save.lua's time.
+        let lean = matches!(mode, SaveMode::Update)
+            && !changes.clear
+            && changes.user.is_none()
+            && changes.fields.len() <= LEAN_UPDATE_FIELDS
+            && !changes.fields.keys().any(|field| is_metadata(field));
+        let (script, mut args): (&'static Script, _) = if lean {
+            let named = UpdateArgs {
+                idle,
+                max_bytes,
+                prefix: self.prefix(),
+                key_id,
+                inline_index: flag(inline_index),
+                touch_below,
+                track: self.track(),
+                sets: set_count,
+            };
+            (&UPDATE, named.into_values())
+        } else {
+            let named = SaveArgs {
+                mode: Value::from_static_str(mode_name),
+                idle,
+                absolute: limits
+                    .absolute_ms()
+                    .map_or_else(|| Value::from_static_str(""), Value::from),
+                max_bytes,
+                prefix: self.prefix(),
+                key_id,
+                source_id: Value::from(source.map_or("", KeyId::as_str)),
+                clear: flag(changes.clear),
+                user: Value::from(changes.user.as_deref().unwrap_or("")),
+                inline_index: flag(inline_index),
+                touch_below,
+                max_per_user: cap_arg(limits.max_sessions_per_user),
+                track: self.track(),
+                sets: set_count,
+            };
+            (&SAVE, named.into_values())
         };
-        let mut args = named.into_values();
         args.reserve(changes.fields.len() * 2);
         for (field, value) in sets {
             args.push(Value::from(field.as_str()));
@@ -657,7 +689,7 @@ impl RedisStore {
             }
         }
 
-        let Value::Array(reply) = self.run(&SAVE, keys, args).await? else {
+        let Value::Array(reply) = self.run(script, keys, args).await? else {
             return Err(unexpected_reply("save"));
         };
         let text = |i: usize| {
@@ -869,20 +901,28 @@ impl RedisStore {
     /// keeps them on different slots), in pipelines of bounded size.
     async fn delete_sessions(&self, ids: &[String]) -> Result<(), Error> {
         for batch in ids.chunks(500) {
-            let pipeline = self.client().pipeline();
-            for id in batch {
-                let _: () = pipeline
-                    .del(format!("{}{id}", self.key_prefix))
-                    .await
-                    .map_err(Error::Store)?;
-            }
-            let deleted = self.bounded(pipeline.all::<Value>()).await;
+            let deleted = self.delete_batch(batch).await;
             for id in batch {
                 self.forget_id(id);
             }
             deleted?;
         }
         Ok(())
+    }
+
+    /// One pipeline of `DEL`s, queued inside the bounded call so that fred's futures are boxed
+    /// with it (see [`Self::bounded`]).
+    fn delete_batch<'a>(
+        &'a self,
+        batch: &'a [String],
+    ) -> impl Future<Output = Result<(), Error>> + Send + 'a {
+        let pipeline = self.client().pipeline();
+        self.bounded(async move {
+            for id in batch {
+                let () = pipeline.del(format!("{}{id}", self.key_prefix)).await?;
+            }
+            pipeline.all::<Value>().await.map(drop)
+        })
     }
 
     /// Drops the session with key id `id` from the near-cache after this process wrote it: with
@@ -899,14 +939,16 @@ impl RedisStore {
     }
 
     /// Runs a write script by its hash, sending its text only when the server does not know it yet.
-    async fn run(
+    /// A plain function, like [`Self::hgetall`], so that fred's future is boxed before any caller's
+    /// future could hold it.
+    fn run(
         &self,
-        script: &Script,
+        script: &'static Script,
         keys: Vec<String>,
         args: Vec<Value>,
-    ) -> Result<Value, Error> {
+    ) -> impl Future<Output = Result<Value, Error>> + Send + '_ {
         let client = self.client_for(&keys[0]).with_options(&write_options());
-        self.bounded(async {
+        self.bounded(async move {
             match client
                 .evalsha(script.sha1().clone(), keys.clone(), args.clone())
                 .await
@@ -918,14 +960,23 @@ impl RedisStore {
                 result => result,
             }
         })
-        .await
+    }
+
+    /// A session hash, whole.
+    fn hgetall<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> impl Future<Output = Result<HashMap<String, String>, Error>> + Send + 'a {
+        self.bounded(self.client_for(key).hgetall(key))
     }
 
     /// Bounds a store call by the command timeout even where fred would wait longer, e.g. on a
     /// client whose connection task has ended: a request must get its 503, never hang.
     ///
     /// The call is boxed here, once: fred's command futures run to kilobytes, and held inline they
-    /// would be copied through every future that awaits them, on every request.
+    /// would be copied through every future that awaits them, on every request. Build the call in
+    /// a plain function, as [`Self::run`] does: a future built inside an `async fn` keeps its room
+    /// in that function's future even after it has been moved here.
     ///
     /// A call made while the store's connections are still being made (a fresh instance, a
     /// reconnect) first waits for them, within the same timeout, rather than failing at once.
@@ -933,12 +984,13 @@ impl RedisStore {
         &self,
         call: impl Future<Output = Result<T, FredError>> + Send + 'a,
     ) -> impl Future<Output = Result<T, Error>> + Send + 'a {
+        let call = Box::pin(call);
         let connecting = (!self.connected()).then(|| self.wait_for_connect());
         let call = tokio::time::timeout(self.command_timeout, async move {
             if let Some(connecting) = connecting {
                 connecting.await?;
             }
-            Box::pin(call).await
+            call.await
         });
         async move {
             match call.await {
@@ -1042,11 +1094,11 @@ fn hash_pairs(flat: Value, script: &str) -> Result<Vec<(String, String)>, Error>
 
 /// A per-user cap as a script argument: '' for none.
 fn cap_arg(cap: Option<u32>) -> Value {
-    cap.map_or_else(|| Value::from(""), |n| Value::from(i64::from(n)))
+    cap.map_or_else(|| Value::from_static_str(""), |n| Value::from(i64::from(n)))
 }
 
 fn flag(on: bool) -> Value {
-    Value::from(if on { "1" } else { "0" })
+    Value::from_static_str(if on { "1" } else { "0" })
 }
 
 /// A write is sent once: replaying it after a dropped connection could report a cycled or created

@@ -39,16 +39,6 @@ local function call_batched(command, key, items)
   end
 end
 
-local function user_size(flat)
-  local size = 0
-  for i = 1, #flat, 2 do
-    if not is_metadata(flat[i]) then
-      size = size + #flat[i] + #flat[i + 1]
-    end
-  end
-  return size
-end
-
 if mode ~= 'update' and redis.call('EXISTS', target) == 1 then
   return { 'collision' }
 end
@@ -169,24 +159,14 @@ if arg.user ~= '' then
   set[field.user] = user
 end
 
--- A session moved in from elsewhere keeps its own deadline.
 local idle = tonumber(arg.idle)
-local ttl = idle
+-- A session moved in from elsewhere keeps its own deadline; a new or moved session always rolls.
 local deadline = stored_deadline or (whole and tonumber(whole[field.deadline]))
-if deadline then
-  ttl = math.max(1, math.min(ttl, deadline - now))
-end
--- Like a read, an update rolls the TTL only once it has run below the threshold, so a busy session
--- is not re-expired and re-indexed on every write. Past the idle timeout means the timeout was
--- shortened since the last roll.
-local stored_expires = tonumber(meta.expires)
-local remaining = stored_expires and stored_expires - now
-local roll = mode ~= 'update' or not remaining or remaining < tonumber(arg.touch_below) or remaining > idle
+local expires = mode == 'update' and tonumber(meta.expires) or nil
+local ttl, roll = next_ttl(now, idle, deadline, expires, tonumber(arg.touch_below))
 if roll then
   -- Readers decide from this whether the TTL needs rolling, without a script of their own.
   set[field.expires] = tostring(now + ttl)
-else
-  ttl = remaining
 end
 local version = mode == 'new' and 0 or (tonumber(meta.version) or 0) + 1
 set[field.version] = tostring(version)
