@@ -14,12 +14,10 @@ use std::sync::{Arc, LazyLock};
 
 use fred::clients::{Client, Pool};
 use fred::error::{Error as FredError, ErrorKind};
-use fred::interfaces::{
-    ClientLike, HashesInterface, KeysInterface, LuaInterface, SortedSetsInterface,
-};
+use fred::interfaces::{ClientLike, KeysInterface, LuaInterface, SortedSetsInterface};
 use fred::types::config::{Config as FredConfig, Options, ReconnectPolicy};
 use fred::types::scripts::Script;
-use fred::types::{Builder, Value};
+use fred::types::{Builder, ClusterHash, CustomCommand, Value};
 
 use super::near_cache::{Entry, NearCache};
 use super::tracking::{self, Supervisor};
@@ -962,12 +960,15 @@ impl RedisStore {
         })
     }
 
-    /// A session hash, whole.
+    /// A session hash, whole. Sent as a custom command: fred's own `hgetall` first builds a map of
+    /// its own, hashing every field, only for the fields to be hashed again into ours.
     fn hgetall<'a>(
         &'a self,
         key: &'a str,
     ) -> impl Future<Output = Result<HashMap<String, String>, Error>> + Send + 'a {
-        self.bounded(self.client_for(key).hgetall(key))
+        let command = CustomCommand::new_static("HGETALL", ClusterHash::FirstKey, false);
+        let call = self.bounded(self.client_for(key).custom::<Value, _>(command, vec![key]));
+        async move { hash_of(call.await?) }
     }
 
     /// Bounds a store call by the command timeout even where fred would wait longer, e.g. on a
@@ -1067,6 +1068,35 @@ impl RedisStore {
     }
 }
 
+/// An `HGETALL` reply as a map: a flat field/value array (RESP2) or a map (RESP3).
+fn hash_of(reply: Value) -> Result<HashMap<String, String>, Error> {
+    let text = |value: Value| {
+        value.into_string().ok_or_else(|| {
+            Error::Store(FredError::new(
+                ErrorKind::Parse,
+                "a session field is not UTF-8 text",
+            ))
+        })
+    };
+    match reply {
+        Value::Array(flat) => {
+            let mut hash = HashMap::with_capacity(flat.len() / 2);
+            let mut flat = flat.into_iter();
+            while let (Some(field), Some(value)) = (flat.next(), flat.next()) {
+                hash.insert(text(field)?, text(value)?);
+            }
+            Ok(hash)
+        }
+        Value::Map(map) => map
+            .inner()
+            .into_iter()
+            .map(|(field, value)| Ok((text(Value::from(field))?, text(value)?)))
+            .collect(),
+        Value::Null => Ok(HashMap::new()),
+        _ => Err(unexpected_reply("HGETALL")),
+    }
+}
+
 /// Who owned a session before and after a save, for updating indexes outside the script.
 #[derive(Debug)]
 struct Owners {
@@ -1117,9 +1147,9 @@ fn unix_ms() -> i64 {
     i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
 }
 
-fn unexpected_reply(script: &str) -> Error {
+fn unexpected_reply(call: &str) -> Error {
     Error::Store(FredError::new(
         ErrorKind::Protocol,
-        format!("unexpected reply from the {script} script"),
+        format!("unexpected reply to {call}"),
     ))
 }
