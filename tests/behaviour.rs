@@ -476,31 +476,34 @@ async fn concurrent_writes_to_different_keys_are_all_kept(kind: Kind) {
 
 async fn logout_during_a_reading_request_stays_dead(kind: Kind) {
     let h = Harness::default(kind).await;
-    let mut browser = h.browser();
-    browser.get("/counter").await;
-    let token = browser.cookie.clone();
-    let mut slow = browser.clone();
-    let pending = tokio::spawn(async move { slow.get("/test/slow-counter").await });
-    h.gate.wait_arrival().await;
-    assert_eq!(
-        browser.post_form("/logout", "").await.status,
-        StatusCode::NO_CONTENT
-    );
-    h.gate.release();
-    let late = pending.await.unwrap();
-    assert_eq!(
-        late.status,
-        StatusCode::CONFLICT,
-        "its changes were refused, not reported as saved"
-    );
-    assert_eq!(late.set_cookie(), None);
-    assert_eq!(h.metrics().ended, 1, "counted as a session that ended");
-    let mut old = Browser::with_cookie(h.app.clone(), token);
-    assert_eq!(
-        old.get("/counter/peek").await.body,
-        "0",
-        "the logged-out session did not come back"
-    );
+    // A write of a few fields, then one of more than the Redis store's lean update script takes.
+    for (ended, route) in [(1, "/test/slow-counter"), (2, "/test/slow-wide")] {
+        let mut browser = h.browser();
+        browser.get("/counter").await;
+        let token = browser.cookie.clone();
+        let mut slow = browser.clone();
+        let pending = tokio::spawn(async move { slow.get(route).await });
+        h.gate.wait_arrival().await;
+        assert_eq!(
+            browser.post_form("/logout", "").await.status,
+            StatusCode::NO_CONTENT
+        );
+        h.gate.release();
+        let late = pending.await.unwrap();
+        assert_eq!(
+            late.status,
+            StatusCode::CONFLICT,
+            "{route}: its changes were refused, not reported as saved"
+        );
+        assert_eq!(late.set_cookie(), None);
+        assert_eq!(h.metrics().ended, ended, "counted as a session that ended");
+        let mut old = Browser::with_cookie(h.app.clone(), token);
+        assert_eq!(
+            old.get("/counter/peek").await.body,
+            "0",
+            "{route}: the logged-out session did not come back"
+        );
+    }
 }
 
 async fn logout_during_a_blind_write_stays_dead(kind: Kind) {

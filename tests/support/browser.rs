@@ -181,6 +181,21 @@ pub fn app(layer: SessionLayer, gate: Gate) -> Router {
         session.insert("count", count + 1).unwrap();
         (count + 1).to_string()
     });
+    let wide_gate = gate.clone();
+    // The same, writing more fields than the Redis store's lean update script takes.
+    let slow_wide_write = get(move |session: Session| async move {
+        let count = session
+            .get::<u64>("count")
+            .await
+            .unwrap_or_default()
+            .unwrap_or(0);
+        wide_gate.pass().await;
+        session.insert("count", count + 1).unwrap();
+        for i in 0..64 {
+            session.insert(&format!("wide{i}"), i).unwrap();
+        }
+        (count + 1).to_string()
+    });
     let write_gate = gate.clone();
     let slow_write = put(move |session: Session, body: String| async move {
         write_gate.pass().await;
@@ -234,6 +249,7 @@ pub fn app(layer: SessionLayer, gate: Gate) -> Router {
         .route("/test/logout-then-fail", logout_then_fail)
         .route("/test/destroy-then-user", destroy_then_user)
         .route("/test/slow-counter", slow_read_write)
+        .route("/test/slow-wide", slow_wide_write)
         .route("/test/slow-put", slow_write)
         .route("/test/slow-login", slow_login)
         .route("/test/many", many)
