@@ -181,11 +181,48 @@ pub struct Shared {
     /// The counter reached after every client incremented it `writes` times.
     pub counter: u64,
     pub increments: u64,
+    /// The atomic phase (`POST /counter/incr`), for servers that have the route.
+    pub atomic: Option<Atomic>,
+}
+
+/// The atomic phase: the same clients on the same cookie, each sending `POST /counter/incr`.
+pub struct Atomic {
+    /// Connections sharing the cookie.
+    pub clients: usize,
+    /// Requests sent, all clients together.
+    pub requests: u64,
+    /// How much `count` rose over the phase (`GET /counter/peek` before and after).
+    pub reached: u64,
+    /// Responses other than 2xx.
+    pub non_2xx: u64,
+    /// Distinct counts answered by 2xx responses within the phase's range (before, after]: each
+    /// increment answers the count it made, so all of them when none is lost.
+    pub distinct: u64,
+    /// Wall time of the phase, from the first request sent to the last response received.
+    pub seconds: f64,
+}
+
+impl Atomic {
+    /// Requests per second of all clients together over the phase's wall time.
+    pub fn rps(&self) -> f64 {
+        self.requests as f64 / self.seconds
+    }
+
+    /// Increments the count did not get (extra ones are caught by `exact`).
+    pub fn lost(&self) -> u64 {
+        self.requests.saturating_sub(self.reached)
+    }
+
+    /// Every request answered 2xx with its own count, and the count rose by exactly the requests.
+    pub fn exact(&self) -> bool {
+        self.non_2xx == 0 && self.reached == self.requests && self.distinct == self.requests
+    }
 }
 
 /// `clients` clients share one cookie: each writes its own key `writes` times, then each increments
-/// the counter `writes` times. Whole-record stores lose writes here; delta stores must not.
-pub async fn same_session(addr: SocketAddr, clients: usize, writes: usize) -> Shared {
+/// the counter `writes` times. Whole-record stores lose writes here; delta stores must not. With
+/// `atomic`, each then sends `POST /counter/incr` `writes` times on the same cookie.
+pub async fn same_session(addr: SocketAddr, clients: usize, writes: usize, atomic: bool) -> Shared {
     let mut first = Client::connect(addr).await;
     first.send(Method::PUT, "/kv/start", "1").await;
     let cookie = first.cookie.clone().expect("a session cookie");
@@ -218,17 +255,83 @@ pub async fn same_session(addr: SocketAddr, clients: usize, writes: usize) -> Sh
         keys_kept += usize::from(first.get(&format!("/kv/k{client}")).await.body == last);
     }
     run_all(|_, _| (Method::GET, "/counter".to_owned(), String::new())).await;
-    let counter = first
-        .get("/counter/peek")
-        .await
-        .body
-        .trim()
-        .parse()
-        .unwrap_or(0);
+    let counter = peek(&mut first).await;
+    let atomic = if atomic {
+        Some(atomic_increments(addr, &mut first, &cookie, clients, writes).await)
+    } else {
+        None
+    };
     Shared {
         keys_kept,
         clients,
         counter,
         increments: (clients * writes) as u64,
+        atomic,
+    }
+}
+
+/// The session's `count`, read through `client` (0 when unreadable).
+async fn peek(client: &mut Client) -> u64 {
+    client
+        .get("/counter/peek")
+        .await
+        .body
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+/// `clients` connections on `cookie`, each sending `POST /counter/incr` `writes` times; the count
+/// is read through `first` before and after.
+async fn atomic_increments(
+    addr: SocketAddr,
+    first: &mut Client,
+    cookie: &str,
+    clients: usize,
+    writes: usize,
+) -> Atomic {
+    let before = peek(first).await;
+    let mut connected = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        let mut c = Client::connect(addr).await;
+        c.cookie = Some(cookie.to_owned());
+        connected.push(c);
+    }
+    let began = Instant::now();
+    let tasks: Vec<_> = connected
+        .into_iter()
+        .map(|mut c| {
+            tokio::spawn(async move {
+                let (mut counts, mut non_2xx) = (Vec::with_capacity(writes), 0);
+                for _ in 0..writes {
+                    let reply = c.send(Method::POST, "/counter/incr", "").await;
+                    if reply.status.is_success() {
+                        counts.extend(reply.body.trim().parse::<u64>().ok());
+                    } else {
+                        non_2xx += 1;
+                    }
+                }
+                (counts, non_2xx)
+            })
+        })
+        .collect();
+    let (mut counts, mut non_2xx) = (Vec::with_capacity(clients * writes), 0);
+    for task in tasks {
+        let (c, n) = task.await.unwrap();
+        counts.extend(c);
+        non_2xx += n;
+    }
+    let seconds = began.elapsed().as_secs_f64();
+    let after = peek(first).await;
+    counts.retain(|&c| c > before && c <= after);
+    counts.sort_unstable();
+    counts.dedup();
+    Atomic {
+        clients,
+        requests: (clients * writes) as u64,
+        reached: after.saturating_sub(before),
+        non_2xx,
+        distinct: counts.len() as u64,
+        seconds,
     }
 }

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use crate::load::Route;
+use crate::load::{Atomic, Route};
 
 /// One measured run of one server on one route at one concurrency.
 #[derive(Clone, Debug)]
@@ -158,10 +158,12 @@ fn row<'a>(rows: &'a [Row], server: &str, route: Route) -> &'a Row {
         .expect("every server ran every route at c=32")
 }
 
-/// The targets, each with the figure measured in this run (c=32, medians).
-pub fn targets(rows: &[Row]) -> String {
-    let mut out =
-        String::from("| target (c=32, medians of rounds) | measured | status |\n|---|---|---|\n");
+/// The targets, each with the figure measured in this run (c=32, medians), then the atomic
+/// increments on one shared cookie of each server in `atomic`.
+pub fn targets(rows: &[Row], atomic: &[(&str, &Atomic)]) -> String {
+    let mut out = String::from(
+        "| target (c=32, medians of rounds, unless it says otherwise) | measured | status |\n|---|---|---|\n",
+    );
     let mut line = |target: String, measured: String, met: bool| {
         let status = if met { "met" } else { "**missed**" };
         let _ = writeln!(out, "| {target} | {measured} | {status} |");
@@ -221,6 +223,22 @@ pub fn targets(rows: &[Row]) -> String {
             ),
             format!("{ours:.2} ms against {theirs:.2} ms"),
             ours <= theirs,
+        );
+    }
+    for (server, a) in atomic {
+        line(
+            format!(
+                "{server}: `POST /counter/incr`, {} clients on one cookie: 0 lost increments",
+                a.clients
+            ),
+            format!(
+                "{} lost ({} of {}, {} non-2xx)",
+                a.lost(),
+                a.reached,
+                a.requests,
+                a.non_2xx
+            ),
+            a.exact(),
         );
     }
     out
