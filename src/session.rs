@@ -409,7 +409,7 @@ impl Session {
         let Some((_, current)) = self.incoming() else {
             return Ok(None);
         };
-        let destroy = store.destroy_user(&user, current);
+        let destroy = store.destroy_user(&user, current, &self.inner.shared.config.limits);
         self.observe(Op::DestroyEverywhere, destroy, |()| {
             Some((Event::Destroy, "destroyed every session of the user"))
         })

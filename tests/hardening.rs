@@ -211,3 +211,182 @@ async fn a_save_never_reads_the_whole_session_and_keeps_its_size_exact() {
     }
     assert_eq!(stored, Some(user_bytes), "{fields}");
 }
+
+/// The master of `cluster` that holds `key`.
+fn holder(cluster: &support::Cluster, key: &str) -> Option<u16> {
+    cluster
+        .masters()
+        .into_iter()
+        .find(|&port| cluster.node(port).cli(&["exists", key]).trim() == "1")
+}
+
+/// Session keys (not indexes) on every master of `cluster`, bound to `user`.
+fn sessions_of(cluster: &support::Cluster, user: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for port in cluster.masters() {
+        let node = cluster.node(port);
+        for key in node.cli(&["--scan", "--pattern", "session:*"]).lines() {
+            if key.is_empty() || key.starts_with("session:user:") {
+                continue;
+            }
+            if node.cli(&["hget", key, "$user"]).trim() == user {
+                found.push(key.to_owned());
+            }
+        }
+    }
+    found
+}
+
+/// Every session key on every master of `cluster`.
+fn session_keys(cluster: &support::Cluster) -> Vec<String> {
+    cluster
+        .masters()
+        .into_iter()
+        .flat_map(|port| {
+            let keys = cluster
+                .node(port)
+                .cli(&["--scan", "--pattern", "session:*"]);
+            keys.lines()
+                .filter(|k| !k.is_empty() && !k.starts_with("session:user:"))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Issue #14: on a cluster, a logout-everywhere that lands between the steps of a cycle of one of
+/// the user's sessions (on another instance) must leave no session of the user. Both sides run the
+/// crate's own code, on two apps (two instances) over one cluster of three masters. The race is
+/// made deterministic with `CLIENT PAUSE WRITE` on the master A that holds the session S1 being
+/// cycled: the cycle reads S1 (reads pass) and writes S2 on another master B, then its `take_if`
+/// of S1 waits on A. The logout-everywhere, started then, reads the user's index on a third master
+/// C, which does not list S2 yet, and its `DEL` of S1 queues on A behind the `take_if`. Unpaused,
+/// A runs the `take_if` first (S1 taken, as the cycle read it), then the logout's `DEL` finds
+/// nothing, and last the cycle indexes S2. Without the revocation epoch, S2, a session that existed
+/// (as S1) before the logout-everywhere, survived it; with it, `index.lua` refuses S2 (S2 carries
+/// the epoch that the logout bumped) and the cycle deletes it.
+///
+/// A run in which S2 lands on A itself (its write then waits behind the pause, and the logout's
+/// `DEL` of S1 comes first: no race) is started over with a new user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_logout_everywhere_between_a_cycles_steps_leaves_no_session_of_the_user() {
+    use axum_redis_session::fred::prelude::Config;
+    use std::time::{Duration, Instant};
+    let cluster = support::Cluster::start();
+    let instance = || async {
+        let config = Config::from_url(&cluster.url()).unwrap();
+        let store = support::connected_store(config)
+            .await
+            .with_command_timeout(time::Duration::seconds(20));
+        support::app_on(store, |l| l).await.0
+    };
+    let (cycling, revoking) = (instance().await, instance().await);
+    // Every script cached on every master, so that none of the steps below turns into an EVALSHA
+    // refused (NOSCRIPT) and sent again behind the other side's commands.
+    for app in [&cycling, &revoking] {
+        for i in 0..12 {
+            let mut warm = Browser::new(app.clone());
+            warm.post_form("/login", &format!("user=warm{i}")).await;
+            warm.post_form("/test/cycle", "").await;
+            warm.post_form("/test/cycle", "").await;
+            warm.post_form("/logout-everywhere", "").await;
+        }
+    }
+
+    for attempt in 0..12 {
+        let user = format!("alice{attempt}");
+        let index = format!("session:user:{user}");
+        let mut x = Browser::new(cycling.clone());
+        let mut y = Browser::new(revoking.clone());
+        y.post_form("/login", &format!("user={user}")).await;
+        // S1 on a master A other than the index's C.
+        let (a, c, s1) = loop {
+            let reply = x.post_form("/login", &format!("user={user}")).await;
+            assert_eq!(reply.status, StatusCode::NO_CONTENT);
+            x.put("/kv/item", "mine").await;
+            let s1 = support::session_key("session:", x.cookie.as_deref().unwrap());
+            let (a, c) = (
+                holder(&cluster, &s1).unwrap(),
+                holder(&cluster, &index).unwrap(),
+            );
+            if a != c {
+                break (a, c, s1);
+            }
+        };
+        let before = session_keys(&cluster);
+        assert_eq!(before.len(), 2, "attempt {attempt}: {before:?}");
+
+        let node_a = cluster.node(a);
+        let mut on_a = Monitor::start(node_a).await;
+        node_a.cli(&["client", "pause", "30000", "write"]);
+        let cycle = tokio::spawn({
+            let mut x = x.clone();
+            async move {
+                let reply = x.post_form("/test/cycle", "").await;
+                (reply, x)
+            }
+        });
+        // S2 written, on a master B other than A.
+        let started = Instant::now();
+        let written = loop {
+            if session_keys(&cluster).len() == 3 {
+                break true;
+            }
+            if started.elapsed() > Duration::from_secs(2) {
+                break false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        if !written {
+            // S2 is on A: its write waits behind the pause. No race this time.
+            eprintln!("attempt {attempt}: the new id is on the paused master; again");
+            node_a.cli(&["client", "unpause"]);
+            cycle.await.unwrap();
+            y.post_form("/logout-everywhere", "").await;
+            // A cycle that ended before the logout-everywhere began: its new id is indexed.
+            let left = sessions_of(&cluster, &user);
+            assert!(left.is_empty(), "{left:?} outlived a logout-everywhere");
+            continue;
+        }
+        // The take_if of S1 reaches A (and waits there) before the logout's DEL does.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut monitor = Monitor::start(cluster.node(c)).await;
+        let logout = tokio::spawn({
+            let mut y = y.clone();
+            async move { y.post_form("/logout-everywhere", "").await }
+        });
+        // The logout has read the index (its DEL of S1 now waits on A).
+        let started = Instant::now();
+        while !monitor.take().await.any_line_contains(&index) {
+            assert!(started.elapsed() < Duration::from_secs(10), "no logout");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        node_a.cli(&["client", "unpause"]);
+        let ((cycled, mut x), logged_out) = (cycle.await.unwrap(), logout.await.unwrap());
+        assert_eq!(logged_out.status, StatusCode::NO_CONTENT);
+        assert!(holder(&cluster, &s1).is_none(), "S1 is gone");
+        // The interleaving was the one above: on A, the cycle's take_if ran before the logout's DEL.
+        let on_a = on_a.take().await;
+        let position = |what: &dyn Fn(&support::Seen) -> bool| on_a.0.iter().position(what);
+        let taken = position(&|c| c.name == "evalsha" && c.line.contains("\"take_if\""));
+        let deleted = position(&|c| !c.from_script && c.name == "del" && c.line.contains(&s1));
+        assert!(
+            matches!((taken, deleted), (Some(t), Some(d)) if t < d),
+            "take_if at {taken:?}, the logout's DEL at {deleted:?}: {on_a:?}"
+        );
+        assert!(
+            cycled.set_cookie().is_none(),
+            "the cycle reports the session gone: {cycled:?}"
+        );
+
+        let left = sessions_of(&cluster, &user);
+        assert!(
+            left.is_empty(),
+            "a session of {user} outlived the logout-everywhere: {left:?} (cycle: {cycled:?})"
+        );
+        assert_eq!(x.get("/me").await.status, StatusCode::UNAUTHORIZED);
+        return;
+    }
+    panic!("the new id landed on the paused master every time");
+}

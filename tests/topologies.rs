@@ -165,11 +165,24 @@ async fn ids_cycle_across_slots_and_logout_everywhere_reaches_every_master() {
     for browser in &mut browsers[1..] {
         assert_eq!(browser.get("/me").await.status, StatusCode::UNAUTHORIZED);
     }
+    // Nothing is left but alice's revocation epoch, which her index keeps (scored +inf).
     for port in cluster.masters() {
+        let node = cluster.node(port);
+        let keys = node.cli(&["--scan"]);
+        let keys: Vec<&str> = keys.lines().filter(|k| !k.is_empty()).collect();
+        if keys.is_empty() {
+            continue;
+        }
         assert_eq!(
-            cluster.node(port).cli(&["dbsize"]).trim(),
-            "0",
+            keys,
+            ["session:user:alice"],
             "master {port} still holds keys"
+        );
+        let members = node.cli(&["zrange", "session:user:alice", "0", "-1", "withscores"]);
+        let members: Vec<&str> = members.lines().collect();
+        assert!(
+            matches!(members.as_slice(), [epoch, "inf"] if epoch.starts_with("$epoch:")),
+            "{members:?}"
         );
     }
 }

@@ -29,18 +29,31 @@ local function delete_sessions(prefix, ids)
   end
 end
 
+-- On a cluster, a user's index also holds the user's revocation epoch: the member
+-- `field.epoch .. ':' .. n`, scored +inf so that expiry pruning and the cap never take it, and so
+-- that every other member (a key id, scored by its expiry) is found by scores below +inf. It is 0
+-- (no member) until the first logout-everywhere on a cluster (see revoke.lua).
+local function index_epoch(index)
+  local member = redis.call('ZRANGEBYSCORE', index, '+inf', '+inf', 'LIMIT', 0, 1)[1]
+  if not member then
+    return 0
+  end
+  return tonumber(string.sub(member, #field.epoch + 2)) or 0
+end
+
 -- Keep at most `cap` entries in a user's index (`cap` '' for no limit), never `keep_id`: the
--- entries that expire first go, and are returned so that their sessions can be deleted.
+-- entries that expire first go, and are returned so that their sessions can be deleted. The
+-- epoch member (scored +inf) is not an entry.
 local function index_cap(index, keep_id, cap)
   if cap == '' then
     return {}
   end
-  local excess = redis.call('ZCARD', index) - tonumber(cap)
+  local excess = redis.call('ZCOUNT', index, '-inf', '(+inf') - tonumber(cap)
   if excess <= 0 then
     return {}
   end
   local evicted = {}
-  for _, id in ipairs(redis.call('ZRANGE', index, 0, excess)) do
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', index, '-inf', '(+inf', 'LIMIT', 0, excess + 1)) do
     if id ~= keep_id and #evicted < excess then
       evicted[#evicted + 1] = id
     end

@@ -31,13 +31,18 @@ pub(crate) const SIZE_FIELD: &str = "$size";
 /// nobody else wrote in between.
 pub(crate) const VERSION_FIELD: &str = "$version";
 
+/// On a cluster, the user's revocation epoch that a bound session was logged in under (absent: 0).
+/// Its new id after a cycle enters the user's index only while this is still the user's epoch, so
+/// that a logout-everywhere racing the cycle cannot miss it (see `revoke.lua` and `index.lua`).
+pub(crate) const EPOCH_FIELD: &str = "$epoch";
+
 /// The session's CSRF token (raw text, not JSON): crate metadata that handlers read through
 /// [`Session::csrf_token`](crate::Session::csrf_token), so loads keep it with the user fields.
 pub(crate) const CSRF_FIELD: &str = "$csrf";
 
 /// Every metadata field, by the name the Lua scripts know it under: the scripts are given this
 /// table, so Rust and Lua share one spelling of each field.
-pub(crate) const METADATA: [(&str, &str); 8] = [
+pub(crate) const METADATA: [(&str, &str); 9] = [
     ("csrf", CSRF_FIELD),
     ("user", USER_FIELD),
     ("created", CREATED_FIELD),
@@ -45,6 +50,7 @@ pub(crate) const METADATA: [(&str, &str); 8] = [
     ("expires", EXPIRES_FIELD),
     ("size", SIZE_FIELD),
     ("version", VERSION_FIELD),
+    ("epoch", EPOCH_FIELD),
     ("flash", FLASH_PREFIX),
 ];
 
@@ -260,9 +266,14 @@ impl Backend {
     }
 
     /// Deletes every session bound to `user`, and `current` (the asking session) in any case.
-    pub(crate) async fn destroy_user(&self, user: &str, current: &KeyId) -> Result<(), Error> {
+    pub(crate) async fn destroy_user(
+        &self,
+        user: &str,
+        current: &KeyId,
+        limits: &Limits,
+    ) -> Result<(), Error> {
         match self {
-            Self::Redis(store) => store.destroy_user(user, current).await,
+            Self::Redis(store) => store.destroy_user(user, current, limits).await,
             Self::Memory(store) => {
                 store.destroy_user(user, current);
                 Ok(())

@@ -2,7 +2,8 @@
 //!
 //! Layout: one hash per session at `{prefix}{key id}`, one field per session key holding that value's
 //! JSON text, crate metadata under `$`-prefixed fields, and a sorted set `{prefix}user:{id}` of key ids
-//! scored by expiry for each user a session is bound to. A read is one plain `HGETALL`; every write is
+//! scored by expiry for each user a session is bound to (on a cluster, also holding the user's
+//! revocation epoch: see `revoke.lua`). A read is one plain `HGETALL`; every write is
 //! one Lua script run by `EVALSHA` (falling back to `EVAL` once the server has forgotten it). Every
 //! call runs under the command timeout.
 
@@ -22,8 +23,8 @@ use fred::types::{Builder, ClusterHash, CustomCommand, Value};
 use super::near_cache::{Entry, NearCache};
 use super::tracking::{self, Supervisor};
 use super::{
-    is_metadata, Changes, Incremented, Loaded, SaveMode, Saved, EXPIRES_FIELD, METADATA,
-    USER_FIELD, VERSION_FIELD,
+    is_metadata, Changes, Incremented, Loaded, SaveMode, Saved, EPOCH_FIELD, EXPIRES_FIELD,
+    METADATA, USER_FIELD, VERSION_FIELD,
 };
 use crate::config::Limits;
 use crate::error::Error;
@@ -86,7 +87,15 @@ script_args!(
 );
 script_args!(
     /// `index.lua`: a user's index on a cluster.
-    IndexArgs = "index" { remove, add, ttl, slack, cap }
+    IndexArgs = "index" { remove, add, admit, epoch, ttl, slack, cap }
+);
+script_args!(
+    /// `revoke.lua`: bump a user's revocation epoch and list the user's sessions (cluster).
+    RevokeArgs = "revoke" { ttl }
+);
+script_args!(
+    /// `stamp.lua`: record the user's epoch in a session just logged in (cluster).
+    StampArgs = "stamp" { epoch }
 );
 
 static TOUCH: LazyLock<Script> =
@@ -103,6 +112,10 @@ static DESTROY_USER: LazyLock<Script> =
     LazyLock::new(|| script(DestroyUserArgs::NAMES, include_str!("destroy_user.lua")));
 static INDEX: LazyLock<Script> =
     LazyLock::new(|| script(IndexArgs::NAMES, include_str!("index.lua")));
+static REVOKE: LazyLock<Script> =
+    LazyLock::new(|| script(RevokeArgs::NAMES, include_str!("revoke.lua")));
+static STAMP: LazyLock<Script> =
+    LazyLock::new(|| script(StampArgs::NAMES, include_str!("stamp.lua")));
 
 /// A script from its file, behind a prelude that gives it the metadata field names (`field.user`,
 /// …) and its named arguments (`arg.<name>`) from the Rust side, then the helpers of `lib.lua`.
@@ -539,7 +552,8 @@ impl RedisStore {
         if let (false, Some(owners), Saved::Written { ttl_ms, .. }) = (inline_index, owners, saved)
         {
             let cap = changes.user.as_ref().and(limits.max_sessions_per_user);
-            self.reindex(owners, key, key, ttl_ms, cap).await?;
+            // Nothing moved, so nothing can be refused.
+            self.reindex(owners, key, key, ttl_ms, cap, None).await?;
         }
         Ok(saved)
     }
@@ -549,7 +563,23 @@ impl RedisStore {
     /// session; write it, with this request's changes, under the new id (refused there for a
     /// collision or the size limit, before anything is deleted); then delete the old key, only if
     /// it still holds what was read. If a logout took it meanwhile, the new key is deleted too and
-    /// the session is gone; if a write changed it, the move starts over with that write.
+    /// the session is gone; if a write changed it, the move starts over with that write. Last, the
+    /// new id enters the owner's index, which refuses it if a logout-everywhere has run since the
+    /// session was logged in (its `$epoch`): then too the new key is deleted and the session gone.
+    ///
+    /// A logout-everywhere (L: `revoke.lua` bumps the epoch and lists the index, then each listed
+    /// session is deleted) racing a cycle of a bound session S1 to S2 (C1 read S1, C2 write S2,
+    /// C3 `take_if` S1, C4 `index.lua` adds S2), by where L's first step lands:
+    ///
+    /// | L's revoke          | S1                                  | S2                          |
+    /// |---------------------|-------------------------------------|-----------------------------|
+    /// | before C1           | deleted by L (C1 or C3 finds it gone) or by C3 | refused at C4, deleted |
+    /// | between C1 and C4   | listed: deleted by L or by C3       | refused at C4 (epoch bumped), deleted |
+    /// | after C4            | deleted by C3                       | listed by L, deleted by L   |
+    ///
+    /// A login to another user (or from no user) is not checked: its session is new, admitted at
+    /// C4 with the epoch it then records (`stamp.lua`); a logout-everywhere before C4 does not
+    /// list it, one after C4 does. A login again as the session's own user is checked as a cycle.
     async fn cycle_across_slots(
         &self,
         key: &KeyId,
@@ -565,7 +595,12 @@ impl RedisStore {
             }
             let version = old.get(VERSION_FIELD).cloned().unwrap_or_default();
             let previous = old.get(USER_FIELD).cloned();
-            let moved = changes.moved_onto(old);
+            let epoch = old.get(EPOCH_FIELD).cloned();
+            let mut moved = changes.moved_onto(old);
+            if changes.user.is_some() && changes.user != previous {
+                // Another user's epoch; this user's is recorded once the login is indexed.
+                moved.fields.remove(EPOCH_FIELD);
+            }
             let (saved, owners) = self
                 .save_script(key, SaveMode::New, &moved, limits, false)
                 .await?;
@@ -581,14 +616,19 @@ impl RedisStore {
             self.forget(from);
             match taken?.as_str().as_deref() {
                 Some("ok") => {
+                    // The owner is the login's user, else the one the session moved with: the
+                    // script, writing it as a new session, knows only a login's.
+                    let current = owners.and_then(|o| o.current);
                     let owners = Owners {
+                        current: current.or_else(|| previous.clone()),
                         previous,
-                        current: owners.and_then(|o| o.current),
                         rolled: true,
                     };
                     let cap = changes.user.as_ref().and(limits.max_sessions_per_user);
-                    self.reindex(owners, from, key, ttl_ms, cap).await?;
-                    return Ok(saved);
+                    let admitted = self
+                        .reindex(owners, from, key, ttl_ms, cap, epoch.as_deref())
+                        .await?;
+                    return Ok(if admitted { saved } else { Saved::Gone });
                 }
                 Some(outcome @ ("gone" | "changed")) => {
                     let _: () = self
@@ -799,7 +839,11 @@ impl RedisStore {
     }
 
     /// After a save on a cluster: the session's entry leaves its previous owner's index under `from`
-    /// and joins its current owner's under `to`, one single-key call per index touched.
+    /// and joins its current owner's under `to`, one single-key call per index touched. A session
+    /// moved to a new id under the same owner enters only if it was logged in under the owner's
+    /// current epoch (`epoch`, the `$epoch` it carried); otherwise `to` is deleted and this returns
+    /// `false`. A session that has just been bound to its owner (a login) records the owner's epoch
+    /// in a call of its own, only when the owner has one (has ever logged out everywhere).
     async fn reindex(
         &self,
         owners: Owners,
@@ -807,35 +851,61 @@ impl RedisStore {
         to: &KeyId,
         ttl_ms: i64,
         cap: Option<u32>,
-    ) -> Result<(), Error> {
+        epoch: Option<&str>,
+    ) -> Result<bool, Error> {
         let moved = from != to;
         match (owners.previous, owners.current) {
             // Same owner, same id, same expiry, no login: the index entry is already right.
             (Some(previous), Some(current))
                 if previous == current && !moved && !owners.rolled && cap.is_none() =>
             {
-                Ok(())
+                Ok(true)
             }
             (Some(previous), Some(current)) if previous == current => {
-                let removed = moved.then_some(from);
-                self.update_index(&current, removed, Some((to, ttl_ms)), cap)
-                    .await
+                let (removed, admit) = match moved {
+                    true => (Some(from), Admit::Moved(epoch.unwrap_or(""))),
+                    false => (None, Admit::Roll),
+                };
+                let admitted = self
+                    .index(&current, removed, Some((to, ttl_ms, admit)), cap)
+                    .await?;
+                if admitted.is_none() {
+                    let deleted = self.bounded(
+                        self.client_for(&self.session_key(to))
+                            .del::<(), _>(self.session_key(to)),
+                    );
+                    let deleted = deleted.await;
+                    self.forget(to);
+                    deleted?;
+                }
+                Ok(admitted.is_some())
             }
             (previous, current) => {
                 if let Some(previous) = previous {
                     self.update_index(&previous, Some(from), None, None).await?;
                 }
                 if let Some(current) = current {
-                    self.update_index(&current, None, Some((to, ttl_ms)), cap)
+                    let admitted = self
+                        .index(&current, None, Some((to, ttl_ms, Admit::Login)), cap)
                         .await?;
+                    if let Some(epoch) = admitted.filter(|&epoch| epoch != 0) {
+                        let args = StampArgs {
+                            epoch: Value::from(epoch),
+                        };
+                        let stamped =
+                            self.run(&STAMP, vec![self.session_key(to)], args.into_values());
+                        let stamped = stamped.await;
+                        self.forget(to);
+                        stamped?;
+                    }
                 }
-                Ok(())
+                Ok(true)
             }
         }
     }
 
-    /// Updates one user's index with its own single-key script (cluster only), then deletes the
-    /// sessions that `cap` evicted from it, each with its own single-key command.
+    /// [`index`](Self::index) for a removal or the new expiry of an indexed session, which are
+    /// never refused.
     async fn update_index(
         &self,
         user: &str,
@@ -843,28 +913,68 @@ impl RedisStore {
         add: Option<(&KeyId, i64)>,
         cap: Option<u32>,
     ) -> Result<(), Error> {
+        let add = add.map(|(key, ttl)| (key, ttl, Admit::Roll));
+        self.index(user, remove, add, cap).await.map(drop)
+    }
+
+    /// Updates one user's index with its own single-key script (cluster only), then deletes the
+    /// sessions that `cap` evicted from it, each with its own single-key command. Returns the
+    /// user's revocation epoch (0 for none), or `None` when `add` was refused (see [`Admit`]).
+    async fn index(
+        &self,
+        user: &str,
+        remove: Option<&KeyId>,
+        add: Option<(&KeyId, i64, Admit<'_>)>,
+        cap: Option<u32>,
+    ) -> Result<Option<i64>, Error> {
+        let (admit, epoch) = match add {
+            None | Some((_, _, Admit::Roll)) => ("roll", ""),
+            Some((_, _, Admit::Login)) => ("login", ""),
+            Some((_, _, Admit::Moved(epoch))) => ("moved", epoch),
+        };
         let args = IndexArgs {
             remove: Value::from(remove.map_or("", KeyId::as_str)),
-            add: Value::from(add.map_or("", |(key, _)| key.as_str())),
-            ttl: Value::from(add.map_or(0, |(_, ttl)| ttl)),
+            add: Value::from(add.map_or("", |(key, _, _)| key.as_str())),
+            admit: Value::from_static_str(admit),
+            epoch: Value::from(epoch),
+            ttl: Value::from(add.map_or(0, |(_, ttl, _)| ttl)),
             // Slack for the index's own TTL, so not every add must rewrite it.
-            slack: Value::from(add.map_or(0, |(_, ttl)| ttl / 10)),
+            slack: Value::from(add.map_or(0, |(_, ttl, _)| ttl / 10)),
             cap: cap_arg(cap),
         };
         let keys = vec![self.index_key(user)];
-        let evicted = self.run(&INDEX, keys, args.into_values()).await?;
-        let ids: Vec<String> = match evicted {
-            Value::Array(ids) => ids.into_iter().filter_map(Value::into_string).collect(),
-            _ => Vec::new(),
+        let Value::Array(reply) = self.run(&INDEX, keys, args.into_values()).await? else {
+            return Err(unexpected_reply("index"));
         };
-        self.delete_sessions(&ids).await
+        let mut reply = reply.into_iter();
+        match reply
+            .next()
+            .and_then(|status| status.into_string())
+            .as_deref()
+        {
+            Some("ok") => {}
+            Some("revoked") => return Ok(None),
+            _ => return Err(unexpected_reply("index")),
+        }
+        let epoch = reply.next().and_then(|epoch| epoch.as_i64()).unwrap_or(0);
+        let evicted: Vec<String> = reply.filter_map(Value::into_string).collect();
+        self.delete_sessions(&evicted).await?;
+        Ok(Some(epoch))
     }
 
     /// Deletes every session of `user`, and `current` (the session asking) even if the index
     /// missed it. On one server, one script does it all at once. On a cluster, where the sessions
-    /// live on other slots, the index is read, then each session deleted with its own single-key
-    /// command, in bounded batches, and only those entries removed from the index.
-    pub(crate) async fn destroy_user(&self, user: &str, current: &KeyId) -> Result<(), Error> {
+    /// live on other slots, one script on the index's slot bumps the user's revocation epoch and
+    /// lists the index (so that a session being cycled meanwhile, not listed, is refused when it
+    /// comes to be indexed: see [`Self::cycle_across_slots`]), then each session is deleted with
+    /// its own single-key command, in bounded batches, and only those entries removed from the
+    /// index. The epoch is kept for at least the idle timeout.
+    pub(crate) async fn destroy_user(
+        &self,
+        user: &str,
+        current: &KeyId,
+        limits: &Limits,
+    ) -> Result<(), Error> {
         let index = self.index_key(user);
         if self.inline_index() {
             let keys = vec![index, self.session_key(current)];
@@ -880,10 +990,18 @@ impl RedisStore {
             }
             return ids.map(drop);
         }
+        let args = RevokeArgs {
+            ttl: Value::from(limits.idle_ms()),
+        };
+        let ids: Vec<String> = match self
+            .run(&REVOKE, vec![index.clone()], args.into_values())
+            .await?
+        {
+            Value::Array(ids) => ids.into_iter().filter_map(Value::into_string).collect(),
+            Value::Null => Vec::new(),
+            _ => return Err(unexpected_reply("revoke")),
+        };
         let client = self.client().with_options(&write_options());
-        let ids: Vec<String> = self
-            .bounded(client.zrange(index.as_str(), 0, -1, None, false, None, false))
-            .await?;
         self.delete_sessions(&ids).await?;
         if !ids.is_empty() {
             let _: () = self.bounded(client.zrem(index.as_str(), ids)).await?;
@@ -1104,6 +1222,19 @@ struct Owners {
     current: Option<String>,
     /// The save rolled the TTL, so the owner's index entry must follow it.
     rolled: bool,
+}
+
+/// How a key id enters a user's index on a cluster (`index.lua`'s `admit`).
+#[derive(Debug, Clone, Copy)]
+enum Admit<'a> {
+    /// A session already indexed, at its new expiry: never refused.
+    Roll,
+    /// A session just bound to the user: never refused (it is new to the user); the index returns
+    /// the user's epoch for it to record.
+    Login,
+    /// A bound session under a new id, with the epoch it recorded ('' for none): refused if the
+    /// user has logged out everywhere since.
+    Moved(&'a str),
 }
 
 /// A flat field/value reply as pairs.

@@ -161,7 +161,8 @@ pub const MANY_FIELDS: [&str; 8] = ["f0", "f1", "f2", "f3", "f4", "f5", "f6", "f
 
 /// The demo's routes under `layer`, plus test-only routes for behaviours the contract has no route
 /// for: a handler that fails after writing, handlers that wait for a signal mid-request (a read then
-/// a write, a blind write, a login that cycles the id), and one request that sets several fields.
+/// a write, a blind write, a login that cycles the id), one request that sets several fields, and
+/// one that cycles the id without a login.
 pub fn app(layer: SessionLayer, gate: Gate) -> Router {
     use axum::routing::{get, post, put};
     use axum_redis_session::Session;
@@ -234,6 +235,10 @@ pub fn app(layer: SessionLayer, gate: Gate) -> Router {
         session.login(user);
         StatusCode::NO_CONTENT
     });
+    let cycle = post(|session: Session| async move {
+        session.cycle_id();
+        StatusCode::NO_CONTENT
+    });
     // Several fields in one request, so that a half-applied save would show.
     let many = put(|session: Session, body: String| async move {
         for field in MANY_FIELDS {
@@ -253,6 +258,7 @@ pub fn app(layer: SessionLayer, gate: Gate) -> Router {
         .route("/test/slow-put", slow_write)
         .route("/test/slow-login", slow_login)
         .route("/test/many", many)
+        .route("/test/cycle", cycle)
         .merge(prefs_routes(gate.clone()))
         .layer(layer.clone());
     demo::app(layer).merge(extra)
