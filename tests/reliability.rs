@@ -349,6 +349,8 @@ async fn an_oversized_body_is_refused_without_touching_the_session() {
     let server = RedisServer::start();
     let (app, _) = support::app_on(support::store_on(&server).await, |l| l).await;
     let mut browser = Browser::new(app);
+    // Created, then updated once: the update script's first use is an EVAL.
+    browser.put("/kv/a", "1").await;
     browser.put("/kv/a", "1").await;
     let key = session_key("session:", browser.cookie.as_ref().unwrap());
     let redis = server.probe().await;
