@@ -390,3 +390,38 @@ async fn a_cluster_logout_everywhere_between_a_cycles_steps_leaves_no_session_of
     }
     panic!("the new id landed on the paused master every time");
 }
+
+/// A user who logged out everywhere on a cluster logs in again: the new session records the user's
+/// new revocation epoch, so a later cycle of its id is admitted instead of refused as revoked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_after_a_cluster_logout_everywhere_records_the_epoch_and_can_cycle() {
+    use axum_redis_session::fred::prelude::Config;
+    let cluster = support::Cluster::start();
+    let config = Config::from_url(&cluster.url()).unwrap();
+    let app = support::app_on(support::connected_store(config).await, |l| l)
+        .await
+        .0;
+    let mut first = Browser::new(app.clone());
+    first.post_form("/login", "user=bob").await;
+    assert_eq!(
+        first.post_form("/logout-everywhere", "").await.status,
+        StatusCode::NO_CONTENT
+    );
+
+    let mut again = Browser::new(app.clone());
+    assert_eq!(
+        again.post_form("/login", "user=bob").await.status,
+        StatusCode::NO_CONTENT
+    );
+    let key = support::session_key("session:", again.cookie.as_deref().unwrap());
+    let node = cluster.node(holder(&cluster, &key).expect("the new session"));
+    let epoch: i64 = node.cli(&["hget", &key, "$epoch"]).trim().parse().unwrap();
+    assert!(epoch > 0, "the login recorded the epoch: {epoch}");
+
+    assert_eq!(
+        again.post_form("/test/cycle", "").await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(again.get("/me").await.body, "bob", "the cycle was admitted");
+    assert_eq!(sessions_of(&cluster, "bob").len(), 1);
+}
