@@ -171,32 +171,9 @@ pub fn app(layer: SessionLayer, gate: Gate) -> Router {
         session.insert("count", 1000_u64).unwrap();
         StatusCode::INTERNAL_SERVER_ERROR
     });
-    let read_gate = gate.clone();
-    let slow_read_write = get(move |session: Session| async move {
-        let count = session
-            .get::<u64>("count")
-            .await
-            .unwrap_or_default()
-            .unwrap_or(0);
-        read_gate.pass().await;
-        session.insert("count", count + 1).unwrap();
-        (count + 1).to_string()
-    });
-    let wide_gate = gate.clone();
+    let slow_read_write = slow_counter(gate.clone(), 0);
     // The same, writing more fields than the Redis store's lean update script takes.
-    let slow_wide_write = get(move |session: Session| async move {
-        let count = session
-            .get::<u64>("count")
-            .await
-            .unwrap_or_default()
-            .unwrap_or(0);
-        wide_gate.pass().await;
-        session.insert("count", count + 1).unwrap();
-        for i in 0..64 {
-            session.insert(&format!("wide{i}"), i).unwrap();
-        }
-        (count + 1).to_string()
-    });
+    let slow_wide_write = slow_counter(gate.clone(), 64);
     let write_gate = gate.clone();
     let slow_write = put(move |session: Session, body: String| async move {
         write_gate.pass().await;
@@ -262,6 +239,26 @@ pub fn app(layer: SessionLayer, gate: Gate) -> Router {
         .merge(prefs_routes(gate.clone()))
         .layer(layer.clone());
     demo::app(layer).merge(extra)
+}
+
+/// `GET`: reads the count, waits at the gate, then writes the count plus one and `wide` more fields.
+fn slow_counter(gate: Gate, wide: usize) -> axum::routing::MethodRouter {
+    use axum::routing::get;
+    use axum_redis_session::Session;
+
+    get(move |session: Session| async move {
+        let count = session
+            .get::<u64>("count")
+            .await
+            .unwrap_or_default()
+            .unwrap_or(0);
+        gate.pass().await;
+        session.insert("count", count + 1).unwrap();
+        for i in 0..wide {
+            session.insert(&format!("wide{i}"), i).unwrap();
+        }
+        (count + 1).to_string()
+    })
 }
 
 /// A typed session's content in the tests: two fields that requests change independently.
