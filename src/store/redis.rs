@@ -677,7 +677,7 @@ impl RedisStore {
         let touch_below = Value::from(limits.touch_below_ms());
         let set_count = Value::from(sets.len() as i64);
         // Most writes change a few user fields of a live session and nothing else: they take the
-        // lean script, which costs Redis about half of save.lua's time.
+        // lean script, which skips what only logins, clears and metadata need.
         let lean = matches!(mode, SaveMode::Update)
             && !changes.clear
             && changes.user.is_none()
