@@ -100,8 +100,9 @@ local function next_ttl(now, idle, deadline, expires, touch_below)
   return remaining, false
 end
 
--- For the scripts that change a live session in place (update.lua, incr.lua), whose arguments `a`
--- include idle, touch_below, prefix, key_id, inline_index and track.
+-- For the scripts that change a live session in place (update.lua, incr.lua, and touch.lua for
+-- `live_session`), whose arguments `a` include idle, touch_below, prefix, key_id, inline_index and
+-- track.
 --
 -- The session's metadata (created, user, deadline, expires, size, version) and, from index 7, the
 -- current values of the fields in `names`; then the server's time. Nil when the session is gone:

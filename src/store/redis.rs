@@ -631,12 +631,7 @@ impl RedisStore {
                     return Ok(if admitted { saved } else { Saved::Gone });
                 }
                 Some(outcome @ ("gone" | "changed")) => {
-                    let _: () = self
-                        .bounded(
-                            self.client_for(&self.session_key(key))
-                                .del(self.session_key(key)),
-                        )
-                        .await?;
+                    self.delete_session(key).await?;
                     if outcome == "gone" {
                         return Ok(Saved::Gone);
                     }
@@ -870,13 +865,7 @@ impl RedisStore {
                     .index(&current, removed, Some((to, ttl_ms, admit)), cap)
                     .await?;
                 if admitted.is_none() {
-                    let deleted = self.bounded(
-                        self.client_for(&self.session_key(to))
-                            .del::<(), _>(self.session_key(to)),
-                    );
-                    let deleted = deleted.await;
-                    self.forget(to);
-                    deleted?;
+                    self.delete_session(to).await?;
                 }
                 Ok(admitted.is_some())
             }
@@ -1006,11 +995,22 @@ impl RedisStore {
         if !ids.is_empty() {
             let _: () = self.bounded(client.zrem(index.as_str(), ids)).await?;
         }
-        let deleted = self
-            .bounded(client.del::<(), _>(self.session_key(current)))
-            .await;
-        self.forget(current);
-        deleted
+        self.delete_session(current).await
+    }
+
+    /// Deletes one session with its own single-key command, and drops it from the near-cache.
+    fn delete_session<'a>(
+        &'a self,
+        key: &'a KeyId,
+    ) -> impl Future<Output = Result<(), Error>> + Send + 'a {
+        let redis_key = self.session_key(key);
+        let client = self.client_for(&redis_key);
+        let deleted = self.bounded(client.del::<(), _>(redis_key));
+        async move {
+            let deleted = deleted.await;
+            self.forget(key);
+            deleted
+        }
     }
 
     /// Deletes the sessions with these key ids, each with its own single-key command (a cluster

@@ -10,23 +10,13 @@
 --
 -- Returns false when the session no longer exists, else its new TTL in ms.
 
-local meta = redis.call('HMGET', KEYS[1], field.created, field.deadline, field.user)
-if not meta[1] then
+local m, now = live_session(KEYS[1], {}, arg)
+if not m then
   return false
 end
-local now = now_ms()
-local deadline, user = tonumber(meta[2]), meta[3]
-local ttl = tonumber(arg.idle)
-if deadline then
-  ttl = math.min(ttl, deadline - now)
-  if ttl <= 0 then
-    redis.call('DEL', KEYS[1])
-    if user and arg.inline_index == '1' then
-      redis.call('ZREM', index_key(arg.prefix, user), arg.key_id)
-    end
-    return false
-  end
-end
+local user = m[2]
+-- Given no stored expiry, next_ttl always rolls: to the idle timeout, or the deadline if nearer.
+local ttl = next_ttl(now, tonumber(arg.idle), tonumber(m[3]), nil, 0)
 redis.call('PEXPIRE', KEYS[1], ttl)
 redis.call('HSET', KEYS[1], field.expires, now + ttl)
 if user and arg.inline_index == '1' then
