@@ -34,6 +34,22 @@ pub(crate) async fn commit(
         (false, _) => return Ok(None),
     };
     let config = &session.shared().config;
+    if intent == Intent::Keep && changes.is_empty() {
+        // A read-only request, or one that never touched its session (whose token is then never
+        // hashed): a rolling persistent cookie follows the TTL the load just rolled.
+        let touched = session
+            .loaded()
+            .flatten()
+            .filter(|loaded| loaded.touched && config.persistent);
+        return Ok(touched.and_then(|loaded| {
+            let (token, _) = session.incoming()?;
+            Some(CookieUpdate::Set(session_cookie(
+                config,
+                token,
+                loaded.ttl_ms,
+            )))
+        }));
+    }
     // The session this request is attached to, unless a load showed that none lives under the id.
     let existing = match session.loaded() {
         Some(None) => None,
@@ -85,14 +101,6 @@ pub(crate) async fn commit(
             Some(update) => Ok(Some(update)),
             None => gone(session, &changes, has_data).await,
         };
-    }
-
-    if changes.is_empty() {
-        // A read-only request: a rolling persistent cookie follows the TTL the load just rolled.
-        let touched = session.loaded().flatten().filter(|l| l.touched);
-        return Ok(touched
-            .filter(|_| config.persistent)
-            .map(|loaded| CookieUpdate::Set(session_cookie(config, token, loaded.ttl_ms))));
     }
 
     let store = &session.shared().store;

@@ -594,6 +594,16 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_request_that_never_touches_its_session_never_hashes_its_id() {
+        let layer = SessionLayer::new(MemoryStore::default());
+        let token = crate::id::Token::generate();
+        let session = Session::new(layer.shared(), Some(token.as_str()), true, Span::none());
+        let update = crate::commit::commit(&session, true).await.unwrap();
+        assert!(update.is_none());
+        assert!(session.inner.incoming_key.get().is_none());
+    }
+
+    #[tokio::test]
     async fn reserved_keys_are_a_typed_error_and_record_nothing() {
         let session = session();
         assert!(
