@@ -881,9 +881,9 @@ impl RedisStore {
                         let args = StampArgs {
                             epoch: Value::from(epoch),
                         };
-                        let stamped =
-                            self.run(&STAMP, vec![self.session_key(to)], args.into_values());
-                        let stamped = stamped.await;
+                        let stamped = self
+                            .run(&STAMP, vec![self.session_key(to)], args.into_values())
+                            .await;
                         self.forget(to);
                         stamped?;
                     }
@@ -1035,7 +1035,7 @@ impl RedisStore {
         let pipeline = self.client().pipeline();
         self.bounded(async move {
             for id in batch {
-                let () = pipeline.del(format!("{}{id}", self.key_prefix)).await?;
+                let () = pipeline.del(self.id_key(id)).await?;
             }
             pipeline.all::<Value>().await.map(drop)
         })
@@ -1045,7 +1045,7 @@ impl RedisStore {
     /// NOLOOP, Redis does not tell a connection about its own writes.
     fn forget_id(&self, id: &str) {
         if let Some(Cached { cache, .. }) = &self.near_cache {
-            cache.invalidate(&format!("{}{id}", self.key_prefix));
+            cache.invalidate(&self.id_key(id));
         }
     }
 
@@ -1169,7 +1169,12 @@ impl RedisStore {
     }
 
     fn session_key(&self, key: &KeyId) -> String {
-        [&*self.key_prefix, key.as_str()].concat()
+        self.id_key(key.as_str())
+    }
+
+    /// [`session_key`](Self::session_key) for a key id read back from an index.
+    fn id_key(&self, id: &str) -> String {
+        [&*self.key_prefix, id].concat()
     }
 
     fn index_key(&self, user: &str) -> String {
@@ -1188,14 +1193,8 @@ impl RedisStore {
 
 /// An `HGETALL` reply as a map: a flat field/value array (RESP2) or a map (RESP3).
 fn hash_of(reply: Value) -> Result<HashMap<String, String>, Error> {
-    // A bulk string arrives as `Value::String` when it is UTF-8; copying its `str` directly avoids
-    // fred's `into_string`, which goes through `Display` (a quarter of the read's conversion cost).
     let text = |value: Value| {
-        let text = match value {
-            Value::String(text) => Some(String::from(&*text)),
-            other => other.into_string(),
-        };
-        text.ok_or_else(|| {
+        text_of(value).ok_or_else(|| {
             Error::Store(FredError::new(
                 ErrorKind::Parse,
                 "a session field is not UTF-8 text",
@@ -1218,6 +1217,16 @@ fn hash_of(reply: Value) -> Result<HashMap<String, String>, Error> {
             .collect(),
         Value::Null => Ok(HashMap::new()),
         _ => Err(unexpected_reply("HGETALL")),
+    }
+}
+
+/// A reply's bulk string as text; `None` if it is not UTF-8. It arrives as `Value::String` when it
+/// is: copying its `str` directly avoids fred's `into_string`, which goes through `Display` (a
+/// quarter of a read's conversion cost).
+fn text_of(value: Value) -> Option<String> {
+    match value {
+        Value::String(text) => Some(String::from(&*text)),
+        other => other.into_string(),
     }
 }
 
@@ -1251,7 +1260,7 @@ fn hash_pairs(flat: Value, script: &str) -> Result<Vec<(String, String)>, Error>
     let mut flat = flat.into_iter();
     let mut pairs = Vec::with_capacity(flat.len() / 2);
     while let (Some(field), Some(value)) = (flat.next(), flat.next()) {
-        match (field.into_string(), value.into_string()) {
+        match (text_of(field), text_of(value)) {
             (Some(field), Some(value)) => pairs.push((field, value)),
             _ => return Err(unexpected_reply(script)),
         }
