@@ -72,7 +72,7 @@ call_of() {
   grep -i '"evalsha"' "$dir/monitor.log" | grep -F "\"$1\"" | tail -1 |
     python3 -c 'import shlex, sys; line = sys.stdin.read(); print("\0".join(shlex.split(line.split("] ", 1)[1])), end="")'
 }
-# A one-field write goes through update.lua, the lean script (save.lua takes logins and the rest).
+# A one-field write goes through update.lua, the lean script (create.lua takes new sessions and cycles).
 mapfile -d '' save < <(call_of update)
 mapfile -d '' touch < <(call_of touch)
 [ "${#save[@]}" -gt 0 ] && [ "${#touch[@]}" -gt 0 ] || {

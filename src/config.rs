@@ -74,13 +74,6 @@ impl Limits {
         self.idle_ms() / 10 * TOUCH_THRESHOLD_TENTHS
     }
 
-    /// Whether a session with `remaining_ms` to live can be left as it is: at or above the touch
-    /// threshold, and not past the idle timeout (which would mean a skewed clock or a timeout
-    /// shortened since the last roll).
-    pub(crate) fn ttl_is_fresh(&self, remaining_ms: i64) -> bool {
-        (self.touch_below_ms()..=self.idle_ms()).contains(&remaining_ms)
-    }
-
     fn validate(&self) -> Result<(), Error> {
         check(
             (Duration::seconds(1)..=MAX_TIMEOUT).contains(&self.idle_timeout),

@@ -14,7 +14,7 @@ use axum_redis_session::SessionLayer;
 use support::{session_key, Browser, Gate, Monitor, Received, RedisServer};
 
 const TOUCH_LUA: &str = "touch";
-const SAVE_LUA: &str = "save";
+const CREATE_LUA: &str = "create";
 const UPDATE_LUA: &str = "update";
 
 /// Round trips of the named script among what Redis received. Each script's first argument is its
@@ -300,7 +300,7 @@ async fn round_trips_and_writes_per_request_as_the_readme_tables_them() {
 
     browser.post_form("/login", "user=alice").await;
     let login = monitor.take().await;
-    assert_eq!(script_calls(&login, SAVE_LUA), 1, "{login:?}");
+    assert_eq!(script_calls(&login, CREATE_LUA), 1, "{login:?}");
     assert!(
         login.0.iter().all(|c| c.name != "rename"),
         "no RENAME: {login:?}"

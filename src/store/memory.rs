@@ -4,12 +4,12 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::{
-    is_metadata, size_of, Changes, Incremented, Loaded, SaveMode, Saved, CREATED_FIELD,
-    DEADLINE_FIELD, USER_FIELD, VERSION_FIELD,
+use super::layout::{
+    is_metadata, number, size_of, CREATED_FIELD, DEADLINE_FIELD, USER_FIELD, VERSION_FIELD,
 };
+use super::ttl::{next_ttl, now_ms};
+use super::{Changes, Incremented, Loaded, SaveMode, Saved};
 use crate::config::Limits;
 use crate::id::KeyId;
 
@@ -44,7 +44,7 @@ struct Record {
 
 impl Record {
     fn deadline(&self) -> Option<i64> {
-        self.fields.get(DEADLINE_FIELD).and_then(|d| d.parse().ok())
+        number(&self.fields, DEADLINE_FIELD)
     }
 }
 
@@ -57,13 +57,6 @@ impl fmt::Debug for MemoryStore {
     }
 }
 
-fn now_ms() -> i64 {
-    let since_epoch = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
-}
-
 impl MemoryStore {
     fn lock(&self) -> MutexGuard<'_, State> {
         // Every update below is completed before the guard drops, so a poisoned map is consistent.
@@ -74,17 +67,8 @@ impl MemoryStore {
         let now = now_ms();
         let mut state = self.lock();
         let record = state.live(key.as_str(), now)?;
-        let deadline = record.deadline();
-        let mut ttl = record.expires_at - now;
-        let mut touched = false;
-        if ttl < limits.touch_below_ms() {
-            let new_ttl = deadline.map_or(limits.idle_ms(), |d| limits.idle_ms().min(d - now));
-            if new_ttl > ttl {
-                record.expires_at = now + new_ttl;
-                ttl = new_ttl;
-                touched = true;
-            }
-        }
+        let (ttl, touched) = next_ttl(limits, now, record.deadline(), Some(record.expires_at));
+        record.expires_at = now + ttl;
         let fields = record.fields.clone();
         if touched {
             if let Some(user) = fields.get(USER_FIELD) {
@@ -151,16 +135,7 @@ impl MemoryStore {
             return Saved::TooLarge;
         }
 
-        let deadline = fields
-            .get(DEADLINE_FIELD)
-            .and_then(|d| d.parse::<i64>().ok());
-        // As the Redis store does: an update rolls the TTL only once it has run below the threshold.
-        let remaining = expires_at
-            .map(|at| at - now)
-            .filter(|&ms| limits.ttl_is_fresh(ms));
-        let ttl = remaining.unwrap_or_else(|| {
-            deadline.map_or(limits.idle_ms(), |d| limits.idle_ms().min(d - now))
-        });
+        let (ttl, _) = next_ttl(limits, now, number(&fields, DEADLINE_FIELD), expires_at);
         if let Some(source) = source {
             state.sessions.remove(source.as_str());
             if let Some(old_user) = &old_user {
@@ -218,13 +193,8 @@ impl MemoryStore {
             return Incremented::TooLarge;
         }
         bump_version(&mut fields);
-        let deadline = fields
-            .get(DEADLINE_FIELD)
-            .and_then(|d| d.parse::<i64>().ok());
-        if !limits.ttl_is_fresh(record.expires_at - now) {
-            let ttl = deadline.map_or(limits.idle_ms(), |d| limits.idle_ms().min(d - now));
-            record.expires_at = now + ttl;
-        }
+        let (ttl, _) = next_ttl(limits, now, record.deadline(), Some(record.expires_at));
+        record.expires_at = now + ttl;
         record.fields = fields;
         let (user, expires_at) = (record.fields.get(USER_FIELD).cloned(), record.expires_at);
         if let Some(user) = user {

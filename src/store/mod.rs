@@ -1,58 +1,21 @@
 //! Where sessions live. Both backends keep the same contract, spelled out on [`Backend`]'s methods,
-//! and pass the same behaviour suite.
+//! and pass the same behaviour suite; they share the layout (`layout.rs`) and the TTL rule
+//! (`ttl.rs`).
 
+mod layout;
 mod memory;
-mod near_cache;
 mod redis;
-mod tracking;
+mod ttl;
 
 use std::collections::{BTreeMap, HashMap};
 
+use self::layout::is_metadata;
+pub(crate) use self::layout::{CSRF_FIELD, FLASH_PREFIX, RESERVED_PREFIX};
 pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;
 use crate::config::Limits;
 use crate::error::Error;
 use crate::id::KeyId;
-
-/// Hash fields owned by the crate start with this; user keys may not.
-pub(crate) const RESERVED_PREFIX: char = '$';
-/// Flash values live under reserved names, so they never collide with user keys.
-pub(crate) const FLASH_PREFIX: &str = "$flash:";
-pub(crate) const USER_FIELD: &str = "$user";
-pub(crate) const CREATED_FIELD: &str = "$created";
-pub(crate) const DEADLINE_FIELD: &str = "$deadline";
-/// When the session's TTL runs out (unix ms), as of its last write or touch: lets a read decide
-/// whether to roll the TTL without asking Redis.
-pub(crate) const EXPIRES_FIELD: &str = "$expires";
-/// Bytes of the session's user fields (names and values), kept up to date by every save so that a
-/// save need not read the whole session to enforce the size limit.
-pub(crate) const SIZE_FIELD: &str = "$size";
-/// Bumped by every save: a reader holding version `n` that saved and got back `n + 1` knows that
-/// nobody else wrote in between.
-pub(crate) const VERSION_FIELD: &str = "$version";
-
-/// On a cluster, the user's revocation epoch that a bound session was logged in under (absent: 0).
-/// Its new id after a cycle enters the user's index only while this is still the user's epoch, so
-/// that a logout-everywhere racing the cycle cannot miss it (see `revoke.lua` and `index.lua`).
-pub(crate) const EPOCH_FIELD: &str = "$epoch";
-
-/// The session's CSRF token (raw text, not JSON): crate metadata that handlers read through
-/// [`Session::csrf_token`](crate::Session::csrf_token), so loads keep it with the user fields.
-pub(crate) const CSRF_FIELD: &str = "$csrf";
-
-/// Every metadata field, by the name the Lua scripts know it under: the scripts are given this
-/// table, so Rust and Lua share one spelling of each field.
-pub(crate) const METADATA: [(&str, &str); 9] = [
-    ("csrf", CSRF_FIELD),
-    ("user", USER_FIELD),
-    ("created", CREATED_FIELD),
-    ("deadline", DEADLINE_FIELD),
-    ("expires", EXPIRES_FIELD),
-    ("size", SIZE_FIELD),
-    ("version", VERSION_FIELD),
-    ("epoch", EPOCH_FIELD),
-    ("flash", FLASH_PREFIX),
-];
 
 /// A session as loaded: its fields (user keys and flash values, as JSON text) and its owner.
 #[derive(Debug, Default, Clone)]
@@ -65,35 +28,6 @@ pub(crate) struct Loaded {
     pub(crate) touched: bool,
     /// Served by the near-cache, without a round trip.
     pub(crate) cached: bool,
-}
-
-impl Loaded {
-    /// Splits a stored hash into user fields and the crate's metadata, reusing its map.
-    fn from_hash(mut fields: HashMap<String, String>, ttl_ms: i64, touched: bool) -> Self {
-        let user = fields.remove(USER_FIELD);
-        fields.retain(|field, _| !is_metadata(field) || field == CSRF_FIELD);
-        Self {
-            fields,
-            user,
-            ttl_ms,
-            touched,
-            cached: false,
-        }
-    }
-}
-
-/// Crate metadata, as opposed to user keys and flash values.
-fn is_metadata(field: &str) -> bool {
-    field.starts_with(RESERVED_PREFIX) && !field.starts_with(FLASH_PREFIX)
-}
-
-/// What the size limit counts: the bytes of user fields' names and values.
-fn size_of<'a>(fields: impl IntoIterator<Item = (&'a String, &'a String)>) -> usize {
-    fields
-        .into_iter()
-        .filter(|(field, _)| !is_metadata(field))
-        .map(|(field, value)| field.len() + value.len())
-        .sum()
 }
 
 /// What one request changed: applied by the store as a delta, never as a whole-record rewrite.
@@ -225,7 +159,8 @@ impl Backend {
 
     /// Applies `changes` atomically under `mode`'s precondition, sets the TTL (never past the
     /// absolute deadline) and keeps the owner's index in step. Nothing is written unless the result
-    /// is [`Saved::Written`].
+    /// is [`Saved::Written`]. An update never binds a user: a login always moves the session to a
+    /// fresh id ([`SaveMode::Cycle`]) or starts one ([`SaveMode::New`]).
     pub(crate) async fn save(
         &self,
         key: &KeyId,

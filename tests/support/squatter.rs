@@ -112,8 +112,8 @@ async fn relay(client: TcpStream, upstream: u16, squatter: Client, state: Arc<Mu
     replies.abort();
 }
 
-/// The key a save script must create under a fresh id: `EVALSHA sha numkeys key… "save" mode …` with
-/// mode `new` or `cycle` (the scripts' first argument is their name, their second the save's mode).
+/// The key the create script must find free: `EVALSHA sha numkeys key… "create" mode …` with
+/// mode `new` or `cycle` (a script's first argument is its name, create.lua's second its mode).
 fn fresh_id_target(command: &[Vec<u8>]) -> Option<String> {
     let name = String::from_utf8_lossy(command.first()?).to_ascii_lowercase();
     if name != "evalsha" && name != "eval" {
@@ -122,7 +122,7 @@ fn fresh_id_target(command: &[Vec<u8>]) -> Option<String> {
     let keys: usize = String::from_utf8_lossy(command.get(2)?).parse().ok()?;
     let script = command.get(3 + keys)?;
     let mode = command.get(4 + keys)?;
-    (script == b"save" && (mode == b"new" || mode == b"cycle"))
+    (script == b"create" && (mode == b"new" || mode == b"cycle"))
         .then(|| String::from_utf8_lossy(&command[3]).into_owned())
 }
 

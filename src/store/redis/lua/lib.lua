@@ -1,6 +1,7 @@
--- Shared by every script: prepended to each of them, after a prelude written by redis.rs that
+-- Shared by every script: prepended to each of them, after a prelude written by scripts.rs that
 -- defines `field` (the metadata field names), `arg` (the script's named arguments, from ARGV) and
--- `first_extra` (the index in ARGV of the first argument beyond the named ones).
+-- `first_extra` (the index in ARGV of the first argument beyond the named ones). A function here
+-- that reads `arg.X` may only be called by scripts that are sent X (a unit test checks it).
 
 -- The server's clock in unix milliseconds, so every instance of the application agrees.
 local function now_ms()
@@ -100,38 +101,68 @@ local function next_ttl(now, idle, deadline, expires, touch_below)
   return remaining, false
 end
 
+-- HSET/HDEL/HMGET in bounded batches: unpack() of a huge table overflows Lua's stack. Returns the
+-- replies of the batches, concatenated.
+local function call_batched(command, key, items)
+  local replies = {}
+  for first = 1, #items, 500 do
+    local reply = redis.call(command, key, unpack(items, first, math.min(first + 499, #items)))
+    if type(reply) == 'table' then
+      for _, value in ipairs(reply) do
+        replies[#replies + 1] = value
+      end
+    end
+  end
+  return replies
+end
+
 -- For the scripts that change a live session in place (update.lua, incr.lua, and touch.lua for
--- `live_session`), whose arguments `a` include idle, touch_below, prefix, key_id, inline_index and
--- track.
+-- `live_session`).
 --
 -- The session's metadata (created, user, deadline, expires, size, version) and, from index 7, the
 -- current values of the fields in `names`; then the server's time. Nil when the session is gone:
 -- one past its absolute deadline is deleted here.
-local function live_session(key, names, a)
+local function live_session(key, names)
   local m = redis.call('HMGET', key, field.created, field.user, field.deadline, field.expires,
-                       field.size, field.version, unpack(names))
+                       field.size, field.version, unpack(names, 1, math.min(#names, 500)))
   if not m[1] then
     return nil
+  end
+  if #names > 500 then
+    local rest = {}
+    for i = 501, #names do
+      rest[#rest + 1] = names[i]
+    end
+    -- HMGET's nils arrive as false: their positions are kept.
+    for i, value in ipairs(call_batched('HMGET', key, rest)) do
+      m[506 + i] = value
+    end
   end
   local now = now_ms()
   local deadline = tonumber(m[3])
   if deadline and deadline <= now then
     redis.call('DEL', key)
-    if m[2] and a.inline_index == '1' then
-      redis.call('ZREM', index_key(a.prefix, m[2]), a.key_id)
+    if m[2] and arg.inline_index == '1' then
+      redis.call('ZREM', index_key(arg.prefix, m[2]), arg.key_id)
     end
     return nil
   end
   return m, now
 end
 
+-- The bytes of user fields a session read by `live_session` holds. A session last saved before
+-- sizes were kept is counted once here.
+local function live_size(key, m)
+  return tonumber(m[5]) or user_size(redis.call('HGETALL', key))
+end
+
 -- Completes a write of a session read by `live_session`: sets `writes` (field/value pairs) with the
 -- new version and size, rolls the TTL when it is due (keeping the owner's index in step), and reads
 -- the key again, since a write ends this connection's tracking of it (near-cache). Returns the TTL
 -- left in ms, whether it rolled, and the new version.
-local function write_live(key, m, now, size, writes, a)
-  local ttl, roll = next_ttl(now, tonumber(a.idle), tonumber(m[3]), tonumber(m[4]),
-                             tonumber(a.touch_below))
+local function write_live(key, m, now, size, writes)
+  local ttl, roll = next_ttl(now, tonumber(arg.idle), tonumber(m[3]), tonumber(m[4]),
+                             tonumber(arg.touch_below))
   local version = (tonumber(m[6]) or 0) + 1
   writes[#writes + 1] = field.version
   writes[#writes + 1] = version
@@ -142,14 +173,14 @@ local function write_live(key, m, now, size, writes, a)
     writes[#writes + 1] = field.expires
     writes[#writes + 1] = now + ttl
   end
-  redis.call('HSET', key, unpack(writes))
+  call_batched('HSET', key, writes)
   if roll then
     redis.call('PEXPIRE', key, ttl)
-    if m[2] and a.inline_index == '1' then
-      index_add(index_key(a.prefix, m[2]), a.key_id, now, ttl, math.floor(tonumber(a.idle) / 10))
+    if m[2] and arg.inline_index == '1' then
+      index_add(index_key(arg.prefix, m[2]), arg.key_id, now, ttl, math.floor(tonumber(arg.idle) / 10))
     end
   end
-  if a.track == '1' then
+  if arg.track == '1' then
     redis.call('EXISTS', key)
   end
   return ttl, roll, version

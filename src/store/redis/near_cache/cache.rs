@@ -1,6 +1,7 @@
-//! The near-cache: sessions this process read recently, served without a round trip while Redis
-//! vouches that they have not changed. Redis's client tracking tells us when a key we read changes
-//! (see `tracking.rs`); this file holds the entries and the rules that keep them honest:
+//! The near-cache's entries: sessions this process read recently, served without a round trip
+//! while Redis vouches that they have not changed. Redis's client tracking tells us when a key we
+//! read changes (`tracking.rs` listens, and hands the announcements over as [`Notice`]s, so this
+//! file knows no Redis client); this file holds the entries and the rules that keep them honest:
 //!
 //! - an entry is served only while tracking is confirmed on and the lease (renewed by heartbeats
 //!   that prove the invalidation path alive) has not run out;
@@ -15,23 +16,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use fred::types::client::Invalidation;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::broadcast::Receiver;
 
-use super::{Changes, Loaded};
+use super::Entry;
+use crate::store::Changes;
 
 /// How long a proof that the invalidation path is alive lets entries be served. Redis frozen or
 /// unreachable for longer than this means no hits: requests go to Redis and fail there.
 pub(crate) const LEASE: Duration = Duration::from_secs(1);
-
-/// A cached session: what a load returned, and when its TTL runs out (unix ms, Redis's clock).
-#[derive(Debug, Clone)]
-pub(crate) struct Entry {
-    pub(crate) loaded: Loaded,
-    pub(crate) version: u64,
-    pub(crate) expires_at: i64,
-}
 
 impl Entry {
     /// This entry after our own save of `changes` wrote `version` and left the TTL at `ttl_ms`.
@@ -93,15 +86,57 @@ struct State {
     epoch: u64,
     /// Tracking is confirmed on, for this epoch, on every connection that reads sessions.
     tracking: bool,
-    /// Invalidations not yet applied, one receiver per listening connection of this epoch.
-    invalidations: Vec<Receiver<Invalidation>>,
+    /// Announcements not yet applied, one inbox per listening connection of this epoch.
+    invalidations: Vec<Box<dyn Inbox>>,
     /// Events after which nothing cached can be trusted: the data connections' (for the store's
     /// life) and the listeners' (for their epoch).
     data_events: Vec<Signal>,
     listener_events: Vec<Signal>,
 }
 
-/// One of fred's event channels (reconnects, errors, cluster changes): that an event happened is all
+/// What a listening connection announced.
+#[derive(Debug)]
+pub(crate) enum Notice {
+    /// These keys changed.
+    Changed(Vec<String>),
+    /// Any key may have changed (a `FLUSHALL`, or announcements lost): tracking goes on.
+    Cleared,
+    /// The listener is gone: nothing can be trusted until a new epoch begins.
+    Closed,
+}
+
+/// A listening connection's announcements, as they arrive.
+pub(crate) trait Inbox: Send {
+    /// The next announcement not yet taken, if any.
+    fn next(&mut self) -> Option<Notice>;
+}
+
+/// One announcement on a listener's channel: the keys it names (none: every key, as Redis announces
+/// a `FLUSHALL`).
+pub(crate) trait Announcement: Clone + Send + 'static {
+    fn into_keys(self) -> Vec<String>;
+}
+
+impl<T: Announcement> Inbox for Receiver<T> {
+    fn next(&mut self) -> Option<Notice> {
+        match self.try_recv() {
+            Ok(announced) => {
+                let keys = announced.into_keys();
+                Some(match keys.is_empty() {
+                    // Its connections stay tracked, and what they read from now on is tracked anew.
+                    true => Notice::Cleared,
+                    false => Notice::Changed(keys),
+                })
+            }
+            // Messages were lost: no entry can be trusted, though tracking goes on.
+            Err(TryRecvError::Lagged(_)) => Some(Notice::Cleared),
+            Err(TryRecvError::Empty) => None,
+            Err(TryRecvError::Closed) => Some(Notice::Closed),
+        }
+    }
+}
+
+/// One of the client's event channels (reconnects, errors, cluster changes): that an event happened is all
 /// the cache needs to know.
 pub(crate) struct Signal(Box<dyn Source>);
 
@@ -256,7 +291,7 @@ impl NearCache {
     /// `events` (its listeners') fires. Nothing is served before [`confirm`](Self::confirm).
     pub(crate) fn begin_epoch(
         &self,
-        invalidations: Vec<Receiver<Invalidation>>,
+        invalidations: Vec<Box<dyn Inbox>>,
         events: Vec<Signal>,
     ) -> u64 {
         let mut state = self.lock();
@@ -318,24 +353,17 @@ impl State {
                 flush |= signal.0.fired();
             }
         }
-        for receiver in &mut self.invalidations {
-            loop {
-                match receiver.try_recv() {
-                    // Redis announces FLUSHALL / FLUSHDB as an invalidation without keys. Its
-                    // connections stay tracked, and what they read from now on is tracked anew.
-                    Ok(invalidation) if invalidation.keys.is_empty() => clear = true,
-                    Ok(invalidation) => {
-                        for key in &invalidation.keys {
-                            if let Some(key) = key.as_str() {
-                                self.entries.remove(key);
-                                self.filling.remove(key);
-                            }
+        for inbox in &mut self.invalidations {
+            while let Some(notice) = inbox.next() {
+                match notice {
+                    Notice::Changed(keys) => {
+                        for key in &keys {
+                            self.entries.remove(key);
+                            self.filling.remove(key);
                         }
                     }
-                    // Messages were lost: no entry can be trusted, though tracking goes on.
-                    Err(TryRecvError::Lagged(_)) => clear = true,
-                    Err(TryRecvError::Empty) => break,
-                    Err(TryRecvError::Closed) => {
+                    Notice::Cleared => clear = true,
+                    Notice::Closed => {
                         flush = true;
                         break;
                     }
@@ -352,10 +380,16 @@ impl State {
 
 #[cfg(test)]
 mod tests {
-    use fred::types::config::Server;
     use tokio::sync::broadcast;
 
     use super::*;
+    use crate::store::Loaded;
+
+    impl Announcement for Vec<String> {
+        fn into_keys(self) -> Vec<String> {
+            self
+        }
+    }
 
     fn entry(count: &str) -> Entry {
         let mut loaded = Loaded::default();
@@ -367,18 +401,15 @@ mod tests {
         }
     }
 
-    fn invalidation(keys: &[&str]) -> Invalidation {
-        Invalidation {
-            keys: keys.iter().map(|k| (*k).into()).collect(),
-            server: Server::new("127.0.0.1", 6379),
-        }
+    fn invalidation(keys: &[&str]) -> Vec<String> {
+        keys.iter().map(|k| (*k).to_owned()).collect()
     }
 
     /// A cache serving, with `sender` as its listener.
-    fn serving() -> (NearCache, broadcast::Sender<Invalidation>) {
+    fn serving() -> (NearCache, broadcast::Sender<Vec<String>>) {
         let cache = NearCache::new(10);
         let (sender, receiver) = broadcast::channel(4);
-        let epoch = cache.begin_epoch(vec![receiver], Vec::new());
+        let epoch = cache.begin_epoch(vec![Box::new(receiver)], Vec::new());
         assert!(cache.confirm(epoch));
         cache.renew_lease(Instant::now());
         (cache, sender)

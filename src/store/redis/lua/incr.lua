@@ -16,7 +16,7 @@
 -- { 'gone' } | { 'not_integer', current value } | { 'too_large' }; nothing is written unless 'ok'.
 
 local target = KEYS[1]
-local m, now = live_session(target, { arg.field }, arg)
+local m, now = live_session(target, { arg.field })
 if not m then
   return { 'gone' }
 end
@@ -26,13 +26,12 @@ if current and not string.match(current, '^-?%d+$') then
 end
 
 local value = (tonumber(current) or 0) + tonumber(arg.by)
--- A session last saved before sizes were kept is counted once here.
-local old_size = tonumber(m[5]) or user_size(redis.call('HGETALL', target))
+local old_size = live_size(target, m)
 local size = old_size - (current and #arg.field + #current or 0) + #arg.field + #tostring(value)
 if size > tonumber(arg.max_bytes) and size > old_size then
   return { 'too_large' }
 end
 
 value = redis.call('HINCRBY', target, arg.field, arg.by)
-local ttl, roll, version = write_live(target, m, now, size, {}, arg)
+local ttl, roll, version = write_live(target, m, now, size, {})
 return { 'ok', value, ttl, m[2] or '', roll and '1' or '0', version }

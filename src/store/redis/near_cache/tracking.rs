@@ -23,12 +23,13 @@ use fred::interfaces::{
     ClientInterface, ClientLike, EventInterface, PubsubInterface, TrackingInterface,
 };
 use fred::prelude::{Builder, Config as FredConfig, Server, ServerConfig};
+use fred::types::client::Invalidation;
 use fred::types::{ClusterHash, CustomCommand, RespVersion};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
-use super::near_cache::{NearCache, Signal, LEASE};
+use super::cache::{Announcement, Inbox, NearCache, Signal, LEASE};
 
 const CHANNEL: &str = "__redis__:invalidate";
 /// Four heartbeats per lease: one lost reply does not stop the cache from serving.
@@ -81,6 +82,15 @@ pub(crate) fn supervise(cache: NearCache, clients: Vec<Client>, timeout: Duratio
     Supervisor(task.abort_handle())
 }
 
+impl Announcement for Invalidation {
+    fn into_keys(self) -> Vec<String> {
+        self.keys
+            .iter()
+            .filter_map(|key| key.as_str().map(String::from))
+            .collect()
+    }
+}
+
 /// Every event of a data connection that may have cost it its tracking.
 fn events(client: &Client) -> Vec<Signal> {
     vec![
@@ -111,7 +121,7 @@ async fn serve(
         let epoch = cache.begin_epoch(
             listeners
                 .values()
-                .map(|listener| listener.client.invalidation_rx())
+                .map(|listener| Box::new(listener.client.invalidation_rx()) as Box<dyn Inbox>)
                 .collect(),
             listeners
                 .values()

@@ -10,7 +10,7 @@
 --
 -- Returns false when the session no longer exists, else its new TTL in ms.
 
-local m, now = live_session(KEYS[1], {}, arg)
+local m, now = live_session(KEYS[1], {})
 if not m then
   return false
 end

@@ -1,0 +1,94 @@
+//! Where the stored layout is decided: the key of a session and of a user's index, and how a
+//! session's value is laid out (one field per session key holding its JSON text, crate metadata
+//! under `$`-prefixed fields). Both stores keep sessions in this shape, and every Lua script is
+//! given the metadata names from [`METADATA`], so there is one spelling of each. The cookie's side
+//! of the layout (token to key id) is `id.rs`'s.
+
+use std::collections::HashMap;
+
+use super::Loaded;
+
+/// Hash fields owned by the crate start with this; user keys may not.
+pub(crate) const RESERVED_PREFIX: char = '$';
+/// Flash values live under reserved names, so they never collide with user keys.
+pub(crate) const FLASH_PREFIX: &str = "$flash:";
+pub(crate) const USER_FIELD: &str = "$user";
+pub(crate) const CREATED_FIELD: &str = "$created";
+pub(crate) const DEADLINE_FIELD: &str = "$deadline";
+/// When the session's TTL runs out (unix ms), as of its last write or touch: lets a read decide
+/// whether to roll the TTL without asking Redis.
+pub(crate) const EXPIRES_FIELD: &str = "$expires";
+/// Bytes of the session's user fields (names and values), kept up to date by every save so that a
+/// save need not read the whole session to enforce the size limit.
+pub(crate) const SIZE_FIELD: &str = "$size";
+/// Bumped by every save: a reader holding version `n` that saved and got back `n + 1` knows that
+/// nobody else wrote in between.
+pub(crate) const VERSION_FIELD: &str = "$version";
+/// On a cluster, the user's revocation epoch that a bound session was logged in under (absent: 0).
+/// Its new id after a cycle enters the user's index only while this is still the user's epoch, so
+/// that a logout-everywhere racing the cycle cannot miss it (see `revoke.lua` and `index.lua`).
+pub(crate) const EPOCH_FIELD: &str = "$epoch";
+/// The session's CSRF token (raw text, not JSON): crate metadata that handlers read through
+/// [`Session::csrf_token`](crate::Session::csrf_token), so loads keep it with the user fields.
+pub(crate) const CSRF_FIELD: &str = "$csrf";
+
+/// Every metadata field, by the name the Lua scripts know it under (`field.user`, …).
+pub(crate) const METADATA: [(&str, &str); 9] = [
+    ("csrf", CSRF_FIELD),
+    ("user", USER_FIELD),
+    ("created", CREATED_FIELD),
+    ("deadline", DEADLINE_FIELD),
+    ("expires", EXPIRES_FIELD),
+    ("size", SIZE_FIELD),
+    ("version", VERSION_FIELD),
+    ("epoch", EPOCH_FIELD),
+    ("flash", FLASH_PREFIX),
+];
+
+/// The key of the session with key id `id`.
+pub(crate) fn session_key(prefix: &str, id: &str) -> String {
+    [prefix, id].concat()
+}
+
+/// The key of `user`'s index: the key ids of the user's sessions, scored by expiry.
+pub(crate) fn index_key(prefix: &str, user: &str) -> String {
+    [prefix, "user:", user].concat()
+}
+
+/// Crate metadata, as opposed to user keys and flash values.
+pub(crate) fn is_metadata(field: &str) -> bool {
+    field.starts_with(RESERVED_PREFIX) && !field.starts_with(FLASH_PREFIX)
+}
+
+/// What the size limit counts: the bytes of user fields' names and values.
+pub(crate) fn size_of<'a>(fields: impl IntoIterator<Item = (&'a String, &'a String)>) -> usize {
+    fields
+        .into_iter()
+        .filter(|(field, _)| !is_metadata(field))
+        .map(|(field, value)| field.len() + value.len())
+        .sum()
+}
+
+impl Loaded {
+    /// Splits a stored hash into user fields and the crate's metadata, reusing its map.
+    pub(crate) fn from_hash(
+        mut fields: HashMap<String, String>,
+        ttl_ms: i64,
+        touched: bool,
+    ) -> Self {
+        let user = fields.remove(USER_FIELD);
+        fields.retain(|field, _| !is_metadata(field) || field == CSRF_FIELD);
+        Self {
+            fields,
+            user,
+            ttl_ms,
+            touched,
+            cached: false,
+        }
+    }
+}
+
+/// A metadata field of a stored hash as a number.
+pub(crate) fn number(hash: &HashMap<String, String>, field: &str) -> Option<i64> {
+    hash.get(field).and_then(|value| value.parse().ok())
+}

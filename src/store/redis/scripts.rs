@@ -1,0 +1,436 @@
+//! The Lua scripts: each one's named arguments, as Rust sends them, and a decoder of its reply.
+//!
+//! A script reads its arguments as `arg.<name>` from a table that a prelude builds out of the same
+//! list of names, so Rust and Lua cannot disagree on their order, and a unit test checks that every
+//! `arg.<name>` a script (or a helper of `lib.lua` it calls) reads is one that Rust sends. The
+//! script's own name goes first in ARGV, so `MONITOR` and `SLOWLOG` show which script ran;
+//! arguments beyond the named ones (field lists) start at `ARGV[first_extra]`.
+
+use std::fmt::Write as _;
+
+use fred::error::{Error as FredError, ErrorKind};
+use fred::types::scripts::Script;
+use fred::types::Value;
+
+use crate::error::Error;
+use crate::store::layout::METADATA;
+
+macro_rules! scripts {
+    ($($(#[$doc:meta])* $name:ident = $script:literal { $($field:ident),* $(,)? })*) => {$(
+        $(#[$doc])*
+        pub(super) struct $name {
+            $(pub(super) $field: Value,)*
+        }
+
+        impl $name {
+            const SCRIPT: &'static str = $script;
+            const NAMES: &'static [&'static str] = &[$(stringify!($field)),*];
+            const BODY: &'static str = include_str!(concat!("lua/", $script, ".lua"));
+
+            /// The script, built once.
+            pub(super) fn script() -> &'static Script {
+                static SCRIPT: std::sync::LazyLock<Script> =
+                    std::sync::LazyLock::new(|| build($name::NAMES, $name::BODY));
+                &SCRIPT
+            }
+
+            /// The script's ARGV: its name, then the named arguments in order.
+            pub(super) fn into_values(self) -> Vec<Value> {
+                vec![Value::from_static_str(Self::SCRIPT), $(self.$field),*]
+            }
+        }
+    )*
+
+        #[cfg(test)]
+        const CATALOGUE: &[(&str, &[&str], &str)] = &[$(($script, $name::NAMES, $name::BODY)),*];
+    };
+}
+
+scripts! {
+    /// `touch.lua`: roll a session's idle TTL.
+    TouchArgs = "touch" { idle, prefix, key_id, inline_index, track }
+    /// `update.lua`: a request's changes to a live session. Extra: `sets` field/value pairs, then
+    /// the removed fields.
+    UpdateArgs = "update" {
+        idle, max_bytes, prefix, key_id, clear, inline_index, touch_below, track, sets,
+    }
+    /// `create.lua`: a session under a fresh id, new or moved. Extra: as for `update.lua`.
+    CreateArgs = "create" {
+        mode, idle, absolute, max_bytes, prefix, key_id, source_id, clear, user, inline_index,
+        max_per_user, track, sets,
+    }
+    /// `incr.lua`: add to an integer field of a live session.
+    IncrArgs = "incr" {
+        field, by, idle, max_bytes, prefix, key_id, inline_index, touch_below, track,
+    }
+    /// `destroy.lua`: delete a session, returning its owner.
+    DestroyArgs = "destroy" { prefix, key_id, inline_index }
+    /// `take_if.lua`: the old session of a cycle on a cluster, if unchanged.
+    TakeIfArgs = "take_if" { version }
+    /// `destroy_user.lua`: every session of a user, at once (one server).
+    DestroyUserArgs = "destroy_user" { prefix }
+    /// `index.lua`: a user's index on a cluster.
+    IndexArgs = "index" { remove, add, admit, epoch, ttl, slack, cap }
+    /// `revoke.lua`: bump a user's revocation epoch and list the user's sessions (cluster).
+    RevokeArgs = "revoke" { ttl }
+    /// `stamp.lua`: record the user's epoch in a session just logged in (cluster).
+    StampArgs = "stamp" { epoch }
+}
+
+const LIB: &str = include_str!("lua/lib.lua");
+
+/// A script from its file, behind a prelude that gives it the metadata field names (`field.user`,
+/// …) and its named arguments (`arg.<name>`), then the helpers of `lib.lua`.
+fn build(args: &[&str], body: &str) -> Script {
+    let mut lua = String::from("local field = {");
+    for (name, value) in METADATA {
+        let _ = write!(lua, " {name} = '{value}',");
+    }
+    // ARGV[1] is the script's name.
+    lua.push_str(" }\nlocal arg = {");
+    for (i, name) in args.iter().enumerate() {
+        let _ = write!(lua, " {name} = ARGV[{}],", i + 2);
+    }
+    let _ = writeln!(lua, " }}\nlocal first_extra = {}", args.len() + 2);
+    lua.push_str(LIB);
+    lua.push_str(body);
+    Script::from_lua(lua)
+}
+
+/// A write script's `'ok'`: what the session holds now and who owns it.
+#[derive(Debug)]
+pub(super) struct Wrote {
+    pub(super) ttl_ms: i64,
+    pub(super) version: u64,
+    pub(super) size: usize,
+    /// The TTL was rolled, so the owner's index entry must follow it.
+    pub(super) rolled: bool,
+    /// The owner before the write, and after it.
+    pub(super) previous: Option<String>,
+    pub(super) owner: Option<String>,
+    /// Sessions a login's cap evicted, already deleted by the script.
+    pub(super) evicted: Vec<String>,
+}
+
+/// The reply of `update.lua` or `create.lua`.
+#[derive(Debug)]
+pub(super) enum WriteReply {
+    Wrote(Wrote),
+    Gone,
+    Collision,
+    TooLarge,
+}
+
+/// The reply of `incr.lua`.
+#[derive(Debug)]
+pub(super) enum IncrReply {
+    To {
+        value: i64,
+        ttl_ms: i64,
+        rolled: bool,
+        owner: Option<String>,
+    },
+    Gone,
+    NotInteger(String),
+    TooLarge,
+}
+
+/// The reply of `take_if.lua`.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Taken {
+    Deleted,
+    Gone,
+    Changed,
+}
+
+/// `update.lua`: `{ 'ok', ttl, version, size, rolled, owner }`.
+pub(super) fn update_reply(reply: Value) -> Result<WriteReply, Error> {
+    let mut reply = Reply::new(reply, "update")?;
+    Ok(match reply.status()?.as_str() {
+        "ok" => {
+            let (ttl_ms, version, size) = (reply.int()?, reply.int()?, reply.int()?);
+            let rolled = reply.text()?.as_deref() == Some("1");
+            let owner = reply.text()?;
+            WriteReply::Wrote(Wrote {
+                ttl_ms,
+                version: u64::try_from(version).unwrap_or(0),
+                size: usize::try_from(size).unwrap_or(0),
+                rolled,
+                previous: owner.clone(),
+                owner,
+                evicted: Vec::new(),
+            })
+        }
+        other => reply.refusal(other)?,
+    })
+}
+
+/// `create.lua`: `{ 'ok', ttl, version, size, previous owner, owner, evicted… }`.
+pub(super) fn create_reply(reply: Value) -> Result<WriteReply, Error> {
+    let mut reply = Reply::new(reply, "create")?;
+    Ok(match reply.status()?.as_str() {
+        "ok" => WriteReply::Wrote(Wrote {
+            ttl_ms: reply.int()?,
+            version: u64::try_from(reply.int()?).unwrap_or(0),
+            size: usize::try_from(reply.int()?).unwrap_or(0),
+            rolled: true,
+            previous: reply.text()?,
+            owner: reply.text()?,
+            evicted: reply.rest(),
+        }),
+        other => reply.refusal(other)?,
+    })
+}
+
+/// `incr.lua`: `{ 'ok', value, ttl, owner, rolled, version }` | `{ 'not_integer', value }` | ….
+pub(super) fn incr_reply(reply: Value) -> Result<IncrReply, Error> {
+    let mut reply = Reply::new(reply, "incr")?;
+    Ok(match reply.status()?.as_str() {
+        "ok" => IncrReply::To {
+            value: reply.int()?,
+            ttl_ms: reply.int()?,
+            owner: reply.text()?,
+            rolled: reply.text()?.as_deref() == Some("1"),
+        },
+        "gone" => IncrReply::Gone,
+        "not_integer" => IncrReply::NotInteger(reply.text()?.unwrap_or_default()),
+        "too_large" => IncrReply::TooLarge,
+        _ => return Err(unexpected_reply("incr")),
+    })
+}
+
+/// `touch.lua`: the new TTL, or `None` when the session is gone.
+pub(super) fn touch_reply(reply: &Value) -> Option<i64> {
+    reply.as_i64()
+}
+
+/// `destroy.lua`: `None` when there was no session, else its owner, if any.
+pub(super) fn destroy_reply(reply: Value) -> Result<Option<Option<String>>, Error> {
+    match reply {
+        Value::Null => Ok(None),
+        Value::Array(_) => Reply::new(reply, "destroy")?.text().map(Some),
+        _ => Err(unexpected_reply("destroy")),
+    }
+}
+
+/// `take_if.lua`.
+pub(super) fn take_if_reply(reply: &Value) -> Result<Taken, Error> {
+    match reply.as_str().as_deref() {
+        Some("ok") => Ok(Taken::Deleted),
+        Some("gone") => Ok(Taken::Gone),
+        Some("changed") => Ok(Taken::Changed),
+        _ => Err(unexpected_reply("take_if")),
+    }
+}
+
+/// `destroy_user.lua` and `revoke.lua`: the key ids the user's index held.
+pub(super) fn ids_reply(reply: Value, script: &'static str) -> Result<Vec<String>, Error> {
+    match reply {
+        Value::Null => Ok(Vec::new()),
+        reply @ Value::Array(_) => Ok(Reply::new(reply, script)?.rest()),
+        _ => Err(unexpected_reply(script)),
+    }
+}
+
+/// `index.lua`: the user's epoch and the key ids the cap evicted, or `None` when the entry was
+/// refused (the user logged out everywhere since the session recorded its epoch).
+pub(super) fn index_reply(reply: Value) -> Result<Option<(i64, Vec<String>)>, Error> {
+    let mut reply = Reply::new(reply, "index")?;
+    match reply.status()?.as_str() {
+        "ok" => Ok(Some((reply.int()?, reply.rest()))),
+        "revoked" => Ok(None),
+        _ => Err(unexpected_reply("index")),
+    }
+}
+
+/// A script's array reply, read in order.
+struct Reply {
+    values: std::vec::IntoIter<Value>,
+    script: &'static str,
+}
+
+impl Reply {
+    fn new(reply: Value, script: &'static str) -> Result<Self, Error> {
+        match reply {
+            Value::Array(values) => Ok(Self {
+                values: values.into_iter(),
+                script,
+            }),
+            _ => Err(unexpected_reply(script)),
+        }
+    }
+
+    fn status(&mut self) -> Result<String, Error> {
+        self.text()?.ok_or_else(|| unexpected_reply(self.script))
+    }
+
+    fn int(&mut self) -> Result<i64, Error> {
+        self.values
+            .next()
+            .and_then(|value| value.as_i64())
+            .ok_or_else(|| unexpected_reply(self.script))
+    }
+
+    /// A text value; `''` is `None`.
+    fn text(&mut self) -> Result<Option<String>, Error> {
+        let value = self
+            .values
+            .next()
+            .ok_or_else(|| unexpected_reply(self.script))?;
+        let text = text_of(value).ok_or_else(|| unexpected_reply(self.script))?;
+        Ok(Some(text).filter(|text| !text.is_empty()))
+    }
+
+    /// The remaining values, as text.
+    fn rest(self) -> Vec<String> {
+        self.values.filter_map(text_of).collect()
+    }
+
+    /// A write refused: `'gone'`, `'collision'` or `'too_large'`.
+    fn refusal(&self, status: &str) -> Result<WriteReply, Error> {
+        match status {
+            "gone" => Ok(WriteReply::Gone),
+            "collision" => Ok(WriteReply::Collision),
+            "too_large" => Ok(WriteReply::TooLarge),
+            _ => Err(unexpected_reply(self.script)),
+        }
+    }
+}
+
+/// A reply's bulk string as text; `None` if it is not UTF-8. It arrives as `Value::String` when it
+/// is: copying its `str` directly avoids fred's `into_string`, which goes through `Display` (a
+/// quarter of a read's conversion cost).
+pub(super) fn text_of(value: Value) -> Option<String> {
+    match value {
+        Value::String(text) => Some(String::from(&*text)),
+        other => other.into_string(),
+    }
+}
+
+pub(super) fn unexpected_reply(call: &str) -> Error {
+    Error::Store(FredError::new(
+        ErrorKind::Protocol,
+        format!("unexpected reply to {call}"),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use super::*;
+
+    /// Lua code without its comments.
+    fn code(lua: &str) -> String {
+        lua.lines()
+            .map(|line| line.split("--").next().unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    fn is_ident(c: char) -> bool {
+        c.is_ascii_alphanumeric() || c == '_'
+    }
+
+    /// What follows each `word` in `text`, standing alone (not the tail of a longer name).
+    fn words_after<'a>(text: &'a str, word: &str) -> Vec<&'a str> {
+        text.match_indices(word)
+            .filter(|(at, _)| !text[..*at].ends_with(is_ident))
+            .map(|(at, _)| {
+                let rest = &text[at + word.len()..];
+                &rest[..rest.find(|c| !is_ident(c)).unwrap_or(rest.len())]
+            })
+            .collect()
+    }
+
+    /// `lib.lua`'s functions: each one's name and code.
+    fn lib_functions() -> BTreeMap<String, String> {
+        let lib = code(LIB);
+        let starts: Vec<usize> = lib
+            .match_indices("local function ")
+            .map(|(at, _)| at)
+            .collect();
+        let mut functions = BTreeMap::new();
+        for (i, &start) in starts.iter().enumerate() {
+            let body = &lib[start..*starts.get(i + 1).unwrap_or(&lib.len())];
+            let name = words_after(body, "local function ")[0];
+            functions.insert(name.to_owned(), body.to_owned());
+        }
+        functions
+    }
+
+    /// The arguments `body` reads, itself or through the `lib.lua` functions it calls.
+    fn arguments_read(body: &str) -> BTreeSet<String> {
+        let functions = lib_functions();
+        let mut read = BTreeSet::new();
+        let mut called = BTreeSet::new();
+        let mut pending = vec![code(body)];
+        while let Some(text) = pending.pop() {
+            read.extend(words_after(&text, "arg.").into_iter().map(str::to_owned));
+            for (name, function) in &functions {
+                let calls = text.match_indices(&format!("{name}(")).any(|(at, _)| {
+                    !text[..at].ends_with(is_ident) && !text[..at].ends_with("function ")
+                });
+                if calls && called.insert(name) {
+                    pending.push(function.clone());
+                }
+            }
+        }
+        read
+    }
+
+    #[test]
+    fn every_argument_a_script_reads_is_one_rust_sends_and_the_other_way_round() {
+        for (script, names, body) in CATALOGUE {
+            let sent: BTreeSet<String> = names.iter().map(|n| (*n).to_owned()).collect();
+            let read = arguments_read(body);
+            assert_eq!(
+                read, sent,
+                "{script}.lua reads {read:?}, Rust sends {sent:?}"
+            );
+            let header: String = body.lines().take_while(|l| l.starts_with("--")).collect();
+            for name in *names {
+                assert!(
+                    header.contains(&format!("arg.{name} ")),
+                    "{script}.lua's header does not describe arg.{name}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_argument_check_sees_reads_through_lib_functions() {
+        assert_eq!(
+            arguments_read("local m = live_session(KEYS[1], {})"),
+            BTreeSet::from(["inline_index", "key_id", "prefix"].map(String::from))
+        );
+        assert!(arguments_read("-- arg.idle in a comment").is_empty());
+    }
+
+    #[test]
+    fn replies_decode_by_script() {
+        let reply = |items: &[&str]| {
+            Value::Array(items.iter().map(|i| Value::from(*i)).collect::<Vec<_>>())
+        };
+        let wrote = update_reply(reply(&["ok", "1000", "3", "12", "1", "alice"])).unwrap();
+        assert!(matches!(
+            wrote,
+            WriteReply::Wrote(Wrote { ttl_ms: 1000, version: 3, size: 12, rolled: true, ref owner, .. })
+                if owner.as_deref() == Some("alice")
+        ));
+        let created = create_reply(reply(&["ok", "5", "0", "0", "", "bob", "k1", "k2"])).unwrap();
+        assert!(matches!(
+            created,
+            WriteReply::Wrote(Wrote { previous: None, ref evicted, .. }) if evicted == &["k1", "k2"]
+        ));
+        assert!(matches!(
+            create_reply(reply(&["collision"])).unwrap(),
+            WriteReply::Collision
+        ));
+        assert!(update_reply(reply(&["ok", "x"])).is_err());
+        assert!(matches!(
+            incr_reply(reply(&["not_integer", "abc"])).unwrap(),
+            IncrReply::NotInteger(value) if value == "abc"
+        ));
+    }
+}
