@@ -295,4 +295,18 @@ mod tests {
             assert!(size < 4096, "{call}'s future takes {size} bytes");
         }
     }
+
+    /// The near-cache's task starts at the first read, inside the server's runtime, with the
+    /// settings the store has by then: building the store needs no runtime, and the builder calls
+    /// may come in any order.
+    #[cfg(feature = "near-cache")]
+    #[test]
+    fn a_near_cache_is_set_up_outside_a_runtime_in_any_builder_order() {
+        let client = Builder::default_centralized().build().unwrap();
+        let store = RedisStore::from_client(client)
+            .with_near_cache(10)
+            .with_command_timeout(time::Duration::milliseconds(300));
+        assert!(store.near.is_on());
+        assert_eq!(store.command_timeout, std::time::Duration::from_millis(300));
+    }
 }

@@ -4,10 +4,13 @@
 //! feature (or with the cache off) each call goes straight through.
 //!
 //! `cache.rs` holds the entries and the rules that keep them honest; `tracking.rs` keeps them
-//! coherent with Redis through client tracking, from a task that starts at the cache's first use.
+//! coherent with Redis through client tracking, from a task that starts at the cache's first use,
+//! and hands what it hears to the cache as `events.rs` spells it.
 
 #[cfg(feature = "near-cache")]
 mod cache;
+#[cfg(feature = "near-cache")]
+mod events;
 #[cfg(feature = "near-cache")]
 mod tracking;
 

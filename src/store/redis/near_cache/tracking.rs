@@ -29,7 +29,8 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
-use super::cache::{Announcement, Inbox, NearCache, Signal, LEASE};
+use super::cache::{NearCache, LEASE};
+use super::events::{Announcement, Inbox, Signal};
 
 const CHANNEL: &str = "__redis__:invalidate";
 /// Four heartbeats per lease: one lost reply does not stop the cache from serving.
