@@ -82,7 +82,7 @@ mod typed;
 pub use cookie::SameSite;
 pub use csrf::{CsrfVerified, CSRF_HEADER};
 pub use error::Error;
-pub use extract::SessionMissing;
+pub use extract::MissingSession;
 pub use fred;
 pub use layer::SessionLayer;
 pub use metrics::{HistogramSnapshot, Metrics, MetricsSnapshot, StoreLatency};
