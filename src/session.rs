@@ -7,7 +7,6 @@ use std::fmt;
 use std::future::Future;
 use std::mem;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
-use std::time::Instant;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -454,16 +453,8 @@ impl Session {
         call: impl Future<Output = Result<T, Error>>,
         done: impl FnOnce(&T) -> Option<(Event, &'static str)>,
     ) -> Result<T, Error> {
-        let started = Instant::now();
-        let result = call.await;
-        let elapsed = started.elapsed();
-        self.inner.shared.metrics.record_latency(op, elapsed);
-        let value = result?;
-        if let Some((event, message)) = done(&value) {
-            self.inner.shared.metrics.record(event);
-            tracing::debug!(key = self.id_prefix(), ?elapsed, "{message}");
-        }
-        Ok(value)
+        let metrics = &self.inner.shared.metrics;
+        metrics.observe(op, self.id_prefix(), call, done).await
     }
 
     pub(crate) fn shared(&self) -> &Shared {
