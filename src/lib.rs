@@ -65,8 +65,8 @@
 //! `finish` in `src/service.rs`. Modules depend downhill: layer → service → commit → session →
 //! store → config, id, error.
 
-mod commit;
 mod config;
+mod cookie;
 mod csrf;
 mod error;
 mod extract;
@@ -79,7 +79,7 @@ mod shared;
 mod store;
 mod typed;
 
-pub use cookie::SameSite;
+pub use ::cookie::SameSite;
 pub use csrf::{CsrfVerified, CSRF_HEADER};
 pub use error::Error;
 pub use extract::MissingSession;
