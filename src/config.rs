@@ -184,11 +184,6 @@ mod tests {
     }
 
     #[test]
-    fn defaults_are_valid() {
-        Config::default().validate().unwrap();
-    }
-
-    #[test]
     fn same_site_none_without_secure_is_rejected() {
         let config = Config {
             same_site: SameSite::None,

@@ -189,11 +189,13 @@ where
 async fn finish(mut response: Response, session: &Session, shared: &Shared) -> Response {
     // A failed handler's changes are dropped (by default); a logout it recorded is still carried out.
     let save_changes = !response.status().is_server_error() || shared.config.save_on_server_error;
-    let mut cookie = None;
-    match commit(session.end(), shared, save_changes).await {
-        Ok(update) => cookie = update,
-        Err(error) => response = error.into_response(),
-    }
+    let cookie = match commit(session.end(), shared, save_changes).await {
+        Ok(update) => update,
+        Err(error) => {
+            response = error.into_response();
+            None
+        }
+    };
     // Session errors, whether a handler returned them or the save above failed.
     if let Some(ErrorResponse(error)) = response.extensions().get::<ErrorResponse>().cloned() {
         let kind = ErrorKind::of(&error);
