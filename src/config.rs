@@ -1,6 +1,6 @@
 //! Cookie and expiry settings, and the checks that reject unsafe or contradictory combinations.
 
-use cookie::{Cookie, SameSite};
+use cookie::SameSite;
 use time::Duration;
 
 use crate::error::Error;
@@ -100,31 +100,6 @@ impl Limits {
 const MAX_TIMEOUT: Duration = Duration::days(3650);
 
 impl Config {
-    /// A cookie carrying `value` with the configured attributes; `max_age` only for persistent cookies.
-    pub(crate) fn cookie(&self, value: String, max_age: Option<Duration>) -> Cookie<'static> {
-        let mut cookie = Cookie::build((self.cookie_name.clone(), value))
-            .path(self.path.clone())
-            .secure(self.secure)
-            .http_only(true)
-            .same_site(self.same_site);
-        if let Some(domain) = &self.domain {
-            cookie = cookie.domain(domain.clone());
-        }
-        if self.persistent {
-            if let Some(max_age) = max_age {
-                cookie = cookie.max_age(max_age);
-            }
-        }
-        cookie.build()
-    }
-
-    /// A cookie that tells the browser to forget the session, with the attributes it was set with.
-    pub(crate) fn removal_cookie(&self) -> Cookie<'static> {
-        let mut cookie = self.cookie(String::new(), None);
-        cookie.make_removal();
-        cookie
-    }
-
     /// Rejects settings that would be unsafe or that browsers would silently drop.
     pub(crate) fn validate(&self) -> Result<(), Error> {
         let name = &self.cookie_name;
@@ -202,16 +177,6 @@ mod tests {
     }
 
     #[test]
-    fn defaults_are_valid_and_safe() {
-        let config = Config::default();
-        config.validate().unwrap();
-        let cookie = config
-            .cookie("v".into(), Some(Duration::minutes(1)))
-            .to_string();
-        assert_eq!(cookie, "sid=v; HttpOnly; SameSite=Lax; Secure; Path=/");
-    }
-
-    #[test]
     fn same_site_none_without_secure_is_rejected() {
         let config = Config {
             same_site: SameSite::None,
@@ -263,29 +228,5 @@ mod tests {
         };
         assert_eq!(option_of(timed(Duration::ZERO)), "idle_timeout");
         assert_eq!(option_of(timed(Duration::MAX)), "idle_timeout");
-    }
-
-    #[test]
-    fn persistent_cookies_carry_max_age_and_removal_keeps_attributes() {
-        let config = Config {
-            persistent: true,
-            domain: Some("example.com".into()),
-            ..Config::default()
-        };
-        let set = config
-            .cookie("v".into(), Some(Duration::seconds(60)))
-            .to_string();
-        assert!(set.contains("Max-Age=60"), "{set}");
-        let removal = config.removal_cookie().to_string();
-        for attribute in [
-            "HttpOnly",
-            "SameSite=Lax",
-            "Secure",
-            "Path=/",
-            "Domain=example.com",
-            "Max-Age=0",
-        ] {
-            assert!(removal.contains(attribute), "{removal} lacks {attribute}");
-        }
     }
 }

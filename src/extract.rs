@@ -10,14 +10,14 @@ use http::StatusCode;
 use crate::session::Session;
 
 impl<S: Send + Sync> FromRequestParts<S> for Session {
-    type Rejection = SessionMissing;
+    type Rejection = MissingSession;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         parts
             .extensions
             .get::<Session>()
             .cloned()
-            .ok_or(SessionMissing)
+            .ok_or(MissingSession)
     }
 }
 
@@ -41,14 +41,14 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for Session {
 /// ```
 /// use axum::response::IntoResponse;
 ///
-/// let response = axum_redis_session::SessionMissing.into_response();
+/// let response = axum_redis_session::MissingSession.into_response();
 /// assert_eq!(response.status(), 500);
 /// ```
 #[derive(Debug, Clone, Copy, thiserror::Error)]
 #[error("the Session extractor found no session: is `SessionLayer` added to the router, around this route?")]
-pub struct SessionMissing;
+pub struct MissingSession;
 
-impl IntoResponse for SessionMissing {
+impl IntoResponse for MissingSession {
     fn into_response(self) -> Response {
         tracing::error!("{self}");
         (StatusCode::INTERNAL_SERVER_ERROR, self.to_string()).into_response()

@@ -65,8 +65,8 @@
 //! `finish` in `src/service.rs`. Modules depend downhill: layer → service → commit → session →
 //! store → config, id, error.
 
-mod commit;
 mod config;
+mod cookie;
 mod csrf;
 mod error;
 mod extract;
@@ -79,10 +79,10 @@ mod shared;
 mod store;
 mod typed;
 
-pub use cookie::SameSite;
+pub use ::cookie::SameSite;
 pub use csrf::{CsrfVerified, CSRF_HEADER};
 pub use error::Error;
-pub use extract::SessionMissing;
+pub use extract::MissingSession;
 pub use fred;
 pub use layer::SessionLayer;
 pub use metrics::{HistogramSnapshot, Metrics, MetricsSnapshot, StoreLatency};

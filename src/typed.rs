@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::error::Error;
-use crate::extract::SessionMissing;
+use crate::extract::MissingSession;
 use crate::session::Session;
 use crate::store::RESERVED_PREFIX;
 
@@ -162,7 +162,7 @@ where
 }
 
 impl<S: Send + Sync, T> FromRequestParts<S> for TypedSession<T> {
-    type Rejection = SessionMissing;
+    type Rejection = MissingSession;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         Session::from_request_parts(parts, state)

@@ -1,24 +1,24 @@
-//! The session handle that handlers use: a lazily loaded snapshot plus the delta this request
-//! records. Reads are `async` (the first one loads); writes are plain calls that only record, so a
-//! forgotten `.await` can never drop a logout. `commit.rs` turns the delta into the store write.
+//! The session handle that handlers use. Reads are `async` (the first one loads); writes are plain
+//! calls that only record, so a forgotten `.await` can never drop a logout. What they record lives
+//! in `state`; `commit` turns it into the store write once the handler is done.
 
-use std::collections::HashMap;
+mod commit;
+mod state;
+
 use std::fmt;
-use std::future::Future;
-use std::mem;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
-use std::time::Instant;
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::OnceCell;
 use tracing::Span;
 
 use crate::error::Error;
-use crate::id::{KeyId, Token};
 use crate::metrics::{Event, Op};
 use crate::shared::Shared;
-use crate::store::{Changes, Incremented, Loaded, FLASH_PREFIX, RESERVED_PREFIX};
+use crate::store::{Changes, Incremented, FLASH_PREFIX, RESERVED_PREFIX};
+use state::{Ending, Intent, State};
+
+pub(crate) use commit::commit;
 
 /// The current request's session, handed to handlers by its extractor.
 ///
@@ -40,43 +40,7 @@ use crate::store::{Changes, Incremented, Loaded, FLASH_PREFIX, RESERVED_PREFIX};
 /// ```
 #[derive(Clone)]
 pub struct Session {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    shared: Arc<Shared>,
-    /// The well-formed token the request's cookie carried.
-    incoming: Option<Token>,
-    /// Its key id, hashed on first use: requests that never touch the session do not pay for it.
-    incoming_key: OnceLock<KeyId>,
-    /// Whether the request carried a session cookie at all, valid or not.
-    had_cookie: bool,
-    /// The request's `session` span; its `key` field is recorded once a key id is known.
-    span: Span,
-    /// `Some(None)` once a load found no live session under the incoming id.
-    loaded: OnceCell<Option<Loaded>>,
-    pending: Mutex<Pending>,
-}
-
-/// What must happen at the end of the request, beyond the field changes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Intent {
-    Keep,
-    /// Move the session to a fresh id.
-    Cycle,
-    /// Delete the session; changes recorded afterwards start a new one.
-    Destroy,
-    /// Already deleted from the store (logout everywhere); only the cookie remains to be removed.
-    Destroyed,
-}
-
-#[derive(Debug)]
-struct Pending {
-    changes: Changes,
-    intent: Intent,
-    /// Values this request has already written to the store itself (increments): what later
-    /// reads in the request see, though the load before them did not.
-    applied: HashMap<String, String>,
+    inner: Arc<State>,
 }
 
 impl fmt::Debug for Session {
@@ -96,28 +60,8 @@ impl Session {
         span: Span,
     ) -> Self {
         Self {
-            inner: Arc::new(Inner {
-                shared,
-                incoming: cookie.and_then(Token::parse),
-                incoming_key: OnceLock::new(),
-                had_cookie,
-                span,
-                loaded: OnceCell::new(),
-                pending: Mutex::new(Pending {
-                    changes: Changes::default(),
-                    intent: Intent::Keep,
-                    applied: HashMap::new(),
-                }),
-            }),
+            inner: Arc::new(State::new(shared, cookie, had_cookie, span)),
         }
-    }
-
-    fn pending(&self) -> MutexGuard<'_, Pending> {
-        // Each critical section leaves `Pending` consistent, so a poisoned lock is still usable.
-        self.inner
-            .pending
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Reads the value stored under `key`, or `None`.
@@ -187,11 +131,11 @@ impl Session {
     pub async fn increment(&self, key: &str, by: i64) -> Result<i64, Error> {
         check_user_key(key)?;
         let stored = {
-            let pending = self.pending();
+            let pending = self.inner.pending();
             let recorded = pending.changes.clear
                 || pending.changes.fields.contains_key(key)
                 || matches!(pending.intent, Intent::Destroy | Intent::Destroyed);
-            match (recorded, self.incoming(), self.inner.loaded.get()) {
+            match (recorded, self.inner.incoming(), self.inner.loaded()) {
                 (false, Some((_, id)), None | Some(Some(_))) => Some(id.clone()),
                 _ => None,
             }
@@ -203,23 +147,25 @@ impl Session {
         let shared = &self.inner.shared;
         let limits = &shared.config.limits;
         let increment = shared.store.increment(&id, key, by, limits);
-        let result = self
-            .observe(Op::Increment, increment, |result| {
+        let result = shared
+            .metrics
+            .observe(Op::Increment, Some(id.log_prefix()), increment, |result| {
                 matches!(result, Incremented::To(_))
                     .then_some((Event::Update, "session counter incremented"))
             })
             .await?;
         match result {
             Incremented::To(value) => {
-                self.pending()
+                self.inner
+                    .pending()
                     .applied
                     .insert(key.to_owned(), value.to_string());
                 Ok(value)
             }
-            Incremented::Gone if self.inner.loaded.get().is_some() => Err(Error::Ended),
+            Incremented::Gone if self.inner.loaded().is_some() => Err(Error::Ended),
             // The cookie's id is unknown here: like a blind write, it starts a new session.
             Incremented::Gone => {
-                let _ = self.inner.loaded.set(None);
+                self.inner.mark_missing();
                 self.increment_recorded(key, by).await
             }
             Incremented::NotInteger(value) => Err(not_an_integer(key, &value)),
@@ -254,7 +200,7 @@ impl Session {
     /// # }
     /// ```
     pub fn clear(&self) {
-        let mut pending = self.pending();
+        let mut pending = self.inner.pending();
         pending.changes.clear = true;
         pending.changes.fields.clear();
     }
@@ -304,14 +250,18 @@ impl Session {
     /// ```
     pub async fn user(&self) -> Result<Option<String>, Error> {
         {
-            let pending = self.pending();
+            let pending = self.inner.pending();
             if pending.changes.user.is_some()
                 || matches!(pending.intent, Intent::Destroy | Intent::Destroyed)
             {
                 return Ok(pending.changes.user.clone());
             }
         }
-        Ok(self.load().await?.and_then(|loaded| loaded.user.clone()))
+        Ok(self
+            .inner
+            .load()
+            .await?
+            .and_then(|loaded| loaded.user.clone()))
     }
 
     /// Logs `user` in: binds the session to the user (so
@@ -329,7 +279,7 @@ impl Session {
     /// # }
     /// ```
     pub fn login(&self, user: impl Into<String>) {
-        let mut pending = self.pending();
+        let mut pending = self.inner.pending();
         pending.changes.user = Some(user.into());
         if pending.intent == Intent::Keep {
             pending.intent = Intent::Cycle;
@@ -362,7 +312,7 @@ impl Session {
     /// # }
     /// ```
     pub fn cycle_id(&self) {
-        let mut pending = self.pending();
+        let mut pending = self.inner.pending();
         if pending.intent == Intent::Keep {
             pending.intent = Intent::Cycle;
         }
@@ -379,7 +329,7 @@ impl Session {
     /// # }
     /// ```
     pub fn destroy(&self) {
-        let mut pending = self.pending();
+        let mut pending = self.inner.pending();
         if pending.intent != Intent::Destroyed {
             pending.intent = Intent::Destroy;
         }
@@ -406,16 +356,20 @@ impl Session {
             return Ok(None);
         };
         let store = &self.inner.shared.store;
-        let Some((_, current)) = self.incoming() else {
+        let Some((_, current)) = self.inner.incoming() else {
             return Ok(None);
         };
         let destroy = store.destroy_user(&user, current, &self.inner.shared.config.limits);
-        self.observe(Op::DestroyEverywhere, destroy, |()| {
-            Some((Event::Destroy, "destroyed every session of the user"))
-        })
-        .await?;
+        let key = Some(current.log_prefix());
+        self.inner
+            .shared
+            .metrics
+            .observe(Op::DestroyEverywhere, key, destroy, |()| {
+                Some((Event::Destroy, "destroyed every session of the user"))
+            })
+            .await?;
         self.destroy();
-        self.pending().intent = Intent::Destroyed;
+        self.inner.pending().intent = Intent::Destroyed;
         Ok(Some(user))
     }
 
@@ -430,67 +384,12 @@ impl Session {
     /// # }
     /// ```
     pub fn id_prefix(&self) -> Option<&str> {
-        self.incoming().map(|(_, key)| key.log_prefix())
+        self.inner.incoming().map(|(_, key)| key.log_prefix())
     }
 
-    /// The cookie's token and its key id, if the cookie carried a well-formed one.
-    pub(crate) fn incoming(&self) -> Option<(&Token, &KeyId)> {
-        let token = self.inner.incoming.as_ref()?;
-        let hashed = self.inner.shared.config.hash_ids;
-        let key = self.inner.incoming_key.get_or_init(|| {
-            let key = token.key_id(hashed);
-            self.inner.span.record("key", key.log_prefix());
-            key
-        });
-        Some((token, key))
-    }
-
-    /// Runs one store call, timed: its round trip goes to `op`'s histogram, whatever the outcome;
-    /// on success, `done` names the metric event and the log line (if the outcome deserves one),
-    /// and the line carries the call's `elapsed` time.
-    pub(crate) async fn observe<T>(
-        &self,
-        op: Op,
-        call: impl Future<Output = Result<T, Error>>,
-        done: impl FnOnce(&T) -> Option<(Event, &'static str)>,
-    ) -> Result<T, Error> {
-        let started = Instant::now();
-        let result = call.await;
-        let elapsed = started.elapsed();
-        self.inner.shared.metrics.record_latency(op, elapsed);
-        let value = result?;
-        if let Some((event, message)) = done(&value) {
-            self.inner.shared.metrics.record(event);
-            tracing::debug!(key = self.id_prefix(), ?elapsed, "{message}");
-        }
-        Ok(value)
-    }
-
-    pub(crate) fn shared(&self) -> &Shared {
-        &self.inner.shared
-    }
-
-    pub(crate) fn span(&self) -> &Span {
-        &self.inner.span
-    }
-
-    pub(crate) fn had_cookie(&self) -> bool {
-        self.inner.had_cookie
-    }
-
-    /// What the load found: `None` if the session was never loaded, `Some(None)` if no live
-    /// session was under the cookie's id.
-    pub(crate) fn loaded(&self) -> Option<Option<&Loaded>> {
-        self.inner.loaded.get().map(Option::as_ref)
-    }
-
-    /// Takes what this request recorded, leaving nothing pending.
-    pub(crate) fn take_pending(&self) -> (Changes, Intent) {
-        let mut pending = self.pending();
-        (
-            mem::take(&mut pending.changes),
-            mem::replace(&mut pending.intent, Intent::Keep),
-        )
+    /// Ends the request: what it recorded, taken for `commit`.
+    pub(crate) fn end(&self) -> Ending<'_> {
+        self.inner.end()
     }
 
     fn write_field<T: Serialize>(&self, field: &str, value: &T) -> Result<(), Error> {
@@ -504,57 +403,12 @@ impl Session {
 
     /// Records a field's new JSON text, or its removal.
     pub(crate) fn write_json(&self, field: String, json: Option<String>) {
-        self.pending().changes.fields.insert(field, json);
+        self.inner.write_json(field, json);
     }
 
     /// A field's JSON text, from this request's changes when it has any, else from the store.
     pub(crate) async fn read_field(&self, field: &str) -> Result<Option<String>, Error> {
-        {
-            let pending = self.pending();
-            if let Some(change) = pending.changes.fields.get(field) {
-                return Ok(change.clone());
-            }
-            if pending.changes.clear {
-                return Ok(None);
-            }
-            if let Some(value) = pending.applied.get(field) {
-                return Ok(Some(value.clone()));
-            }
-        }
-        Ok(self
-            .load()
-            .await?
-            .and_then(|loaded| loaded.fields.get(field).cloned()))
-    }
-
-    /// Loads the session once per request; concurrent callers share the one load.
-    async fn load(&self) -> Result<Option<&Loaded>, Error> {
-        let Some((_, key)) = self.incoming() else {
-            return Ok(None);
-        };
-        let loaded = self
-            .inner
-            .loaded
-            .get_or_try_init(|| {
-                let shared = &self.inner.shared;
-                let load = shared.store.load(key, &shared.config.limits);
-                self.observe(Op::Load, load, |loaded| {
-                    let event = Event::Load {
-                        found: loaded.is_some(),
-                        touched: loaded.as_ref().is_some_and(|l| l.touched),
-                        cached: loaded.as_ref().is_some_and(|l| l.cached),
-                    };
-                    let message = match loaded {
-                        Some(l) if l.cached => "session served by the near-cache",
-                        Some(l) if l.touched => "session loaded, its TTL rolled",
-                        Some(_) => "session loaded",
-                        None => "no live session under the cookie's id",
-                    };
-                    Some((event, message))
-                })
-            })
-            .await?;
-        Ok(loaded.as_ref())
+        self.inner.read_field(field).await
     }
 }
 
@@ -594,16 +448,6 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_request_that_never_touches_its_session_never_hashes_its_id() {
-        let layer = SessionLayer::new(MemoryStore::default());
-        let token = crate::id::Token::generate();
-        let session = Session::new(layer.shared(), Some(token.as_str()), true, Span::none());
-        let update = crate::commit::commit(&session, true).await.unwrap();
-        assert!(update.is_none());
-        assert!(session.inner.incoming_key.get().is_none());
-    }
-
-    #[tokio::test]
     async fn reserved_keys_are_a_typed_error_and_record_nothing() {
         let session = session();
         assert!(
@@ -617,7 +461,7 @@ mod tests {
             session.remove("$deadline"),
             Err(Error::ReservedKey(_))
         ));
-        assert!(session.pending().changes.is_empty());
+        assert!(session.inner.pending().changes.is_empty());
     }
 
     #[tokio::test]
