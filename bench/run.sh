@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Reproduces BENCHMARKS.md, benchmarks.csv and benchmarks.svg: installs redis-server if it is
-# missing, builds the demo and the peers in release, then runs the benchmark (about 13 minutes).
+# Reproduces BENCHMARKS.md, bench/results/benchmarks.csv and bench/results/benchmarks.svg: installs
+# redis-server if it is missing, builds the demo and the peers in release, then runs the benchmark
+# (about 13 minutes).
 # Options are passed on: --rounds N --warmup SECS --duration SECS --out DIR
 # Honours CARGO_TARGET_DIR (else cargo's own target directory, as `cargo metadata` reports it).
 set -euo pipefail
