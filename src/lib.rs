@@ -13,10 +13,11 @@
 //!
 //! ## Inside the crate
 //!
-//! Where a request is loaded: [`Session`]'s first read (module `session`). Where the delta is
-//! written: `commit` (module `session/commit`), after the handler returns. Where the cookie is
-//! set: module `cookie`. Modules depend downhill: layer → service → commit → session → store →
-//! config, id, error.
+//! Where a request is loaded: [`Session`]'s first read (`src/session/state.rs`). Where the delta
+//! is written: `commit` (`src/session/commit.rs`), after the handler returns, through the store
+//! (`src/store/`, the only place that talks to Redis: `src/store/redis/`). Where the cookie is
+//! found and set: `src/cookie.rs`. Modules depend downhill: layer → service → cookie,
+//! session::commit → session → store → metrics, config, id, error.
 
 mod config;
 mod cookie;
