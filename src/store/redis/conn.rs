@@ -87,25 +87,39 @@ impl RedisStore {
     /// Runs a write script by its hash, sending its text only when the server does not know it yet.
     /// A plain function, like [`Self::hgetall`], so that fred's future is boxed before any caller's
     /// future could hold it.
+    ///
+    /// A load of the scripts under way (see `loader.rs`) is waited for first; a `NOSCRIPT` asks
+    /// for another, since the server has lost them all.
     pub(super) fn run(
         &self,
         script: &'static Script,
         keys: Vec<String>,
         args: Vec<Value>,
     ) -> impl Future<Output = Result<Value, Error>> + Send + '_ {
+        self.start_loading_scripts();
+        let loader = &self.loader;
         let client = self.client_for(&keys[0]).with_options(&write_options());
         self.bounded(async move {
+            loader.settled().await;
             match client
                 .evalsha(script.sha1().clone(), keys.clone(), args.clone())
                 .await
             {
                 Err(error) if error.details().starts_with("NOSCRIPT") => {
+                    loader.want();
                     let lua = script.lua().cloned().unwrap_or_default();
                     client.eval(lua, keys, args).await
                 }
                 result => result,
             }
         })
+    }
+
+    /// Keeps the scripts loaded from now on (once per store; needs a Tokio runtime, so a store
+    /// built outside one starts at its first call).
+    pub(super) fn start_loading_scripts(&self) {
+        self.loader
+            .start(|| self.connection.clients(), self.command_timeout);
     }
 
     /// A session hash, whole. Sent as a custom command: fred's own `hgetall` first builds a map of

@@ -9,12 +9,14 @@
 //! - `mod.rs`: the public type and its builders;
 //! - `conn.rs`: connections, and how a command is sent, bounded and boxed;
 //! - `scripts.rs` and `lua/`: each script, its arguments and the decoder of its reply;
+//! - `loader.rs`: every script kept loaded on every server, before a request needs it;
 //! - `ops.rs`: the operations on one session, each one round trip on its slot;
 //! - `cluster.rs`: what a cluster adds on other slots (indexes, the cycle, logout-everywhere);
 //! - `near_cache/`: the near-cache behind its one seam (cargo feature `near-cache`).
 
 mod cluster;
 mod conn;
+mod loader;
 mod near_cache;
 mod ops;
 mod scripts;
@@ -28,6 +30,7 @@ use fred::types::config::{Config as FredConfig, ReconnectPolicy};
 use fred::types::Builder;
 
 use self::conn::Connection;
+use self::loader::Loader;
 use self::near_cache::Near;
 use crate::error::Error;
 
@@ -53,6 +56,7 @@ pub struct RedisStore {
     key_prefix: Arc<str>,
     command_timeout: std::time::Duration,
     near: Near,
+    loader: Arc<Loader>,
 }
 
 impl fmt::Debug for RedisStore {
@@ -104,7 +108,10 @@ impl RedisStore {
             .map_err(Error::Store)?;
         // The connection tasks run in the background; nothing here waits for the server.
         drop(pool.connect_pool());
-        Ok(Self::from_pool(pool))
+        let store = Self::from_pool(pool);
+        // Before the first request, so that its first write is one round trip.
+        store.start_loading_scripts();
+        Ok(store)
     }
 
     /// Uses a fred client you have built and connected yourself.
@@ -149,6 +156,7 @@ impl RedisStore {
             key_prefix: Arc::from("session:"),
             command_timeout: std::time::Duration::from_secs(1),
             near: Near::default(),
+            loader: Arc::default(),
         }
     }
 
@@ -250,10 +258,13 @@ impl RedisStore {
     /// ```
     pub async fn ready(&self) -> Result<(), Error> {
         let clients = self.connection.clients();
+        self.start_loading_scripts();
+        let loader = &self.loader;
         self.bounded(async move {
             for client in &clients {
                 let _: () = client.ping(None).await?;
             }
+            loader.settled().await;
             Ok(())
         })
         .await

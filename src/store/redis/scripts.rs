@@ -41,6 +41,11 @@ macro_rules! scripts {
         }
     )*
 
+        /// Every script, for loading them all onto a server before a request needs one.
+        pub(super) fn all() -> Vec<&'static Script> {
+            vec![$($name::script()),*]
+        }
+
         #[cfg(test)]
         const CATALOGUE: &[(&str, &[&str], &str)] = &[$(($script, $name::NAMES, $name::BODY)),*];
     };
