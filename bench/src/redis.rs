@@ -210,36 +210,3 @@ impl PrivateRedis {
         out
     }
 }
-
-/// The arguments of a `MONITOR` line (`+<time> [<db> <client>] "<command>" "<arg>"…`), unescaped.
-pub fn monitor_args(line: &str) -> Vec<String> {
-    let mut args = Vec::new();
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c != '"' {
-            continue;
-        }
-        let mut bytes = Vec::new();
-        loop {
-            match chars.next() {
-                None | Some('"') => break,
-                Some('\\') => match chars.next() {
-                    Some('n') => bytes.push(b'\n'),
-                    Some('r') => bytes.push(b'\r'),
-                    Some('t') => bytes.push(b'\t'),
-                    Some('a') => bytes.push(7),
-                    Some('b') => bytes.push(8),
-                    Some('x') => {
-                        let hex: String = chars.by_ref().take(2).collect();
-                        bytes.push(u8::from_str_radix(&hex, 16).expect("\\xHH in MONITOR"));
-                    }
-                    Some(other) => bytes.extend(other.to_string().as_bytes()),
-                    None => break,
-                },
-                Some(other) => bytes.extend(other.to_string().as_bytes()),
-            }
-        }
-        args.push(String::from_utf8_lossy(&bytes).into_owned());
-    }
-    args
-}

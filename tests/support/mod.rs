@@ -23,8 +23,8 @@ pub use process::{
 pub use proxy::Nginx;
 pub use squatter::{Squatter, SQUATTER_FIELD};
 pub use testkit::{
-    free_port, wait_for, Cluster, Monitor, Received, RedisServer, Seen, SentinelGroup, TlsFiles,
-    SERVICE,
+    free_port, session_key, wait_for, Cluster, Monitor, Received, RedisServer, Seen, SentinelGroup,
+    TlsFiles, SERVICE,
 };
 pub use webdriver::{ChromeDriver, Window};
 
@@ -83,14 +83,6 @@ pub async fn wait_until_served(app: &axum::Router, probes: u32, limit: std::time
 /// A store connected to `server`, ready (connected) before it is returned.
 pub async fn store_on(server: &RedisServer) -> RedisStore {
     connected_store(Config::from_url(&server.url()).unwrap()).await
-}
-
-/// The cookie's token, as another language would read it, and its Redis key.
-pub fn session_key(prefix: &str, token: &str) -> String {
-    use sha2::Digest;
-    let digest = sha2::Sha256::digest(token.as_bytes());
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{prefix}{hex}")
 }
 
 /// `Cookie` headers that must be treated as no session: malformed, oversized, non-UTF-8, duplicated
