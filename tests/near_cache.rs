@@ -144,14 +144,7 @@ async fn after_client_kill_a_never_serves_the_old_value() {
     for round in 0..5 {
         a.warm(&mut on_a, "/counter/peek").await;
         // Every connection but the probe's: A's data connections and its listener.
-        let probe_id: i64 = probe.client_id().await.unwrap();
-        let clients = server.cli(&["client", "list"]);
-        for line in clients.lines() {
-            let id = line.split(' ').find_map(|f| f.strip_prefix("id=")).unwrap();
-            if id != probe_id.to_string() {
-                server.cli(&["client", "kill", "id", id]);
-            }
-        }
+        support::kill_other_clients(&probe).await;
         let expected = (100 + round).to_string();
         let _: () = probe
             .hset(&key, ("count", expected.as_str()))

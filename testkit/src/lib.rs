@@ -11,6 +11,6 @@ mod topology;
 
 pub use key::session_key;
 pub use monitor::{monitor_args, Monitor, Received, Seen};
-pub use server::{free_port, RedisServer};
+pub use server::{free_port, kill_other_clients, RedisServer};
 pub use service::Service;
 pub use topology::{wait_for, Cluster, SentinelGroup, TlsFiles, SERVICE};

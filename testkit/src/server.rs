@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use fred::prelude::*;
+use fred::types::client::ClientKillFilter;
 
 use crate::Service;
 
@@ -167,4 +168,29 @@ pub fn free_port() -> u16 {
             return port;
         }
     }
+}
+
+/// Closes every client connection of the server `client` is connected to but `client`'s own
+/// (`CLIENT KILL ID`, each in turn); returns how many it closed.
+pub async fn kill_other_clients(client: &Client) -> usize {
+    let own: i64 = client.client_id().await.unwrap();
+    let list: String = client
+        .client_list::<String, String>(None, None)
+        .await
+        .unwrap();
+    let mut killed = 0;
+    for id in list.lines().filter_map(|line| {
+        line.split(' ')
+            .find_map(|field| field.strip_prefix("id="))
+            .and_then(|id| id.parse::<i64>().ok())
+    }) {
+        if id != own {
+            let n: i64 = client
+                .client_kill(vec![ClientKillFilter::ID(id.to_string())])
+                .await
+                .unwrap_or(0);
+            killed += n as usize;
+        }
+    }
+    killed
 }
