@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# The capacity plan's Redis rates (README "Capacity planning"): how many calls per second one Redis
+# The capacity plan's Redis rates (docs/scaling.md, "Capacity planning"): how many calls per second one Redis
 # core serves of each call a request makes, with the crate's real scripts.
 #
 # Starts a private redis-server and the demo on loopback, drives one session through the demo (create,
 # read + write, a read whose TTL touch is due), and takes from MONITOR the exact calls the demo sent:
 # the session read (HGETALL), the save script (EVALSHA, an update of one field) and the touch script
-# (EVALSHA), the session being the README's typical one. Then redis-benchmark replays each call with
+# (EVALSHA), the session being the typical one of docs/scaling.md. Then redis-benchmark replays each call with
 # 32 clients, against a plain GET for scale.
 # The rates include redis-benchmark's own CPU on the same machine.
 #
@@ -50,7 +50,7 @@ sleep 0.2
 jar="$dir/jar"
 get() { curl -sf -c "$jar" -b "$jar" "127.0.0.1:$app_port$1" >/dev/null; }
 send() { curl -sf -c "$jar" -b "$jar" -X "$1" --data-binary "$3" "127.0.0.1:$app_port$2" >/dev/null; }
-# The README's typical session ($created, $user, a counter, a 3-item cart, a theme), then a read +
+# The typical session of docs/scaling.md ($created, $user, a counter, a 3-item cart, a theme), then a read +
 # write of it: that save is an EVALSHA of the cached script.
 get /counter
 send POST /login 'user=alice@example.com'

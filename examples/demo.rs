@@ -4,7 +4,7 @@
 //! redis`; without one, it falls back to the in-memory store). Environment: `ADDR`, `REDIS_URL`,
 //! `SESSION_TTL_SECS`, `SESSION_ABSOLUTE_SECS`, `SESSION_MAX_BYTES`, `SESSION_PREFIX`,
 //! `SESSION_COOKIE`, `COOKIE_SECURE`, `SESSION_NEAR_CACHE` (max cached sessions; unset or 0: off),
-//! `SESSION_MAX_PER_USER` (unset: no cap) (see the README).
+//! `SESSION_MAX_PER_USER` (unset: no cap) (see docs/demo.md).
 
 use std::env;
 use std::str::FromStr;

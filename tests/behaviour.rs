@@ -1,4 +1,4 @@
-//! The behaviour suite (the README's Guarantees and Configuration), written once and run against
+//! The behaviour suite (docs/guarantees.md and the README's Configuration), written once and run against
 //! every store: each behaviour below is an `async fn(Kind)`, and `suite!` runs it against memory
 //! and a real `redis-server`.
 

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use fred::prelude::*;
 use hdrhistogram::Histogram;
-use sha2::{Digest, Sha256};
 
 use crate::load::Client as HttpClient;
 use crate::redis::PrivateRedis;
@@ -65,9 +64,7 @@ pub struct Disruption {
 /// The Redis key of the session a cookie (`name=value`) names.
 pub fn session_key(cookie: &str) -> String {
     let value = cookie.split_once('=').map_or(cookie, |(_, v)| v);
-    let digest = Sha256::digest(value.as_bytes());
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("session:{hex}")
+    testkit::session_key("session:", value)
 }
 
 /// The near-cache hits an instance of ours reports on `/metrics`.

@@ -31,7 +31,7 @@ use redis::PrivateRedis;
 use report::{
     Sample, BARE, CONCURRENCIES, OURS, OURS_CACHED, SERVERS, TOWER_SESSIONS, TOWER_SESSIONS_MOKA,
 };
-use testkit::{free_port, Service};
+use testkit::Service;
 
 struct Options {
     rounds: usize,
@@ -75,8 +75,6 @@ struct Server {
 
 impl Server {
     fn start(name: &str, target: &Path, redis_url: &str) -> Self {
-        let port = free_port();
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let peer = |kind: &str| {
             let mut c = Command::new(target.join("peer"));
             c.arg(kind);
@@ -94,18 +92,14 @@ impl Server {
             BARE => peer("bare"),
             other => panic!("no server named {other}"),
         };
-        let child = command
-            .env("ADDR", addr.to_string())
+        command
             .env("REDIS_URL", redis_url)
-            .env("COOKIE_SECURE", "false")
             .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
+            .stdout(Stdio::null());
+        let process = Service::serve(name, &mut command, String::new)
             .unwrap_or_else(|e| panic!("{name}: {e} (build with bench/run.sh)"));
-        Self {
-            process: Service::new(name, child, port, String::new),
-            addr,
-        }
+        let addr = SocketAddr::from(([127, 0, 0, 1], process.port));
+        Self { process, addr }
     }
 
     fn pid(&self) -> u32 {
@@ -172,7 +166,7 @@ async fn capture_save(target: &Path, redis: &PrivateRedis) -> Vec<String> {
         .iter()
         .find(|c| c.name == "evalsha" && !c.from_script)
         .expect("the demo's save on MONITOR");
-    redis::monitor_args(&line.line)
+    line.args()
 }
 
 /// The two-instance runs of both cached setups, then our near-cache's disruptions; printed as they

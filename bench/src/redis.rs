@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::process::Command;
 
 use fred::prelude::*;
-use fred::types::client::ClientKillFilter;
 use fred::types::{CustomCommand, InfoKind, Value};
 use testkit::{Monitor, Received, RedisServer};
 
@@ -95,28 +94,7 @@ impl PrivateRedis {
 
     /// Closes every client connection but the benchmark's own; returns how many it closed.
     pub async fn kill_other_clients(&self) -> usize {
-        let own: i64 = self.client.client_id().await.unwrap();
-        let list: String = self
-            .client
-            .client_list::<String, String>(None, None)
-            .await
-            .unwrap();
-        let mut killed = 0;
-        for id in list.lines().filter_map(|line| {
-            line.split(' ')
-                .find_map(|field| field.strip_prefix("id="))
-                .and_then(|id| id.parse::<i64>().ok())
-        }) {
-            if id != own {
-                let n: i64 = self
-                    .client
-                    .client_kill(vec![ClientKillFilter::ID(id.to_string())])
-                    .await
-                    .unwrap_or(0);
-                killed += n as usize;
-            }
-        }
-        killed
+        testkit::kill_other_clients(&self.client).await
     }
 
     /// Runs `work` with `MONITOR` attached and returns every command Redis received meanwhile.
@@ -209,37 +187,4 @@ impl PrivateRedis {
         }
         out
     }
-}
-
-/// The arguments of a `MONITOR` line (`+<time> [<db> <client>] "<command>" "<arg>"…`), unescaped.
-pub fn monitor_args(line: &str) -> Vec<String> {
-    let mut args = Vec::new();
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c != '"' {
-            continue;
-        }
-        let mut bytes = Vec::new();
-        loop {
-            match chars.next() {
-                None | Some('"') => break,
-                Some('\\') => match chars.next() {
-                    Some('n') => bytes.push(b'\n'),
-                    Some('r') => bytes.push(b'\r'),
-                    Some('t') => bytes.push(b'\t'),
-                    Some('a') => bytes.push(7),
-                    Some('b') => bytes.push(8),
-                    Some('x') => {
-                        let hex: String = chars.by_ref().take(2).collect();
-                        bytes.push(u8::from_str_radix(&hex, 16).expect("\\xHH in MONITOR"));
-                    }
-                    Some(other) => bytes.extend(other.to_string().as_bytes()),
-                    None => break,
-                },
-                Some(other) => bytes.extend(other.to_string().as_bytes()),
-            }
-        }
-        args.push(String::from_utf8_lossy(&bytes).into_owned());
-    }
-    args
 }

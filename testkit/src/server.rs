@@ -1,13 +1,13 @@
-//! `redis-server` processes of our own, and a `MONITOR` tap on them.
+//! `redis-server` processes of our own.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use fred::prelude::*;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use fred::types::client::ClientKillFilter;
 
 use crate::Service;
 
@@ -170,145 +170,27 @@ pub fn free_port() -> u16 {
     }
 }
 
-/// One command as `MONITOR` reported it.
-#[derive(Debug, Clone)]
-pub struct Seen {
-    /// Sent by a script rather than by a client.
-    pub from_script: bool,
-    /// Lower-case command name.
-    pub name: String,
-    /// The whole line, for searching.
-    pub line: String,
-}
-
-/// Everything Redis receives, via `MONITOR` on a raw connection.
-///
-/// Not fred's `monitor::run`: its parser (fred 10.1) drops every argument from the first one that is
-/// empty or escaped (a newline, a backslash, a non-ASCII byte), and the session scripts' arguments
-/// are often empty, so searches in `line` would miss what Redis received.
-pub struct Monitor {
-    lines: Arc<Mutex<Vec<String>>>,
-    probe: Client,
-    marks: u64,
-    tap: tokio::task::JoinHandle<()>,
-}
-
-/// The commands Redis received for one request.
-#[derive(Debug)]
-pub struct Received(pub Vec<Seen>);
-
-/// Commands that change data.
-const WRITES: &[&str] = &[
-    "hset",
-    "hincrby",
-    "hdel",
-    "del",
-    "pexpire",
-    "expire",
-    "zadd",
-    "zrem",
-    "zremrangebyscore",
-    "set",
-];
-
-impl Received {
-    /// Round trips: commands a client sent, as opposed to those its scripts ran.
-    pub fn round_trips(&self) -> usize {
-        self.0.iter().filter(|c| !c.from_script).count()
-    }
-
-    /// Commands that changed data, wherever they ran.
-    pub fn writes(&self) -> Vec<&str> {
-        self.0
-            .iter()
-            .filter(|c| WRITES.contains(&c.name.as_str()))
-            .map(|c| c.name.as_str())
-            .collect()
-    }
-
-    pub fn any_line_contains(&self, needle: &str) -> bool {
-        self.0.iter().any(|c| c.line.contains(needle))
-    }
-}
-
-impl Monitor {
-    pub async fn start(server: &RedisServer) -> Self {
-        // Connected first, so its handshake is not among what the monitor reports.
-        let probe = server.probe().await;
-        let stream = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
-            .await
-            .unwrap();
-        let (read, mut write) = stream.into_split();
-        write.write_all(b"MONITOR\r\n").await.unwrap();
-        let mut reader = BufReader::new(read);
-        let mut ok = String::new();
-        reader.read_line(&mut ok).await.unwrap();
-        assert!(ok.starts_with("+OK"), "MONITOR refused: {ok}");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&lines);
-        let tap = tokio::spawn(async move {
-            let _keep_open = write;
-            let mut line = String::new();
-            while reader.read_line(&mut line).await.is_ok_and(|n| n > 0) {
-                sink.lock().unwrap().push(std::mem::take(&mut line));
-            }
-        });
-        let mut monitor = Self {
-            lines,
-            probe,
-            marks: 0,
-            tap,
-        };
-        monitor.mark().await;
-        monitor
-    }
-
-    /// Sends a marker and waits until MONITOR has reported it, so everything before it is in.
-    async fn mark(&mut self) {
-        self.marks += 1;
-        let marker = format!("monitor-mark-{}", self.marks);
-        let _: String = self.probe.echo(marker.as_str()).await.unwrap();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if self
-                .lines
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|l| l.contains(&marker))
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
+/// Closes every client connection of the server `client` is connected to but `client`'s own
+/// (`CLIENT KILL ID`, each in turn); returns how many it closed.
+pub async fn kill_other_clients(client: &Client) -> usize {
+    let own: i64 = client.client_id().await.unwrap();
+    let list: String = client
+        .client_list::<String, String>(None, None)
+        .await
+        .unwrap();
+    let mut killed = 0;
+    for id in list.lines().filter_map(|line| {
+        line.split(' ')
+            .find_map(|field| field.strip_prefix("id="))
+            .and_then(|id| id.parse::<i64>().ok())
+    }) {
+        if id != own {
+            let n: i64 = client
+                .client_kill(vec![ClientKillFilter::ID(id.to_string())])
+                .await
+                .unwrap_or(0);
+            killed += n as usize;
         }
-        panic!("MONITOR never reported {marker}");
     }
-
-    /// The commands received since the previous call (or since the monitor started).
-    pub async fn take(&mut self) -> Received {
-        self.mark().await;
-        let lines = std::mem::take(&mut *self.lines.lock().unwrap());
-        let seen = lines
-            .into_iter()
-            .filter(|line| line.starts_with('+') && !line.contains("monitor-mark-"))
-            .filter_map(|line| {
-                // `+<time> [<db> <client>] "<command>" "<arg>"…`, the client `lua` for a script's.
-                let from_script = line.contains(" lua]");
-                let name = line.split('"').nth(1)?.to_ascii_lowercase();
-                Some(Seen {
-                    from_script,
-                    name,
-                    line,
-                })
-            })
-            .collect();
-        Received(seen)
-    }
-}
-
-impl Drop for Monitor {
-    /// Closes the connection: a monitor costs Redis work on every command it runs.
-    fn drop(&mut self) {
-        self.tap.abort();
-    }
+    killed
 }

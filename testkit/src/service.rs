@@ -4,6 +4,8 @@ use std::net::TcpStream;
 use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
+use crate::free_port;
+
 /// A running child process that listens on `port` (127.0.0.1); killed by its PID when dropped, so
 /// a failing test leaves nothing behind.
 pub struct Service {
@@ -27,6 +29,22 @@ impl Service {
             std::thread::sleep(Duration::from_millis(20));
         }
         service
+    }
+
+    /// Starts `command` as an HTTP server on a free loopback port, which it is told in `ADDR`
+    /// (`127.0.0.1:<port>`), with `COOKIE_SECURE=false` so that plain-http clients keep its cookies,
+    /// and waits until it listens (see [`Service::new`]). An error is the spawn's.
+    pub fn serve(
+        what: &str,
+        command: &mut Command,
+        log: impl Fn() -> String,
+    ) -> std::io::Result<Self> {
+        let port = free_port();
+        let child = command
+            .env("ADDR", format!("127.0.0.1:{port}"))
+            .env("COOKIE_SECURE", "false")
+            .spawn()?;
+        Ok(Self::new(what, child, port, log))
     }
 
     pub fn pid(&self) -> u32 {

@@ -104,6 +104,14 @@ impl Cluster {
             .collect()
     }
 
+    /// Ports of the masters that hold `key`.
+    pub fn holders(&self, key: &str) -> Vec<u16> {
+        self.masters()
+            .into_iter()
+            .filter(|&port| self.node(port).cli(&["exists", key]).trim() == "1")
+            .collect()
+    }
+
     pub fn node(&self, port: u16) -> &RedisServer {
         self.nodes.iter().find(|n| n.port == port).unwrap()
     }

@@ -1,13 +1,15 @@
 //! Test support: the shared `testkit` (real `redis-server` processes and topologies on free
-//! loopback ports, a `MONITOR` tap that counts what Redis receives), stores on them, a
-//! cookie-keeping client that drives the demo's contract, example binaries run as processes, an
-//! nginx in front of them, and headless Chromium driven through `chromedriver`.
+//! loopback ports, a `MONITOR` tap that counts what Redis receives, the Redis key of a cookie),
+//! stores on them, a cookie-keeping client that drives the demo's contract, application instances
+//! with a near-cache, example binaries run as processes, an nginx in front of them, and headless
+//! Chromium driven through `chromedriver`.
 #![allow(dead_code, unused_imports, unreachable_pub)] // each test binary uses its own part of this module
 
 #[path = "../../examples/demo.rs"]
 pub mod demo;
 
 mod browser;
+mod instance;
 mod process;
 mod proxy;
 mod squatter;
@@ -17,14 +19,15 @@ use axum_redis_session::fred::prelude::*;
 use axum_redis_session::RedisStore;
 
 pub use browser::{app, app_on, Browser, Gate, Reply, MANY_FIELDS};
+pub use instance::Instance;
 pub use process::{
     example_binary, request, request_with_headers, token_of, ExampleProcess, RawReply, WireReply,
 };
 pub use proxy::Nginx;
 pub use squatter::{Squatter, SQUATTER_FIELD};
 pub use testkit::{
-    free_port, wait_for, Cluster, Monitor, Received, RedisServer, Seen, SentinelGroup, TlsFiles,
-    SERVICE,
+    free_port, kill_other_clients, session_key, wait_for, Cluster, Monitor, Received, RedisServer,
+    Seen, SentinelGroup, TlsFiles, SERVICE,
 };
 pub use webdriver::{ChromeDriver, Window};
 
@@ -80,17 +83,20 @@ pub async fn wait_until_served(app: &axum::Router, probes: u32, limit: std::time
     }
 }
 
+/// The demo's routes on `RedisStore::connect(url)` with a 500 ms command timeout, once it serves.
+pub async fn app_for(url: &str) -> axum::Router {
+    let store = url_store(url, 500).await;
+    let app = app(
+        axum_redis_session::SessionLayer::new(store),
+        Gate::default(),
+    );
+    wait_until_served(&app, 8, std::time::Duration::from_secs(20)).await;
+    app
+}
+
 /// A store connected to `server`, ready (connected) before it is returned.
 pub async fn store_on(server: &RedisServer) -> RedisStore {
     connected_store(Config::from_url(&server.url()).unwrap()).await
-}
-
-/// The cookie's token, as another language would read it, and its Redis key.
-pub fn session_key(prefix: &str, token: &str) -> String {
-    use sha2::Digest;
-    let digest = sha2::Sha256::digest(token.as_bytes());
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{prefix}{hex}")
 }
 
 /// `Cookie` headers that must be treated as no session: malformed, oversized, non-UTF-8, duplicated
@@ -109,4 +115,44 @@ pub fn hostile_cookies(valid_token: &str) -> Vec<Vec<u8>> {
             .collect::<String>()
             .into_bytes(),
     ]
+}
+
+/// The session hashes in Redis under the default prefix (not the per-user indexes), sorted.
+pub fn session_keys(server: &RedisServer) -> Vec<String> {
+    let mut keys: Vec<String> = server
+        .cli(&["--scan", "--pattern", "session:*"])
+        .lines()
+        .filter(|key| !key.is_empty() && !key.starts_with("session:user:"))
+        .map(str::to_owned)
+        .collect();
+    keys.sort();
+    keys
+}
+
+/// A session's hash without the metadata that every save rewrites (its expiry, version and size).
+pub fn content(
+    mut hash: std::collections::HashMap<String, String>,
+) -> std::collections::HashMap<String, String> {
+    for field in ["$expires", "$version", "$size"] {
+        hash.remove(field);
+    }
+    hash
+}
+
+pub fn unix_ms() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    now.as_millis() as i64
+}
+
+/// Leaves the session under `key` a minute to live, in Redis and in its `$expires`, as if most of
+/// its idle timeout had passed: the next read must roll the TTL.
+pub async fn leave_a_minute(redis: &Client, key: &str) {
+    let soon = unix_ms() + 60_000;
+    let _: () = redis
+        .hset(key, ("$expires", soon.to_string()))
+        .await
+        .unwrap();
+    let _: () = redis.pexpire(key, 60_000, None).await.unwrap();
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use testkit::{free_port, Service};
+use testkit::Service;
 
 /// An example as `cargo test` built it, beside the running test binary.
 pub fn example_binary(name: &str) -> PathBuf {
@@ -31,23 +31,21 @@ impl ExampleProcess {
     /// Starts example `name` on a free port with plain-http cookies and `env` on top, and waits
     /// until it listens.
     pub fn start(name: &str, env: &[(&str, &str)]) -> Self {
-        let port = free_port();
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join(format!("{name}.log"));
-        let child = Command::new(example_binary(name))
-            .env_remove("REDIS_URL")
-            .env("ADDR", format!("127.0.0.1:{port}"))
-            .env("COOKIE_SECURE", "false")
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .envs(env.iter().copied())
-            .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("the {name} example is built by `cargo test`: {e}"));
-        let process = Service::new(name, child, port, || {
-            std::fs::read_to_string(&log).unwrap_or_default()
-        });
+        let process = Service::serve(
+            name,
+            Command::new(example_binary(name))
+                .env_remove("REDIS_URL")
+                .env("RUST_LOG", "info")
+                .env("NO_COLOR", "1")
+                .envs(env.iter().copied())
+                .stdout(std::fs::File::create(&log).unwrap())
+                .stderr(Stdio::null()),
+            || std::fs::read_to_string(&log).unwrap_or_default(),
+        )
+        .unwrap_or_else(|e| panic!("the {name} example is built by `cargo test`: {e}"));
+        let port = process.port;
         Self {
             process,
             port,

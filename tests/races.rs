@@ -1,99 +1,245 @@
-//! Hardening on real Redis, checked with MONITOR: atomic counters, logout-everywhere in one script,
-//! a fresh instance's first requests, the order of a cycle across cluster slots, a save that never
-//! reads the whole session.
+//! Concurrent requests on one session, on real Redis: 64 clients writing at once, a logout-everywhere
+//! racing in-flight writes, an id cycled while the old id is in use, and on a cluster the order of a
+//! cycle's steps across slots, a logout-everywhere landing between them, and the revocation epoch a
+//! later login records. Nothing acknowledged is lost, and nothing logged out comes back.
 
 mod support;
 
-use axum::http::StatusCode;
-use support::{Browser, Monitor, RedisServer};
+use std::collections::HashMap;
 
-#[tokio::test]
-async fn an_increment_is_one_round_trip_without_a_load() {
+use axum::http::StatusCode;
+use axum_redis_session::fred::prelude::*;
+use axum_redis_session::fred::types::{ClusterHash, CustomCommand};
+use support::{session_key, Browser, Cluster, Gate, Monitor, RedisServer};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_clients_on_one_session_keep_every_write() {
     let server = RedisServer::start();
     let (app, _) = support::app_on(support::store_on(&server).await, |l| l).await;
     let mut browser = Browser::new(app);
-    browser.get("/counter").await;
-    // Its script cached by the server (a first use is EVALSHA, NOSCRIPT, EVAL).
-    browser.post_form("/counter/incr", "").await;
-    let mut monitor = Monitor::start(&server).await;
-    let reply = browser.post_form("/counter/incr", "").await;
-    assert_eq!((reply.status, reply.body.as_str()), (StatusCode::OK, "3"));
-    let received = monitor.take().await;
-    assert_eq!(received.round_trips(), 1, "{received:?}");
-    assert!(
-        !received
-            .0
-            .iter()
-            .any(|c| c.from_script && c.name == "hgetall"),
-        "no load: {received:?}"
-    );
-    assert_eq!(received.writes(), vec!["hincrby", "hset"], "{received:?}");
+    browser.put("/kv/start", "0").await;
+    let clients: Vec<_> = (0..64)
+        .map(|client| {
+            let mut b = browser.clone();
+            tokio::spawn(async move {
+                for write in 0..100 {
+                    let status = b
+                        .put(&format!("/kv/c{client}"), &write.to_string())
+                        .await
+                        .status;
+                    assert_eq!(status, StatusCode::NO_CONTENT);
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.await.unwrap();
+    }
+    for client in 0..64 {
+        assert_eq!(
+            browser.get(&format!("/kv/c{client}")).await.body,
+            "99",
+            "client {client}'s last write"
+        );
+    }
 }
 
-#[tokio::test]
-async fn logout_everywhere_is_one_script_that_leaves_nothing_of_the_user() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_everywhere_racing_in_flight_writes_brings_no_session_back() {
+    let server = RedisServer::start();
+    let layer = axum_redis_session::SessionLayer::new(support::store_on(&server).await);
+    let app = support::app(layer.clone(), Gate::default());
+    let mut devices: Vec<Browser> = (0..4).map(|_| Browser::new(app.clone())).collect();
+    for device in &mut devices {
+        device.post_form("/login", "user=alice").await;
+        device.put("/kv/x", "0").await;
+    }
+    let old_keys: Vec<String> = devices
+        .iter()
+        .map(|d| session_key("session:", d.cookie.as_ref().unwrap()))
+        .collect();
+
+    // On every device, two writes held inside their handlers while the logout runs: one that read
+    // the session first, one that writes blindly. Each has its own gate, so each is known to be in
+    // the window before the logout starts.
+    let mut gates = Vec::new();
+    let mut reading = Vec::new();
+    let mut blind = Vec::new();
+    for device in &devices {
+        let (read_gate, blind_gate) = (Gate::default(), Gate::default());
+        let mut reader = Browser::with_cookie(
+            support::app(layer.clone(), read_gate.clone()),
+            device.cookie.clone(),
+        );
+        let mut writer = Browser::with_cookie(
+            support::app(layer.clone(), blind_gate.clone()),
+            device.cookie.clone(),
+        );
+        reading.push(tokio::spawn(async move {
+            let reply = reader.get("/test/slow-counter").await;
+            (reply, reader.cookie)
+        }));
+        blind.push(tokio::spawn(async move {
+            let reply = writer.put("/test/slow-put", "late").await;
+            (reply, writer.cookie)
+        }));
+        gates.extend([read_gate, blind_gate]);
+    }
+    for gate in &gates {
+        gate.wait_arrival().await;
+    }
+    assert_eq!(
+        devices[0].post_form("/logout-everywhere", "").await.status,
+        StatusCode::NO_CONTENT
+    );
+    for gate in &gates {
+        gate.release();
+    }
+
+    // A write computed from a session read before the logout is refused.
+    for task in reading {
+        let (reply, _) = task.await.unwrap();
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (StatusCode::CONFLICT, "session ended")
+        );
+    }
+    // A blind write starts a new, anonymous session under a new id.
+    let mut fresh_keys = Vec::new();
+    for task in blind {
+        let (reply, cookie) = task.await.unwrap();
+        assert_eq!(reply.status, StatusCode::NO_CONTENT, "{reply:?}");
+        let key = session_key("session:", &cookie.expect("a new session's cookie"));
+        assert!(!old_keys.contains(&key), "a new id");
+        fresh_keys.push(key);
+    }
+
+    let redis = server.probe().await;
+    for key in &old_keys {
+        assert_eq!(
+            redis.exists::<i64, _>(key).await.unwrap(),
+            0,
+            "{key} came back"
+        );
+    }
+    for key in &fresh_keys {
+        let fields: HashMap<String, String> = redis.hgetall(key).await.unwrap();
+        assert_eq!(fields.get("slow").map(String::as_str), Some("\"late\""));
+        assert_eq!(fields.get("$user"), None, "{key} is bound to a user");
+        assert_eq!(fields.get("x"), None, "{key} holds the old session's data");
+    }
+    let keys: Vec<String> = redis
+        .custom(
+            CustomCommand::new_static("KEYS", ClusterHash::Random, false),
+            vec!["session:*"],
+        )
+        .await
+        .unwrap();
+    for key in keys.iter().filter(|k| !k.starts_with("session:user:")) {
+        let owner: Option<String> = redis.hget(key, "$user").await.unwrap();
+        assert_ne!(owner.as_deref(), Some("alice"), "{key} is still alice's");
+    }
+    for mut device in devices {
+        assert_eq!(device.get("/me").await.status, StatusCode::UNAUTHORIZED);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cycling_the_id_while_the_old_id_is_in_use_loses_no_acknowledged_write() {
     let server = RedisServer::start();
     let (app, _) = support::app_on(support::store_on(&server).await, |l| l).await;
-    let mut browsers: Vec<Browser> = (0..3).map(|_| Browser::new(app.clone())).collect();
-    for browser in &mut browsers {
-        browser.post_form("/login", "user=alice").await;
-    }
-    // Warm the script cache with another user's logout-everywhere.
-    let mut bob = Browser::new(app.clone());
-    bob.post_form("/login", "user=bob").await;
-    bob.post_form("/logout-everywhere", "").await;
+    let mut browser = Browser::new(app.clone());
+    browser.put("/kv/base", "0").await;
+    let old = browser.cookie.clone().unwrap();
 
-    let mut monitor = Monitor::start(&server).await;
-    let reply = browsers[0].post_form("/logout-everywhere", "").await;
-    assert_eq!(reply.status, StatusCode::NO_CONTENT);
-    let received = monitor.take().await;
-    // The load that finds the user, then one script: no window between reading the index and
-    // deleting what it names.
-    assert_eq!(received.round_trips(), 2, "{received:?}");
-    assert!(
-        !received
-            .0
-            .iter()
-            .any(|c| !c.from_script && c.name == "zrange"),
-        "the index is read inside the script: {received:?}"
+    // Each writer records, for every acknowledged write, the cookie it held once the answer came.
+    let writers: Vec<_> = (0..8)
+        .map(|writer| {
+            let mut b = browser.clone();
+            tokio::spawn(async move {
+                let mut acknowledged = Vec::new();
+                for i in 0..20 {
+                    let key = format!("w{writer}-{i}");
+                    let reply = b.put(&format!("/kv/{key}"), "v").await;
+                    assert_ne!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+                    if reply.status == StatusCode::NO_CONTENT {
+                        acknowledged.push((key, b.cookie.clone().unwrap()));
+                    }
+                }
+                acknowledged
+            })
+        })
+        .collect();
+    assert_eq!(
+        browser.post_form("/login", "user=alice").await.status,
+        StatusCode::NO_CONTENT
     );
-    let left = server.cli(&["--scan", "--pattern", "session:*"]);
-    assert!(
-        left.trim().is_empty(),
-        "nothing of alice or bob is left: {left:?}"
+    let cycled = browser.cookie.clone().unwrap();
+    assert_ne!(cycled, old);
+
+    let mut checked = 0;
+    for writer in writers {
+        for (key, cookie) in writer.await.unwrap() {
+            // A write that went in under the old id moved with the session; any other went into the
+            // new session whose cookie the writer was handed.
+            let holder = if cookie == old {
+                cycled.clone()
+            } else {
+                cookie
+            };
+            let mut reader = Browser::with_cookie(app.clone(), Some(holder));
+            assert_eq!(
+                reader.get(&format!("/kv/{key}")).await.body,
+                "v",
+                "{key} was acknowledged"
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 160, "every write was acknowledged");
+    let redis = server.probe().await;
+    assert_eq!(
+        redis
+            .exists::<i64, _>(session_key("session:", &old))
+            .await
+            .unwrap(),
+        0,
+        "old id dead"
+    );
+    let mut stale = Browser::with_cookie(app, Some(old));
+    assert_eq!(
+        stale.get("/kv/base").await.status,
+        StatusCode::NOT_FOUND,
+        "the old id is refused"
+    );
+    assert_eq!(
+        browser.get("/kv/base").await.body,
+        "0",
+        "data moved with the id"
     );
 }
 
-/// A new instance of the app, its store just built from the URL: the first requests wait for the
-/// connection being made (within the command timeout) instead of failing, on every topology.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_fresh_instance_serves_its_first_requests_and_says_when_it_is_ready() {
-    use axum_redis_session::{RedisStore, SessionLayer};
-    let server = RedisServer::start();
-    let cluster = support::Cluster::start();
-    for url in [server.url(), cluster.url()] {
-        for _ in 0..3 {
-            let store = RedisStore::connect(&url).await.unwrap();
-            let layer = SessionLayer::new(store.clone());
-            let mut browser = Browser::new(support::app(layer, support::Gate::default()));
-            let reply = browser.get("/counter").await;
-            assert_eq!(
-                (reply.status, reply.body.as_str()),
-                (StatusCode::OK, "1"),
-                "{url}"
-            );
-            store.ready().await.unwrap();
+/// Every session key on every master of `cluster`.
+fn cluster_session_keys(cluster: &Cluster) -> Vec<String> {
+    cluster
+        .masters()
+        .into_iter()
+        .flat_map(|port| support::session_keys(cluster.node(port)))
+        .collect()
+}
+
+/// Session keys (not indexes) on every master of `cluster`, bound to `user`.
+fn sessions_of(cluster: &Cluster, user: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for port in cluster.masters() {
+        let node = cluster.node(port);
+        for key in support::session_keys(node) {
+            if node.cli(&["hget", &key, "$user"]).trim() == user {
+                found.push(key);
+            }
         }
     }
-    // Nothing listening: not ready, within the command timeout.
-    let nowhere = format!("redis://127.0.0.1:{}", support::free_port());
-    let store = RedisStore::connect(&nowhere)
-        .await
-        .unwrap()
-        .with_command_timeout(time::Duration::milliseconds(300));
-    let started = std::time::Instant::now();
-    assert!(store.ready().await.is_err());
-    assert!(started.elapsed() < std::time::Duration::from_millis(800));
+    found
 }
 
 /// On a cluster a cycle moves the session across slots in several calls. The old key is deleted
@@ -102,7 +248,7 @@ async fn a_fresh_instance_serves_its_first_requests_and_says_when_it_is_ready() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_cycle_deletes_the_old_key_last_and_a_refused_one_deletes_nothing() {
     use axum_redis_session::fred::prelude::Config;
-    let cluster = support::Cluster::start();
+    let cluster = Cluster::start();
     let store = support::connected_store(Config::from_url(&cluster.url()).unwrap()).await;
     let (app, _) = support::app_on(store, |l| l.with_max_bytes(300)).await;
     let mut browser = Browser::new(app);
@@ -146,12 +292,7 @@ async fn a_cluster_cycle_deletes_the_old_key_last_and_a_refused_one_deletes_noth
     let mut deleted = None;
     for monitor in &mut monitors {
         for command in monitor.take().await.0 {
-            let at: f64 = command.line[1..]
-                .split(' ')
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap();
+            let at = command.at();
             if command.name == "hset" && command.line.contains(&new_key) {
                 written = written.or(Some(at));
             }
@@ -169,89 +310,6 @@ async fn a_cluster_cycle_deletes_the_old_key_last_and_a_refused_one_deletes_noth
         "old deleted at {deleted}, new written at {written}"
     );
     assert_eq!(browser.get("/kv/a").await.body.len(), 100, "the data moved");
-}
-
-/// A save reads the session's metadata and the fields it changes, never the whole hash, and keeps
-/// `$size` equal to the bytes of the user fields as they change.
-#[tokio::test]
-async fn a_save_never_reads_the_whole_session_and_keeps_its_size_exact() {
-    let server = RedisServer::start();
-    let (app, _) = support::app_on(support::store_on(&server).await, |l| l).await;
-    let mut browser = Browser::new(app);
-    for i in 0..50 {
-        browser.put(&format!("/kv/k{i}"), &"v".repeat(i)).await;
-    }
-    let key = support::session_key("session:", browser.cookie.as_deref().unwrap());
-    let mut monitor = Monitor::start(&server).await;
-    browser.put("/kv/k3", "a longer value than before").await;
-    browser.delete("/kv/k4").await;
-    browser.put("/kv/new", "fresh").await;
-    // Crate metadata (the CSRF token) goes through save.lua's update, the rest through update.lua.
-    browser.get("/csrf").await;
-    browser.put("/kv/k5", "").await;
-    let received = monitor.take().await;
-    assert!(
-        !received
-            .0
-            .iter()
-            .any(|c| c.from_script && c.name == "hgetall"),
-        "{received:?}"
-    );
-    let fields = server.cli(&["hgetall", &key]);
-    let lines: Vec<&str> = fields.lines().collect();
-    let mut user_bytes = 0;
-    let mut stored = None;
-    for pair in lines.chunks(2) {
-        let (name, value) = (pair[0], pair[1]);
-        if name == "$size" {
-            stored = Some(value.parse::<usize>().unwrap());
-        } else if !name.starts_with('$') {
-            user_bytes += name.len() + value.len();
-        }
-    }
-    assert_eq!(stored, Some(user_bytes), "{fields}");
-}
-
-/// The master of `cluster` that holds `key`.
-fn holder(cluster: &support::Cluster, key: &str) -> Option<u16> {
-    cluster
-        .masters()
-        .into_iter()
-        .find(|&port| cluster.node(port).cli(&["exists", key]).trim() == "1")
-}
-
-/// Session keys (not indexes) on every master of `cluster`, bound to `user`.
-fn sessions_of(cluster: &support::Cluster, user: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    for port in cluster.masters() {
-        let node = cluster.node(port);
-        for key in node.cli(&["--scan", "--pattern", "session:*"]).lines() {
-            if key.is_empty() || key.starts_with("session:user:") {
-                continue;
-            }
-            if node.cli(&["hget", key, "$user"]).trim() == user {
-                found.push(key.to_owned());
-            }
-        }
-    }
-    found
-}
-
-/// Every session key on every master of `cluster`.
-fn session_keys(cluster: &support::Cluster) -> Vec<String> {
-    cluster
-        .masters()
-        .into_iter()
-        .flat_map(|port| {
-            let keys = cluster
-                .node(port)
-                .cli(&["--scan", "--pattern", "session:*"]);
-            keys.lines()
-                .filter(|k| !k.is_empty() && !k.starts_with("session:user:"))
-                .map(str::to_owned)
-                .collect::<Vec<_>>()
-        })
-        .collect()
 }
 
 /// Issue #14: on a cluster, a logout-everywhere that lands between the steps of a cycle of one of
@@ -272,7 +330,7 @@ fn session_keys(cluster: &support::Cluster) -> Vec<String> {
 async fn a_cluster_logout_everywhere_between_a_cycles_steps_leaves_no_session_of_the_user() {
     use axum_redis_session::fred::prelude::Config;
     use std::time::{Duration, Instant};
-    let cluster = support::Cluster::start();
+    let cluster = Cluster::start();
     let instance = || async {
         let config = Config::from_url(&cluster.url()).unwrap();
         let store = support::connected_store(config)
@@ -305,15 +363,12 @@ async fn a_cluster_logout_everywhere_between_a_cycles_steps_leaves_no_session_of
             assert_eq!(reply.status, StatusCode::NO_CONTENT);
             x.put("/kv/item", "mine").await;
             let s1 = support::session_key("session:", x.cookie.as_deref().unwrap());
-            let (a, c) = (
-                holder(&cluster, &s1).unwrap(),
-                holder(&cluster, &index).unwrap(),
-            );
+            let (a, c) = (cluster.holders(&s1)[0], cluster.holders(&index)[0]);
             if a != c {
                 break (a, c, s1);
             }
         };
-        let before = session_keys(&cluster);
+        let before = cluster_session_keys(&cluster);
         assert_eq!(before.len(), 2, "attempt {attempt}: {before:?}");
 
         let node_a = cluster.node(a);
@@ -329,7 +384,7 @@ async fn a_cluster_logout_everywhere_between_a_cycles_steps_leaves_no_session_of
         // S2 written, on a master B other than A.
         let started = Instant::now();
         let written = loop {
-            if session_keys(&cluster).len() == 3 {
+            if cluster_session_keys(&cluster).len() == 3 {
                 break true;
             }
             if started.elapsed() > Duration::from_secs(2) {
@@ -365,7 +420,7 @@ async fn a_cluster_logout_everywhere_between_a_cycles_steps_leaves_no_session_of
         node_a.cli(&["client", "unpause"]);
         let ((cycled, mut x), logged_out) = (cycle.await.unwrap(), logout.await.unwrap());
         assert_eq!(logged_out.status, StatusCode::NO_CONTENT);
-        assert!(holder(&cluster, &s1).is_none(), "S1 is gone");
+        assert!(cluster.holders(&s1).is_empty(), "S1 is gone");
         // The interleaving was the one above: on A, the cycle's take_if ran before the logout's DEL.
         let on_a = on_a.take().await;
         let position = |what: &dyn Fn(&support::Seen) -> bool| on_a.0.iter().position(what);
@@ -396,7 +451,7 @@ async fn a_cluster_logout_everywhere_between_a_cycles_steps_leaves_no_session_of
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_login_after_a_cluster_logout_everywhere_records_the_epoch_and_can_cycle() {
     use axum_redis_session::fred::prelude::Config;
-    let cluster = support::Cluster::start();
+    let cluster = Cluster::start();
     let config = Config::from_url(&cluster.url()).unwrap();
     let app = support::app_on(support::connected_store(config).await, |l| l)
         .await
@@ -414,7 +469,7 @@ async fn a_login_after_a_cluster_logout_everywhere_records_the_epoch_and_can_cyc
         StatusCode::NO_CONTENT
     );
     let key = support::session_key("session:", again.cookie.as_deref().unwrap());
-    let node = cluster.node(holder(&cluster, &key).expect("the new session"));
+    let node = cluster.node(*cluster.holders(&key).first().expect("the new session"));
     let epoch: i64 = node.cli(&["hget", &key, "$epoch"]).trim().parse().unwrap();
     assert!(epoch > 0, "the login recorded the epoch: {epoch}");
 

@@ -1,0 +1,481 @@
+//! What Redis receives for each request, counted with `MONITOR` (client round trips, the writes
+//! among them, the calls of each script): the table of docs/guarantees.md row by row, a read that is one
+//! `HGETALL` and touches only when due, a typed save that sends only the fields it changed, an
+//! increment without a load, logout-everywhere in one script, a save that never reads the whole
+//! session, nothing at all for malformed cookies and oversized bodies, a hot near-cache read, and
+//! the same counts on a cluster, taken on every master.
+
+mod support;
+
+use std::collections::HashMap;
+
+use axum::http::StatusCode;
+use axum_redis_session::fred::prelude::*;
+use support::{session_key, Browser, Cluster, Instance, Monitor, Received, RedisServer};
+
+const TOUCH_LUA: &str = "touch";
+const CREATE_LUA: &str = "create";
+const UPDATE_LUA: &str = "update";
+
+/// The guarantees guide's table of round trips and writing round trips per request, row by row.
+#[tokio::test]
+async fn round_trips_and_writes_per_request_as_the_readme_tables_them() {
+    let server = RedisServer::start();
+    let (app, _) = support::app_on(support::store_on(&server).await, |l| l).await;
+    let mut browser = Browser::new(app.clone());
+    // A session to use, and every script cached by the server (its first use is an EVAL).
+    browser.get("/counter").await;
+    browser.get("/counter").await;
+    browser.post_form("/login", "user=warmup").await;
+    let mut monitor = Monitor::start(&server).await;
+    let mut fresh = Browser::new(app.clone());
+    // (row, round trips, writing round trips), as in docs/guarantees.md.
+    let mut rows: Vec<(&str, usize, usize)> = Vec::new();
+    let mut row = |name: &'static str, received: &Received| {
+        rows.push((name, received.round_trips(), received.writing_round_trips()));
+    };
+
+    fresh.get("/health").await;
+    let untouched = monitor.take().await;
+    row("handler never touches the session", &untouched);
+
+    let peek = fresh.get("/counter/peek").await;
+    assert_eq!(peek.body, "0");
+    let no_cookie = monitor.take().await;
+    row("no cookie, handler only reads", &no_cookie);
+
+    browser.get("/counter/peek").await;
+    let read = monitor.take().await;
+    assert_eq!(read.0.len(), 1, "one HGETALL, nothing else: {read:?}");
+    assert_eq!(read.0[0].name, "hgetall");
+    row("cookie, handler only reads", &read);
+
+    browser.get("/counter").await;
+    let read_write = monitor.take().await;
+    assert_eq!(
+        (
+            read_write
+                .0
+                .iter()
+                .filter(|c| c.name == "hgetall" && !c.from_script)
+                .count(),
+            read_write.script_calls(UPDATE_LUA)
+        ),
+        (1, 1),
+        "a load, then one delta script: {read_write:?}"
+    );
+    row("cookie, handler reads and writes", &read_write);
+
+    browser.put("/kv/a", "1").await;
+    let blind_write = monitor.take().await;
+    assert_eq!(blind_write.script_calls(UPDATE_LUA), 1, "{blind_write:?}");
+    assert_eq!(
+        blind_write.writes(),
+        vec!["hset"],
+        "the TTL is fresh: no PEXPIRE and no index upkeep"
+    );
+    row("cookie, handler writes without reading", &blind_write);
+
+    browser.post_form("/login", "user=alice").await;
+    let login = monitor.take().await;
+    assert_eq!(login.script_calls(CREATE_LUA), 1, "{login:?}");
+    assert!(
+        login.0.iter().all(|c| c.name != "rename"),
+        "no RENAME: {login:?}"
+    );
+    row("login (cycle_id)", &login);
+
+    for (name, round_trips, writes) in &rows {
+        println!("{name}: round trips {round_trips}, writes {writes}");
+    }
+    assert_eq!(
+        rows,
+        vec![
+            ("handler never touches the session", 0, 0),
+            ("no cookie, handler only reads", 0, 0),
+            ("cookie, handler only reads", 1, 0),
+            ("cookie, handler reads and writes", 2, 1),
+            ("cookie, handler writes without reading", 1, 1),
+            ("login (cycle_id)", 1, 1),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn reads_are_one_hgetall_and_roll_the_ttl_only_when_it_runs_low() {
+    let server = RedisServer::start();
+    let (app, _) = support::app_on(support::store_on(&server).await, |l| l).await;
+    let redis = server.probe().await;
+    let mut browser = Browser::new(app);
+    browser.post_form("/login", "user=alice").await;
+    let key = session_key("session:", browser.cookie.as_ref().unwrap());
+    // As if a tenth of the idle timeout had passed since the last write.
+    let make_due = || async {
+        support::leave_a_minute(&redis, &key).await;
+        let _: () = redis
+            .pexpire("session:user:alice", 60_000, None)
+            .await
+            .unwrap();
+    };
+    make_due().await;
+    browser.get("/me").await; // the server caches the touch script on its first use
+    let mut monitor = Monitor::start(&server).await;
+
+    browser.get("/me").await;
+    let fresh = monitor.take().await;
+    let names: Vec<&str> = fresh.0.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(
+        names,
+        vec!["hgetall"],
+        "a read of a fresh session is one plain command"
+    );
+
+    make_due().await;
+    monitor.take().await;
+    browser.get("/me").await;
+    let low = monitor.take().await;
+    assert_eq!(
+        (low.round_trips(), low.script_calls(TOUCH_LUA)),
+        (2, 1),
+        "the read, then the touch: {low:?}"
+    );
+    assert_eq!(
+        low.writes(),
+        vec!["pexpire", "hset", "zadd", "zremrangebyscore", "pexpire"],
+        "session TTL, its $expires and its index entry rolled, the index pruned"
+    );
+    assert_eq!(low.writing_round_trips(), 1, "the touch is the one write");
+    let ttl: i64 = redis.pttl(&key).await.unwrap();
+    assert!(
+        ttl > 7_100_000,
+        "rolled back to the idle timeout, got {ttl}"
+    );
+    let expires: String = redis.hget(&key, "$expires").await.unwrap();
+    assert!(expires.parse::<i64>().unwrap() > support::unix_ms() + 7_100_000);
+    let index_ttl: i64 = redis.pttl("session:user:alice").await.unwrap();
+    assert!(
+        index_ttl > 7_100_000,
+        "the index outlives its sessions, got {index_ttl}"
+    );
+
+    monitor.take().await; // this test's own checks above
+    browser.get("/me").await;
+    let after = monitor.take().await;
+    assert_eq!(
+        (after.round_trips(), after.writes().len()),
+        (1, 0),
+        "rolled once, not again: {after:?}"
+    );
+}
+
+#[tokio::test]
+async fn typed_fields_are_hash_fields_and_only_changed_ones_are_sent() {
+    let server = RedisServer::start();
+    let (app, _) = support::app_on(support::store_on(&server).await, |l| l).await;
+    let redis = server.probe().await;
+    let mut browser = Browser::new(app.clone());
+    browser.put("/test/prefs/items", "tea").await;
+    let key = session_key("session:", browser.cookie.as_deref().unwrap());
+    let hash: HashMap<String, String> = redis.hgetall(&key).await.unwrap();
+    assert_eq!(
+        (hash["items"].as_str(), hash["theme"].as_str()),
+        (r#"["tea"]"#, r#""""#)
+    );
+    // The update script cached by the server (its first use is an EVAL), by another session.
+    let mut other = Browser::new(app.clone());
+    other.put("/test/prefs/items", "tea").await;
+    other.put("/test/prefs/items", "tea").await;
+
+    let mut monitor = Monitor::start(&server).await;
+    browser.put("/test/prefs/items", "cake").await;
+    let received = monitor.take().await;
+    let save = received
+        .0
+        .iter()
+        .find(|c| c.name == "evalsha")
+        .expect("one save");
+    assert!(
+        save.line.contains(r#""[\"tea\",\"cake\"]""#),
+        "{}",
+        save.line
+    );
+    assert!(
+        !save.line.contains("\"theme\""),
+        "the unchanged field is not sent: {}",
+        save.line
+    );
+    assert_eq!(
+        (received.round_trips(), received.writes()),
+        (2, vec!["hset"]),
+        "a load, then one save: HSET of what changed (the TTL is fresh)"
+    );
+}
+
+#[tokio::test]
+async fn an_increment_is_one_round_trip_without_a_load() {
+    let server = RedisServer::start();
+    let (app, _) = support::app_on(support::store_on(&server).await, |l| l).await;
+    let mut browser = Browser::new(app);
+    browser.get("/counter").await;
+    // Its script cached by the server (a first use is EVALSHA, NOSCRIPT, EVAL).
+    browser.post_form("/counter/incr", "").await;
+    let mut monitor = Monitor::start(&server).await;
+    let reply = browser.post_form("/counter/incr", "").await;
+    assert_eq!((reply.status, reply.body.as_str()), (StatusCode::OK, "3"));
+    let received = monitor.take().await;
+    assert_eq!(received.round_trips(), 1, "{received:?}");
+    assert!(
+        !received
+            .0
+            .iter()
+            .any(|c| c.from_script && c.name == "hgetall"),
+        "no load: {received:?}"
+    );
+    assert_eq!(received.writes(), vec!["hincrby", "hset"], "{received:?}");
+}
+
+#[tokio::test]
+async fn logout_everywhere_is_one_script_that_leaves_nothing_of_the_user() {
+    let server = RedisServer::start();
+    let (app, _) = support::app_on(support::store_on(&server).await, |l| l).await;
+    let mut browsers: Vec<Browser> = (0..3).map(|_| Browser::new(app.clone())).collect();
+    for browser in &mut browsers {
+        browser.post_form("/login", "user=alice").await;
+    }
+    // Warm the script cache with another user's logout-everywhere.
+    let mut bob = Browser::new(app.clone());
+    bob.post_form("/login", "user=bob").await;
+    bob.post_form("/logout-everywhere", "").await;
+
+    let mut monitor = Monitor::start(&server).await;
+    let reply = browsers[0].post_form("/logout-everywhere", "").await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    let received = monitor.take().await;
+    // The load that finds the user, then one script: no window between reading the index and
+    // deleting what it names.
+    assert_eq!(received.round_trips(), 2, "{received:?}");
+    assert!(
+        !received
+            .0
+            .iter()
+            .any(|c| !c.from_script && c.name == "zrange"),
+        "the index is read inside the script: {received:?}"
+    );
+    let left = server.cli(&["--scan", "--pattern", "session:*"]);
+    assert!(
+        left.trim().is_empty(),
+        "nothing of alice or bob is left: {left:?}"
+    );
+}
+
+/// A save reads the session's metadata and the fields it changes, never the whole hash, and keeps
+/// `$size` equal to the bytes of the user fields as they change.
+#[tokio::test]
+async fn a_save_never_reads_the_whole_session_and_keeps_its_size_exact() {
+    let server = RedisServer::start();
+    let (app, _) = support::app_on(support::store_on(&server).await, |l| l).await;
+    let mut browser = Browser::new(app);
+    for i in 0..50 {
+        browser.put(&format!("/kv/k{i}"), &"v".repeat(i)).await;
+    }
+    let key = support::session_key("session:", browser.cookie.as_deref().unwrap());
+    let mut monitor = Monitor::start(&server).await;
+    browser.put("/kv/k3", "a longer value than before").await;
+    browser.delete("/kv/k4").await;
+    browser.put("/kv/new", "fresh").await;
+    // Crate metadata (the CSRF token) goes through save.lua's update, the rest through update.lua.
+    browser.get("/csrf").await;
+    browser.put("/kv/k5", "").await;
+    let received = monitor.take().await;
+    assert!(
+        !received
+            .0
+            .iter()
+            .any(|c| c.from_script && c.name == "hgetall"),
+        "{received:?}"
+    );
+    let fields = server.cli(&["hgetall", &key]);
+    let lines: Vec<&str> = fields.lines().collect();
+    let mut user_bytes = 0;
+    let mut stored = None;
+    for pair in lines.chunks(2) {
+        let (name, value) = (pair[0], pair[1]);
+        if name == "$size" {
+            stored = Some(value.parse::<usize>().unwrap());
+        } else if !name.starts_with('$') {
+            user_bytes += name.len() + value.len();
+        }
+    }
+    assert_eq!(stored, Some(user_bytes), "{fields}");
+}
+
+#[tokio::test]
+async fn malformed_cookies_never_reach_redis() {
+    let server = RedisServer::start();
+    let (app, _) = support::app_on(support::store_on(&server).await, |l| l).await;
+    let mut real = Browser::new(app.clone());
+    real.get("/counter").await;
+    let cases = support::hostile_cookies(real.cookie.as_ref().unwrap());
+    let mut monitor = Monitor::start(&server).await;
+    for case in &cases {
+        let reply = Browser::new(app.clone())
+            .send_raw_cookies("/counter/peek", &[case])
+            .await;
+        assert_eq!((reply.status, reply.body.as_str()), (StatusCode::OK, "0"));
+    }
+    let received = monitor.take().await;
+    assert_eq!(received.0.len(), 0, "{received:?}");
+}
+
+/// The body limit the demo's routes run under: the demo sets none, so axum's default (2 MiB) holds.
+const BODY_LIMIT: usize = 2 * 1024 * 1024;
+
+#[tokio::test]
+async fn an_oversized_body_is_refused_without_touching_the_session() {
+    let server = RedisServer::start();
+    let (app, _) = support::app_on(support::store_on(&server).await, |l| l).await;
+    let mut browser = Browser::new(app);
+    // Created, then updated once: the update script's first use is an EVAL.
+    browser.put("/kv/a", "1").await;
+    browser.put("/kv/a", "1").await;
+    let key = session_key("session:", browser.cookie.as_ref().unwrap());
+    let redis = server.probe().await;
+    let before = support::content(redis.hgetall(&key).await.unwrap());
+    let mut monitor = Monitor::start(&server).await;
+
+    // One byte past the body limit: refused before the handler runs, so nothing reaches Redis.
+    let reply = browser.put("/kv/big", &"x".repeat(BODY_LIMIT + 1)).await;
+    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
+    let received = monitor.take().await;
+    assert_eq!(received.0.len(), 0, "{received:?}");
+
+    // At the body limit the handler runs, and the session's own limit (65,536 bytes by default)
+    // refuses the change whole: one script call that writes nothing.
+    let reply = browser.put("/kv/big", &"x".repeat(BODY_LIMIT)).await;
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, "session too large")
+    );
+    let received = monitor.take().await;
+    assert_eq!(
+        (received.round_trips(), received.writes().len()),
+        (1, 0),
+        "{received:?}"
+    );
+    assert_eq!(support::content(redis.hgetall(&key).await.unwrap()), before);
+    assert_eq!(browser.get("/kv/a").await.body, "1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hot_read_sends_nothing_and_a_hot_read_write_is_one_round_trip() {
+    let server = RedisServer::start();
+    let a = Instance::start(&server.url(), |l| l).await;
+    let mut browser = a.browser(None);
+    // Created, then updated once, so that Redis knows both scripts before counting.
+    browser.get("/counter").await;
+    browser.get("/counter").await;
+    assert_eq!(a.warm(&mut browser, "/counter/peek").await, "2");
+    let mut monitor = Monitor::start(&server).await;
+
+    let before = a.hits();
+    assert_eq!(browser.get("/counter/peek").await.body, "2");
+    let read = monitor.take().await;
+    assert_eq!(
+        (read.0.len(), a.hits() - before),
+        (0, 1),
+        "a hot read: {read:?}"
+    );
+
+    assert_eq!(browser.get("/counter").await.body, "3");
+    let read_write = monitor.take().await;
+    assert_eq!(
+        (read_write.round_trips(), read_write.writes()),
+        (1, vec!["hset"]),
+        "a hot read + write is the save alone: {read_write:?}"
+    );
+
+    // Its own save kept it hot, with the value it saved.
+    let before = a.hits();
+    assert_eq!(browser.get("/counter/peek").await.body, "3");
+    let after_save = monitor.take().await;
+    assert_eq!((after_save.0.len(), a.hits() - before), (0, 1));
+}
+
+/// The commands every master received, client calls only (not those a script ran).
+async fn round_trips(monitors: &mut [Monitor]) -> (usize, Vec<String>) {
+    let received = Monitor::take_all(monitors).await;
+    let calls: Vec<String> = received
+        .0
+        .iter()
+        .filter(|c| !c.from_script)
+        .map(|c| c.name.clone())
+        .collect();
+    (calls.len(), calls)
+}
+
+/// docs/scaling.md: on a cluster a request costs what it costs on one server, except that a
+/// user's index lives on its own slot (one more call when it changes) and a cycle takes the old
+/// session and writes the new one (two calls). Counted with `MONITOR` on every master.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trips_on_a_cluster_counted_on_every_master() {
+    let cluster = Cluster::start();
+    let app = support::app_for(&cluster.url()).await;
+    let mut warm = Browser::new(app.clone());
+    // Every script cached on every master (a script's first use on a server is an EVAL).
+    for i in 0..30 {
+        let mut b = Browser::new(app.clone());
+        b.get("/counter").await;
+        b.get("/counter").await;
+        b.post_form("/login", &format!("user=warm{i}")).await;
+        b.get("/counter").await;
+        b.post_form("/logout", "").await;
+    }
+    warm.get("/counter").await;
+    let mut monitors = Vec::new();
+    for port in cluster.masters() {
+        monitors.push(Monitor::start(cluster.node(port)).await);
+    }
+    let mut browser = Browser::new(app.clone());
+    let mut rows = Vec::new();
+
+    browser.get("/health").await;
+    rows.push(("no session", round_trips(&mut monitors).await));
+    browser.get("/counter").await;
+    rows.push(("create", round_trips(&mut monitors).await));
+    browser.get("/counter/peek").await;
+    rows.push(("cookie, read", round_trips(&mut monitors).await));
+    browser.get("/counter").await;
+    rows.push(("cookie, read + write", round_trips(&mut monitors).await));
+    browser.put("/kv/a", "1").await;
+    rows.push(("cookie, blind write", round_trips(&mut monitors).await));
+    browser.post_form("/login", "user=alice").await;
+    rows.push((
+        "login: read, write new, delete old, index",
+        round_trips(&mut monitors).await,
+    ));
+    browser.get("/counter").await;
+    rows.push((
+        "bound session, read + write",
+        round_trips(&mut monitors).await,
+    ));
+    browser.post_form("/logout", "").await;
+    rows.push(("logout: take, index", round_trips(&mut monitors).await));
+
+    for (row, (count, calls)) in &rows {
+        println!("cluster, {row}: {count} round trips {calls:?}");
+    }
+    let counts: Vec<(&str, usize)> = rows.iter().map(|(row, (n, _))| (*row, *n)).collect();
+    assert_eq!(
+        counts,
+        vec![
+            ("no session", 0),
+            ("create", 1),
+            ("cookie, read", 1),
+            ("cookie, read + write", 2),
+            ("cookie, blind write", 1),
+            ("login: read, write new, delete old, index", 4),
+            ("bound session, read + write", 2),
+            ("logout: take, index", 2),
+        ]
+    );
+}
