@@ -17,6 +17,75 @@ const TOUCH_LUA: &str = "touch";
 const CREATE_LUA: &str = "create";
 const UPDATE_LUA: &str = "update";
 
+/// A write is one round trip from the first request on: the scripts are on the server before a
+/// request needs them, once the store is ready at start, after Redis restarted (its script cache
+/// empty), and, after a `SCRIPT FLUSH` has cost one write its `NOSCRIPT`, for every other script.
+#[tokio::test]
+async fn the_first_write_is_one_round_trip_at_start_and_after_redis_forgot_the_scripts() {
+    let no_eval = |received: &Received| {
+        assert!(
+            received
+                .0
+                .iter()
+                .all(|c| c.name != "eval" && c.name != "script"),
+            "no script sent whole or loaded meanwhile: {received:?}"
+        );
+    };
+    let mut server = RedisServer::start();
+    let store = support::url_store(&server.url(), 1000).await;
+    store.ready().await.expect("connected, scripts loaded");
+    let (app, _) = support::app_on(store.clone(), |l| l).await;
+    let mut browser = Browser::new(app.clone());
+    let mut monitor = Monitor::start(&server).await;
+    assert_eq!(browser.get("/counter").await.body, "1");
+    let first = monitor.take().await;
+    assert_eq!(
+        (first.round_trips(), first.script_calls(CREATE_LUA)),
+        (1, 1),
+        "{first:?}"
+    );
+    no_eval(&first);
+
+    drop(monitor);
+    server.restart();
+    support::wait_until_served(&app, 4, std::time::Duration::from_secs(10)).await;
+    store
+        .ready()
+        .await
+        .expect("reconnected, scripts loaded again");
+    let mut monitor = Monitor::start(&server).await;
+    // The session went with the restart: a load that finds nothing, then a create.
+    assert_eq!(browser.get("/counter").await.body, "1");
+    let after_restart = monitor.take().await;
+    assert_eq!(
+        (
+            after_restart.round_trips(),
+            after_restart.script_calls(CREATE_LUA)
+        ),
+        (2, 1),
+        "{after_restart:?}"
+    );
+    no_eval(&after_restart);
+
+    server.cli(&["script", "flush"]);
+    assert_eq!(
+        browser.put("/kv/a", "1").await.status,
+        StatusCode::NO_CONTENT
+    );
+    let flushed = monitor.take().await;
+    assert_eq!(
+        flushed.script_calls(UPDATE_LUA),
+        2,
+        "EVALSHA, NOSCRIPT, EVAL: {flushed:?}"
+    );
+    store.ready().await.expect("scripts loaded again");
+    monitor.take().await;
+    assert_eq!(browser.get("/counter").await.body, "2");
+    let after_flush = monitor.take().await;
+    assert_eq!(after_flush.script_calls(UPDATE_LUA), 1, "{after_flush:?}");
+    no_eval(&after_flush);
+}
+
 /// The guarantees guide's table of round trips and writing round trips per request, row by row.
 #[tokio::test]
 async fn round_trips_and_writes_per_request_as_the_readme_tables_them() {

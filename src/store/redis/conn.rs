@@ -118,8 +118,7 @@ impl RedisStore {
     /// Keeps the scripts loaded from now on (once per store; needs a Tokio runtime, so a store
     /// built outside one starts at its first call).
     pub(super) fn start_loading_scripts(&self) {
-        self.loader
-            .start(|| self.connection.clients(), self.command_timeout);
+        self.loader.start(|| self.connection.clients());
     }
 
     /// A session hash, whole. Sent as a custom command: fred's own `hgetall` first builds a map of

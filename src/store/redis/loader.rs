@@ -21,6 +21,8 @@ use super::scripts;
 
 /// Pause before loading again after a failed attempt (the server down, a failover under way).
 const RETRY: Duration = Duration::from_millis(250);
+/// The most one attempt may take: the time fred gives its own connection set-up commands.
+const ATTEMPT: Duration = Duration::from_secs(2);
 
 /// The loads the store's servers need, and the task that makes them.
 #[derive(Debug, Default)]
@@ -47,20 +49,14 @@ impl Drop for Loader {
 
 impl Loader {
     /// Starts loading, once per store: now (the clients may be connected already), and again after
-    /// every event of theirs that may have cost a server its scripts. Each attempt is bounded by
-    /// `timeout`. Needs a Tokio runtime.
-    pub(super) fn start(
-        self: &Arc<Self>,
-        clients: impl FnOnce() -> Vec<Client>,
-        timeout: Duration,
-    ) {
+    /// every event of theirs that may have cost a server its scripts. Needs a Tokio runtime.
+    pub(super) fn start(self: &Arc<Self>, clients: impl FnOnce() -> Vec<Client>) {
         self.task.get_or_init(|| {
             self.want();
             let task = keep_loaded(
                 Arc::downgrade(self),
                 Arc::clone(&self.wanted_changed),
                 clients(),
-                timeout,
             );
             tokio::spawn(task).abort_handle()
         });
@@ -85,12 +81,7 @@ impl Loader {
     }
 }
 
-async fn keep_loaded(
-    loader: Weak<Loader>,
-    wanted_changed: Arc<Notify>,
-    clients: Vec<Client>,
-    timeout: Duration,
-) {
+async fn keep_loaded(loader: Weak<Loader>, wanted_changed: Arc<Notify>, clients: Vec<Client>) {
     let mut events = JoinSet::new();
     for client in &clients {
         events.spawn(want_on(client.reconnect_rx(), loader.clone()));
@@ -105,7 +96,7 @@ async fn keep_loaded(
             wanted_changed.notified().await;
             continue;
         }
-        let loaded = tokio::time::timeout(timeout, load_all(&clients[0]))
+        let loaded = tokio::time::timeout(ATTEMPT, load_all(&clients[0]))
             .await
             .unwrap_or_else(|_| Err(FredError::new(ErrorKind::Timeout, "timed out")));
         let succeeded = loaded.is_ok();
