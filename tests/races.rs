@@ -480,3 +480,112 @@ async fn a_login_after_a_cluster_logout_everywhere_records_the_epoch_and_can_cyc
     assert_eq!(again.get("/me").await.body, "bob", "the cycle was admitted");
     assert_eq!(sessions_of(&cluster, "bob").len(), 1);
 }
+
+/// A plain write (the common write, a transaction rather than a script) that lands after a logout
+/// recreates no session: the late request is refused, and Redis is left holding nothing under the
+/// old key, not even the user-less hash the write made before it learnt the session had ended.
+#[tokio::test]
+async fn a_plain_write_after_a_logout_is_refused_and_leaves_no_key_behind() {
+    let server = RedisServer::start();
+    let (app, gate) = support::app_on(support::store_on(&server).await, |l| l).await;
+    let redis = server.probe().await;
+    let mut browser = Browser::new(app.clone());
+    browser.get("/counter").await;
+    let key = session_key("session:", browser.cookie.as_deref().unwrap());
+    let mut slow = browser.clone();
+    let pending = tokio::spawn(async move { slow.get("/test/slow-counter").await });
+    gate.wait_arrival().await;
+    let mut monitor = Monitor::start(&server).await;
+    assert_eq!(
+        browser.post_form("/logout", "").await.status,
+        StatusCode::NO_CONTENT
+    );
+    gate.release();
+    assert_eq!(pending.await.unwrap().status, StatusCode::CONFLICT);
+    let received = monitor.take().await;
+    assert_eq!(
+        received.transactions(),
+        1,
+        "the late write was a plain one: {received:?}"
+    );
+    let exists: i64 = redis.exists(&key).await.unwrap();
+    assert_eq!(exists, 0, "nothing left under the logged-out key");
+}
+
+/// Writes racing on one session near its size limit each check against the size they read, so
+/// together they can pass the limit, by at most what each may add on the plain path (1/64 of the
+/// limit); the stored size stays exact, and the next write that grows the session is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_plain_writes_pass_the_size_limit_by_at_most_their_bound() {
+    use axum::routing::{get, put};
+    use axum_redis_session::{Session, SessionLayer};
+
+    const MAX: usize = 4096;
+    const WRITERS: usize = 8;
+    let server = RedisServer::start();
+    let store = support::store_on(&server).await;
+    let everyone_read = std::sync::Arc::new(tokio::sync::Barrier::new(WRITERS));
+    let app = axum::Router::new()
+        .route(
+            "/fill",
+            put(|session: Session, body: String| async move { session.insert("fill", body) }),
+        )
+        .route(
+            "/add/{field}",
+            get(
+                move |session: Session, axum::extract::Path(field): axum::extract::Path<String>| {
+                    let everyone_read = everyone_read.clone();
+                    async move {
+                        session.get::<String>("fill").await?;
+                        everyone_read.wait().await;
+                        session.insert(&field, "x".repeat(50))
+                    }
+                },
+            ),
+        )
+        .route(
+            "/grow",
+            get(|session: Session| async move {
+                session.get::<String>("fill").await?;
+                session.insert("grown", "y")
+            }),
+        )
+        .layer(
+            SessionLayer::new(store)
+                .with_max_bytes(MAX)
+                .with_secure(false),
+        );
+    let mut browser = Browser::new(app);
+    // "fill" and its JSON string: 4 + 2 + n bytes, leaving room for one more field of 57.
+    let fill = "f".repeat(MAX - 6 - 60);
+    assert_eq!(browser.put("/fill", &fill).await.status, StatusCode::OK);
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|i| {
+            let mut b = browser.clone();
+            tokio::spawn(async move { b.get(&format!("/add/w{i}")).await.status })
+        })
+        .collect();
+    for writer in writers {
+        assert_eq!(writer.await.unwrap(), StatusCode::OK);
+    }
+
+    let key = session_key("session:", browser.cookie.as_deref().unwrap());
+    let hash: HashMap<String, String> = server.probe().await.hgetall(&key).await.unwrap();
+    let true_size: usize = hash
+        .iter()
+        .filter(|(field, _)| !field.starts_with('$'))
+        .map(|(field, value)| field.len() + value.len())
+        .sum();
+    let stored: usize = hash["$size"].parse().unwrap();
+    println!("size limit {MAX}: {true_size} bytes after {WRITERS} racing writes");
+    assert_eq!(stored, true_size, "the stored size is exact");
+    assert!(true_size > MAX, "the race did pass the limit: {true_size}");
+    assert!(
+        true_size <= MAX + (WRITERS - 1) * (MAX / 64),
+        "{true_size} bytes: past the bound"
+    );
+    assert_eq!(
+        browser.get("/grow").await.status,
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
+}

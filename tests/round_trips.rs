@@ -80,9 +80,10 @@ async fn the_first_write_is_one_round_trip_at_start_and_after_redis_forgot_the_s
     );
     store.ready().await.expect("scripts loaded again");
     monitor.take().await;
-    assert_eq!(browser.get("/counter").await.body, "2");
+    let login = browser.post_form("/login", "user=alice").await;
+    assert_eq!(login.status, StatusCode::NO_CONTENT);
     let after_flush = monitor.take().await;
-    assert_eq!(after_flush.script_calls(UPDATE_LUA), 1, "{after_flush:?}");
+    assert_eq!(after_flush.script_calls(CREATE_LUA), 1, "{after_flush:?}");
     no_eval(&after_flush);
 }
 
@@ -128,10 +129,16 @@ async fn round_trips_and_writes_per_request_as_the_readme_tables_them() {
                 .iter()
                 .filter(|c| c.name == "hgetall" && !c.from_script)
                 .count(),
+            read_write.transactions(),
             read_write.script_calls(UPDATE_LUA)
         ),
-        (1, 1),
-        "a load, then one delta script: {read_write:?}"
+        (1, 1, 0),
+        "a load, then one transaction of plain commands, no script: {read_write:?}"
+    );
+    assert_eq!(
+        read_write.writes(),
+        ["hset", "hincrby", "hincrby", "pexpireat"],
+        "the changed field, the version and size counts, the TTL the session has: {read_write:?}"
     );
     row("cookie, handler reads and writes", &read_write);
 
@@ -258,10 +265,11 @@ async fn typed_fields_are_hash_fields_and_only_changed_ones_are_sent() {
     let mut monitor = Monitor::start(&server).await;
     browser.put("/test/prefs/items", "cake").await;
     let received = monitor.take().await;
+    // A read, then the write as a transaction of plain commands: its HSET carries the fields.
     let save = received
         .0
         .iter()
-        .find(|c| c.name == "evalsha")
+        .find(|c| c.name == "hset" && !c.from_script)
         .expect("one save");
     assert!(
         save.line.contains(r#""[\"tea\",\"cake\"]""#),
@@ -275,8 +283,8 @@ async fn typed_fields_are_hash_fields_and_only_changed_ones_are_sent() {
     );
     assert_eq!(
         (received.round_trips(), received.writes()),
-        (2, vec!["hset"]),
-        "a load, then one save: HSET of what changed (the TTL is fresh)"
+        (2, vec!["hset", "hincrby", "hincrby", "pexpireat"]),
+        "a load, then one save: HSET of what changed, the counts, the TTL the session has"
     );
 }
 
@@ -458,9 +466,13 @@ async fn a_hot_read_sends_nothing_and_a_hot_read_write_is_one_round_trip() {
     assert_eq!(browser.get("/counter").await.body, "3");
     let read_write = monitor.take().await;
     assert_eq!(
-        (read_write.round_trips(), read_write.writes()),
-        (1, vec!["hset"]),
-        "a hot read + write is the save alone: {read_write:?}"
+        (
+            read_write.round_trips(),
+            read_write.transactions(),
+            read_write.writes()
+        ),
+        (1, 1, vec!["hset", "hincrby", "hincrby", "pexpireat"]),
+        "a hot read + write is the save alone, a transaction of plain commands: {read_write:?}"
     );
 
     // Its own save kept it hot, with the value it saved.
@@ -470,14 +482,14 @@ async fn a_hot_read_sends_nothing_and_a_hot_read_write_is_one_round_trip() {
     assert_eq!((after_save.0.len(), a.hits() - before), (0, 1));
 }
 
-/// The commands every master received, client calls only (not those a script ran).
+/// The round trips every master received, each named by its first command (a script's call, or a
+/// transaction's `MULTI`).
 async fn round_trips(monitors: &mut [Monitor]) -> (usize, Vec<String>) {
     let received = Monitor::take_all(monitors).await;
     let calls: Vec<String> = received
-        .0
+        .calls()
         .iter()
-        .filter(|c| !c.from_script)
-        .map(|c| c.name.clone())
+        .map(|call| call[0].name.clone())
         .collect();
     (calls.len(), calls)
 }

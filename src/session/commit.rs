@@ -98,9 +98,12 @@ pub(crate) async fn commit(
         };
     }
 
-    let saved = shared
-        .store
-        .save(key, SaveMode::Update, &changes, &config.limits);
+    let saved = shared.store.save(
+        key,
+        SaveMode::Update { base: end.base },
+        &changes,
+        &config.limits,
+    );
     match writer
         .observe(Op::Update, saved, |saved| {
             matches!(saved, Saved::Written { .. }).then_some((Event::Update, "session saved"))

@@ -74,6 +74,9 @@ pub(crate) struct Ending<'a> {
     pub(crate) changes: Changes,
     pub(crate) intent: Intent,
     pub(crate) found: Found,
+    /// The session as the load found it, unless the request has since changed it in the store
+    /// itself (an increment): what the store may write from without reading it again.
+    pub(crate) base: Option<&'a Loaded>,
     /// Whether the request carried a session cookie at all, valid or not.
     pub(crate) had_cookie: bool,
     /// The request's `session` span; its `key` field names the session the request ends with.
@@ -208,11 +211,12 @@ impl State {
     /// Ends the request: takes what it recorded, leaving nothing pending, with what the end needs
     /// to know about the cookie and the load. The key id is not hashed here.
     pub(super) fn end(&self) -> Ending<'_> {
-        let (changes, intent) = {
+        let (changes, intent, applied) = {
             let mut pending = self.pending();
             (
                 mem::take(&mut pending.changes),
                 mem::replace(&mut pending.intent, Intent::Keep),
+                !pending.applied.is_empty(),
             )
         };
         let found = match self.loaded() {
@@ -227,6 +231,7 @@ impl State {
             changes,
             intent,
             found,
+            base: self.loaded().flatten().filter(|_| !applied),
             had_cookie: self.had_cookie,
             span: &self.span,
             incoming: self.incoming.as_ref(),

@@ -70,13 +70,17 @@ pub(crate) fn size_of<'a>(fields: impl IntoIterator<Item = (&'a String, &'a Stri
 }
 
 impl Loaded {
-    /// Splits a stored hash into user fields and the crate's metadata, reusing its map.
+    /// Splits a stored hash into user fields and the crate's metadata, reusing its map. `ttl_ms`
+    /// and `expires_at` are the TTL after this load and when it runs out.
     pub(crate) fn from_hash(
         mut fields: HashMap<String, String>,
         ttl_ms: i64,
+        expires_at: i64,
         touched: bool,
     ) -> Self {
         let user = fields.remove(USER_FIELD);
+        let version = number(&fields, VERSION_FIELD).map_or(0, |v| v as u64);
+        let size = number(&fields, SIZE_FIELD).and_then(|size| usize::try_from(size).ok());
         fields.retain(|field, _| !is_metadata(field) || field == CSRF_FIELD);
         Self {
             fields,
@@ -84,6 +88,9 @@ impl Loaded {
             ttl_ms,
             touched,
             cached: false,
+            version,
+            expires_at,
+            size,
         }
     }
 }

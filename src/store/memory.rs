@@ -75,7 +75,7 @@ impl MemoryStore {
                 state.index(user, key.as_str(), now + ttl);
             }
         }
-        Some(Loaded::from_hash(fields, ttl, touched))
+        Some(Loaded::from_hash(fields, ttl, now + ttl, touched))
     }
 
     pub(crate) fn save(
@@ -87,12 +87,12 @@ impl MemoryStore {
     ) -> Saved {
         let now = now_ms();
         let mut state = self.lock();
-        if !matches!(mode, SaveMode::Update) && state.live(key.as_str(), now).is_some() {
+        if !matches!(mode, SaveMode::Update { .. }) && state.live(key.as_str(), now).is_some() {
             return Saved::Collision;
         }
         let source = match mode {
             SaveMode::New => None,
-            SaveMode::Update => Some(key),
+            SaveMode::Update { .. } => Some(key),
             SaveMode::Cycle { from } => Some(from),
         };
         // When the TTL runs out now, for a session that is updated in place.
@@ -107,7 +107,7 @@ impl MemoryStore {
             }
             Some(source) => match state.live(source.as_str(), now) {
                 Some(record) => {
-                    if matches!(mode, SaveMode::Update) {
+                    if matches!(mode, SaveMode::Update { .. }) {
                         expires_at = Some(record.expires_at);
                     }
                     (record.fields.clone(), size_of(&record.fields))
@@ -159,6 +159,7 @@ impl MemoryStore {
         state.sweep(now);
         Saved::Written {
             ttl_ms: ttl,
+            expires_at: now + ttl,
             version,
             size,
         }

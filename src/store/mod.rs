@@ -28,6 +28,13 @@ pub(crate) struct Loaded {
     pub(crate) touched: bool,
     /// Served by the near-cache, without a round trip.
     pub(crate) cached: bool,
+    /// Its `$version`: bumped by every write, so a writer that gets back this plus one knows
+    /// nobody else wrote in between.
+    pub(crate) version: u64,
+    /// When its TTL runs out, in unix ms on the store's clock (Redis's, for Redis).
+    pub(crate) expires_at: i64,
+    /// Bytes of its user fields, as the store keeps count of them (`None` where it does not).
+    pub(crate) size: Option<usize>,
 }
 
 /// What one request changed: applied by the store as a delta, never as a whole-record rewrite.
@@ -73,8 +80,10 @@ impl Changes {
 pub(crate) enum SaveMode<'a> {
     /// A fresh id: written only if the key is free.
     New,
-    /// An existing session: written only if it still exists.
-    Update,
+    /// An existing session: written only if it still exists. `base` is the session as this
+    /// request read it, if it did and nothing of its own changed it in the store since (an
+    /// increment): the store may write from it without reading the session again.
+    Update { base: Option<&'a Loaded> },
     /// Move the session from `from` to a fresh id, deleting `from` in the same write.
     Cycle { from: &'a KeyId },
 }
@@ -82,10 +91,11 @@ pub(crate) enum SaveMode<'a> {
 /// What a save did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Saved {
-    /// Written; the session now lives this many milliseconds, at this `$version`, holding this
-    /// many bytes of user fields.
+    /// Written; the session now lives this many milliseconds (until `expires_at`, unix ms on the
+    /// store's clock), at this `$version`, holding this many bytes of user fields.
     Written {
         ttl_ms: i64,
+        expires_at: i64,
         version: u64,
         size: usize,
     },

@@ -62,6 +62,7 @@ const WRITES: &[&str] = &[
     "hdel",
     "del",
     "pexpire",
+    "pexpireat",
     "expire",
     "zadd",
     "zrem",
@@ -70,9 +71,33 @@ const WRITES: &[&str] = &[
 ];
 
 impl Received {
-    /// Round trips: commands a client sent, as opposed to those its scripts ran.
+    /// The round trips, each with the commands it ran: a client's command with the commands its
+    /// script ran (MONITOR lists them right after the call), or a `MULTI` … `EXEC` block whole.
+    pub fn calls(&self) -> Vec<&[Seen]> {
+        let mut calls = Vec::new();
+        let mut start = 0;
+        let mut in_transaction = false;
+        for (i, c) in self.0.iter().enumerate() {
+            if c.from_script || in_transaction {
+                in_transaction &= c.name != "exec";
+                continue;
+            }
+            if i > start {
+                calls.push(&self.0[start..i]);
+            }
+            start = i;
+            in_transaction = c.name == "multi";
+        }
+        if start < self.0.len() {
+            calls.push(&self.0[start..]);
+        }
+        calls
+    }
+
+    /// Round trips: commands a client sent (a transaction counting once), as opposed to those its
+    /// scripts ran.
     pub fn round_trips(&self) -> usize {
-        self.0.iter().filter(|c| !c.from_script).count()
+        self.calls().len()
     }
 
     /// Commands that changed data, wherever they ran.
@@ -84,22 +109,21 @@ impl Received {
             .collect()
     }
 
-    /// Round trips that changed data: client commands that write, or whose script wrote. MONITOR
-    /// lists a script's own commands right after the call that ran it.
+    /// Round trips that changed data: client commands that write, or whose script or transaction
+    /// wrote.
     pub fn writing_round_trips(&self) -> usize {
-        let mut count = 0;
-        let mut current_writes = false;
-        let mut seen_call = false;
-        for c in &self.0 {
-            if !c.from_script {
-                count += usize::from(seen_call && current_writes);
-                seen_call = true;
-                current_writes = c.writes();
-            } else {
-                current_writes |= c.writes();
-            }
-        }
-        count + usize::from(seen_call && current_writes)
+        self.calls()
+            .iter()
+            .filter(|call| call.iter().any(Seen::writes))
+            .count()
+    }
+
+    /// Transactions (`MULTI` … `EXEC`) sent.
+    pub fn transactions(&self) -> usize {
+        self.0
+            .iter()
+            .filter(|c| !c.from_script && c.name == "multi")
+            .count()
     }
 
     /// Round trips of the named session script. Each script's first argument is its name:

@@ -15,7 +15,7 @@ use super::RedisStore;
 use crate::config::Limits;
 use crate::error::Error;
 use crate::id::KeyId;
-use crate::store::layout::{EPOCH_FIELD, USER_FIELD, VERSION_FIELD};
+use crate::store::layout::{CREATED_FIELD, EPOCH_FIELD, USER_FIELD, VERSION_FIELD};
 use crate::store::{Changes, Saved};
 
 /// Attempts at moving a session on a cluster while other requests keep writing it.
@@ -90,7 +90,8 @@ impl RedisStore {
         let from_key = self.session_key(from);
         for _ in 0..CYCLE_ATTEMPTS {
             let old = self.hgetall(&from_key).await?;
-            if old.is_empty() {
+            // No hash, or what a write racing the session's end left of it.
+            if !old.contains_key(CREATED_FIELD) {
                 return Ok(Saved::Gone);
             }
             let version = old.get(VERSION_FIELD).cloned().unwrap_or_default();

@@ -11,11 +11,13 @@
 //! - `scripts.rs` and `lua/`: each script, its arguments and the decoder of its reply;
 //! - `loader.rs`: every script kept loaded on every server, before a request needs it;
 //! - `ops.rs`: the operations on one session, each one round trip on its slot;
+//! - `fast_update.rs`: the common write, as a transaction of plain commands rather than a script;
 //! - `cluster.rs`: what a cluster adds on other slots (indexes, the cycle, logout-everywhere);
 //! - `near_cache/`: the near-cache behind its one seam (cargo feature `near-cache`).
 
 mod cluster;
 mod conn;
+mod fast_update;
 mod loader;
 mod near_cache;
 mod ops;
@@ -290,7 +292,7 @@ mod tests {
             ("load", size_of_val(&store.load(&key, &limits))),
             (
                 "save",
-                size_of_val(&store.save(&key, SaveMode::Update, &changes, &limits)),
+                size_of_val(&store.save(&key, SaveMode::Update { base: None }, &changes, &limits)),
             ),
             (
                 "increment",

@@ -6,13 +6,14 @@
 use fred::types::Value;
 
 use super::cluster::Owners;
-use super::near_cache::{Ended, Entry};
+use super::fast_update::FastUpdate;
+use super::near_cache::Ended;
 use super::scripts::{self, IncrReply, WriteReply, Wrote};
 use super::RedisStore;
 use crate::config::Limits;
 use crate::error::Error;
 use crate::id::KeyId;
-use crate::store::layout::{number, session_key, EXPIRES_FIELD, USER_FIELD, VERSION_FIELD};
+use crate::store::layout::{number, session_key, CREATED_FIELD, EXPIRES_FIELD, USER_FIELD};
 use crate::store::ttl::{is_fresh, now_ms};
 use crate::store::{Changes, Incremented, Loaded, SaveMode, Saved};
 
@@ -34,9 +35,10 @@ impl RedisStore {
         redis_key: &str,
         key: &KeyId,
         limits: &Limits,
-    ) -> Result<Option<Entry>, Error> {
+    ) -> Result<Option<Loaded>, Error> {
         let hash = self.hgetall(redis_key).await?;
-        if hash.is_empty() {
+        // No hash, or what a write racing the session's end left of it (see `fast_update.rs`).
+        if !hash.contains_key(CREATED_FIELD) {
             return Ok(None);
         }
         let expires_at = number(&hash, EXPIRES_FIELD);
@@ -47,27 +49,23 @@ impl RedisStore {
             None => {
                 let user = hash.get(USER_FIELD).map(String::as_str);
                 match self.touch(key, user, limits).await? {
-                    Some(ttl_ms) => (now_ms() + ttl_ms, ttl_ms, true),
+                    Some((ttl_ms, expires_at)) => (expires_at, ttl_ms, true),
                     None => return Ok(None),
                 }
             }
         };
-        let version = number(&hash, VERSION_FIELD).map_or(0, |v| v as u64);
-        Ok(Some(Entry {
-            loaded: Loaded::from_hash(hash, ttl_ms, touched),
-            version,
-            expires_at,
-        }))
+        Ok(Some(Loaded::from_hash(hash, ttl_ms, expires_at, touched)))
     }
 
-    /// Rolls the idle TTL (never past the absolute deadline); `None` if the session is gone. `user`
-    /// is the owner the load just read, whose index a cluster updates here rather than in the script.
+    /// Rolls the idle TTL (never past the absolute deadline): the new TTL and when it runs out, or
+    /// `None` if the session is gone. `user` is the owner the load just read, whose index a cluster
+    /// updates here rather than in the script.
     async fn touch(
         &self,
         key: &KeyId,
         user: Option<&str>,
         limits: &Limits,
-    ) -> Result<Option<i64>, Error> {
+    ) -> Result<Option<(i64, i64)>, Error> {
         let inline_index = self.inline_index();
         let args = scripts::TouchArgs {
             idle: Value::from(limits.idle_ms()),
@@ -80,13 +78,13 @@ impl RedisStore {
         let reply = self
             .run(script, vec![self.session_key(key)], args.into_values())
             .await?;
-        let Some(ttl_ms) = scripts::touch_reply(&reply) else {
+        let Some((ttl_ms, expires_at)) = scripts::touch_reply(reply)? else {
             return Ok(None);
         };
         if let (false, Some(user)) = (inline_index, user) {
             self.update_index(user, None, Some((key, ttl_ms))).await?;
         }
-        Ok(Some(ttl_ms))
+        Ok(Some((ttl_ms, expires_at)))
     }
 
     pub(crate) async fn save(
@@ -98,9 +96,9 @@ impl RedisStore {
     ) -> Result<Saved, Error> {
         let mut ended = self.near.ended();
         let saved = match mode {
-            SaveMode::Update => {
+            SaveMode::Update { base } => {
                 let redis_key = self.session_key(key);
-                let update = self.update(key, changes, limits);
+                let update = self.update(key, changes, limits, base);
                 self.near.update(&redis_key, changes, update).await
             }
             SaveMode::New => self.create(key, None, changes, limits, &mut ended).await,
@@ -117,15 +115,21 @@ impl RedisStore {
         saved
     }
 
-    /// `update.lua`, then on a cluster the owner's index when the TTL rolled. The session's own key
-    /// is the near-cache seam's to refresh or forget.
+    /// The write without a script when the session as read allows it (`fast_update.rs`), else
+    /// `update.lua`, then on a cluster the owner's index when the TTL rolled. The session's own
+    /// key is the near-cache seam's to refresh or forget.
     async fn update(
         &self,
         key: &KeyId,
         changes: &Changes,
         limits: &Limits,
+        base: Option<&Loaded>,
     ) -> Result<Saved, Error> {
         debug_assert!(changes.user.is_none(), "a login always moves the session");
+        let plan = base.and_then(|base| FastUpdate::plan(changes, base, limits, now_ms()));
+        if let Some(plan) = plan {
+            return self.fast_update(self.session_key(key), plan).await;
+        }
         let inline_index = self.inline_index();
         let (sets, mut args) = field_args(changes);
         let named = scripts::UpdateArgs {
@@ -410,6 +414,7 @@ fn saved(reply: WriteReply) -> (Saved, Option<Wrote>) {
         WriteReply::Wrote(wrote) => {
             let saved = Saved::Written {
                 ttl_ms: wrote.ttl_ms,
+                expires_at: wrote.expires_at,
                 version: wrote.version,
                 size: wrote.size,
             };

@@ -106,6 +106,8 @@ fn build(args: &[&str], body: &str) -> Script {
 #[derive(Debug)]
 pub(super) struct Wrote {
     pub(super) ttl_ms: i64,
+    /// When the TTL runs out, unix ms on Redis's clock.
+    pub(super) expires_at: i64,
     pub(super) version: u64,
     pub(super) size: usize,
     /// The TTL was rolled, so the owner's index entry must follow it.
@@ -148,7 +150,7 @@ pub(super) enum Taken {
     Changed,
 }
 
-/// `update.lua`: `{ 'ok', ttl, version, size, rolled, owner }`.
+/// `update.lua`: `{ 'ok', ttl, version, size, rolled, owner, expires at }`.
 pub(super) fn update_reply(reply: Value) -> Result<WriteReply, Error> {
     let mut reply = Reply::new(reply, "update")?;
     Ok(match reply.status()?.as_str() {
@@ -158,6 +160,7 @@ pub(super) fn update_reply(reply: Value) -> Result<WriteReply, Error> {
             let owner = reply.text()?;
             WriteReply::Wrote(Wrote {
                 ttl_ms,
+                expires_at: reply.int()?,
                 version: u64::try_from(version).unwrap_or(0),
                 size: usize::try_from(size).unwrap_or(0),
                 rolled,
@@ -170,7 +173,7 @@ pub(super) fn update_reply(reply: Value) -> Result<WriteReply, Error> {
     })
 }
 
-/// `create.lua`: `{ 'ok', ttl, version, size, previous owner, owner, evicted… }`.
+/// `create.lua`: `{ 'ok', ttl, version, size, expires at, previous owner, owner, evicted… }`.
 pub(super) fn create_reply(reply: Value) -> Result<WriteReply, Error> {
     let mut reply = Reply::new(reply, "create")?;
     Ok(match reply.status()?.as_str() {
@@ -178,6 +181,7 @@ pub(super) fn create_reply(reply: Value) -> Result<WriteReply, Error> {
             ttl_ms: reply.int()?,
             version: u64::try_from(reply.int()?).unwrap_or(0),
             size: usize::try_from(reply.int()?).unwrap_or(0),
+            expires_at: reply.int()?,
             rolled: true,
             previous: reply.text()?,
             owner: reply.text()?,
@@ -204,9 +208,15 @@ pub(super) fn incr_reply(reply: Value) -> Result<IncrReply, Error> {
     })
 }
 
-/// `touch.lua`: the new TTL, or `None` when the session is gone.
-pub(super) fn touch_reply(reply: &Value) -> Option<i64> {
-    reply.as_i64()
+/// `touch.lua`: the new TTL and when it runs out, or `None` when the session is gone.
+pub(super) fn touch_reply(reply: Value) -> Result<Option<(i64, i64)>, Error> {
+    match reply {
+        Value::Null | Value::Boolean(false) => Ok(None),
+        reply => {
+            let mut reply = Reply::new(reply, "touch")?;
+            Ok(Some((reply.int()?, reply.int()?)))
+        }
+    }
 }
 
 /// `destroy.lua`: `None` when there was no session, else its owner, if any.
@@ -417,13 +427,14 @@ mod tests {
         let reply = |items: &[&str]| {
             Value::Array(items.iter().map(|i| Value::from(*i)).collect::<Vec<_>>())
         };
-        let wrote = update_reply(reply(&["ok", "1000", "3", "12", "1", "alice"])).unwrap();
+        let wrote = update_reply(reply(&["ok", "1000", "3", "12", "1", "alice", "9"])).unwrap();
         assert!(matches!(
             wrote,
             WriteReply::Wrote(Wrote { ttl_ms: 1000, version: 3, size: 12, rolled: true, ref owner, .. })
                 if owner.as_deref() == Some("alice")
         ));
-        let created = create_reply(reply(&["ok", "5", "0", "0", "", "bob", "k1", "k2"])).unwrap();
+        let created =
+            create_reply(reply(&["ok", "5", "0", "0", "9", "", "bob", "k1", "k2"])).unwrap();
         assert!(matches!(
             created,
             WriteReply::Wrote(Wrote { previous: None, ref evicted, .. }) if evicted == &["k1", "k2"]

@@ -19,8 +19,8 @@
 -- arg.sets           n, the number of fields set; from ARGV[first_extra], n field/value pairs
 --                    follow, then the fields removed
 --
--- Returns { 'ok', ttl ms, version, size, previous owner or '', owner or '', key ids of the
--- sessions evicted by the cap… } | { 'gone' } | { 'collision' } | { 'too_large' }; nothing is
+-- Returns { 'ok', ttl ms, version, size, when the TTL runs out (unix ms), previous owner or '',
+-- owner or '', key ids of the sessions evicted by the cap… } | { 'gone' } | { 'collision' } | { 'too_large' }; nothing is
 -- written unless it returns 'ok'.
 
 local target, source = KEYS[1], KEYS[2]
@@ -40,11 +40,12 @@ if arg.mode == 'new' then
   end
 else
   local flat = redis.call('HGETALL', source)
-  if #flat == 0 then
-    return { 'gone' }
-  end
   for i = 1, #flat, 2 do
     whole[flat[i]] = flat[i + 1]
+  end
+  -- A hash without it is no session: what is left of one that a write raced the end of.
+  if not whole[field.created] then
+    return { 'gone' }
   end
   old_user = whole[field.user]
   local deadline = tonumber(whole[field.deadline])
@@ -116,7 +117,7 @@ end
 call_batched('HSET', target, writes)
 redis.call('PEXPIRE', target, ttl)
 
-local reply = { 'ok', ttl, version, size, old_user or '', user or '' }
+local reply = { 'ok', ttl, version, size, now + ttl, old_user or '', user or '' }
 if inline_index then
   if old_user then
     redis.call('ZREM', index_key(arg.prefix, old_user), arg.source_id)

@@ -159,7 +159,7 @@ end
 -- Completes a write of a session read by `live_session`: sets `writes` (field/value pairs) with the
 -- new version and size, rolls the TTL when it is due (keeping the owner's index in step), and reads
 -- the key again, since a write ends this connection's tracking of it (near-cache). Returns the TTL
--- left in ms, whether it rolled, and the new version.
+-- left in ms, whether it rolled, the new version, and when the TTL runs out (unix ms).
 local function write_live(key, m, now, size, writes)
   local ttl, roll = next_ttl(now, tonumber(arg.idle), tonumber(m[3]), tonumber(m[4]),
                              tonumber(arg.touch_below))
@@ -183,5 +183,5 @@ local function write_live(key, m, now, size, writes)
   if arg.track == '1' then
     redis.call('EXISTS', key)
   end
-  return ttl, roll, version
+  return ttl, roll, version, roll and now + ttl or tonumber(m[4])
 end

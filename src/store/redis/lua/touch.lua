@@ -8,7 +8,8 @@
 -- arg.inline_index   '1' to update the owner's index here; '0' on a cluster, where the caller does it
 -- arg.track          '1' when the near-cache tracks the key: read it again after writing it
 --
--- Returns false when the session no longer exists, else its new TTL in ms.
+-- Returns false when the session no longer exists, else { its new TTL in ms, when it runs out (unix
+-- ms) }.
 
 local m, now = live_session(KEYS[1], {})
 if not m then
@@ -26,4 +27,4 @@ end
 if arg.track == '1' then
   redis.call('EXISTS', KEYS[1])
 end
-return ttl
+return { ttl, now + ttl }

@@ -15,8 +15,9 @@
 -- arg.sets           n, the number of fields set; from ARGV[first_extra], n field/value pairs
 --                    follow, then the fields removed
 --
--- Returns { 'ok', ttl ms, version, size, '1' if the TTL was rolled else '0', owner or '' } |
--- { 'gone' } | { 'too_large' }; nothing is written unless it returns 'ok'.
+-- Returns { 'ok', ttl ms, version, size, '1' if the TTL was rolled else '0', owner or '', when the
+-- TTL runs out (unix ms) } | { 'gone' } | { 'too_large' }; nothing is written unless it returns
+-- 'ok'.
 
 local key = KEYS[1]
 local removed_from = first_extra + 2 * tonumber(arg.sets)
@@ -71,5 +72,5 @@ if size > tonumber(arg.max_bytes) and size > old_size then
 end
 
 call_batched('HDEL', key, removed)
-local ttl, roll, version = write_live(key, m, now, size, writes)
-return { 'ok', ttl, version, size, roll and '1' or '0', m[2] or '' }
+local ttl, roll, version, expires = write_live(key, m, now, size, writes)
+return { 'ok', ttl, version, size, roll and '1' or '0', m[2] or '', expires }

@@ -15,41 +15,43 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::events::{Inbox, Notice, Signal};
-use super::Entry;
-use crate::store::Changes;
+use crate::store::{Changes, Loaded, Saved};
 
 /// How long a proof that the invalidation path is alive lets entries be served. Redis frozen or
 /// unreachable for longer than this means no hits: requests go to Redis and fail there.
 pub(crate) const LEASE: Duration = Duration::from_secs(1);
 
-impl Entry {
-    /// This entry after our own save of `changes` wrote `version` and left the TTL at `ttl_ms`.
-    pub(crate) fn after_save(
-        &self,
-        changes: &Changes,
-        version: u64,
-        ttl_ms: i64,
-        now: i64,
-    ) -> Self {
-        let mut loaded = self.loaded.clone();
-        if changes.clear {
-            loaded.fields.clear();
-        }
-        for (field, value) in &changes.fields {
-            match value {
-                Some(value) => loaded.fields.insert(field.clone(), value.clone()),
-                None => loaded.fields.remove(field),
-            };
-        }
-        if let Some(user) = &changes.user {
-            loaded.user = Some(user.clone());
-        }
-        Self {
-            loaded,
-            version,
-            expires_at: now + ttl_ms,
-        }
+/// A cached session after this process's own save of `changes`, which `saved` describes.
+pub(crate) fn after_save(entry: &Loaded, changes: &Changes, saved: &Saved) -> Option<Loaded> {
+    let Saved::Written {
+        ttl_ms,
+        expires_at,
+        version,
+        size,
+    } = *saved
+    else {
+        return None;
+    };
+    let mut loaded = entry.clone();
+    if changes.clear {
+        loaded.fields.clear();
     }
+    for (field, value) in &changes.fields {
+        match value {
+            Some(value) => loaded.fields.insert(field.clone(), value.clone()),
+            None => loaded.fields.remove(field),
+        };
+    }
+    if let Some(user) = &changes.user {
+        loaded.user = Some(user.clone());
+    }
+    Some(Loaded {
+        ttl_ms,
+        expires_at,
+        version,
+        size: Some(size),
+        ..loaded
+    })
 }
 
 /// A read in flight whose reply may become an entry.
@@ -74,7 +76,7 @@ struct Inner {
 }
 
 struct State {
-    entries: quick_cache::unsync::Cache<String, Arc<Entry>>,
+    entries: quick_cache::unsync::Cache<String, Arc<Loaded>>,
     /// Keys being read, by the ticket of the latest read; an invalidation removes the key.
     filling: HashMap<String, u64>,
     next_ticket: u64,
@@ -134,7 +136,7 @@ impl NearCache {
     }
 
     /// The entry for `key`, if it may be served now: tracking on, lease current, TTL not run out.
-    pub(crate) fn get(&self, key: &str, now_unix_ms: i64) -> Option<Arc<Entry>> {
+    pub(crate) fn get(&self, key: &str, now_unix_ms: i64) -> Option<Arc<Loaded>> {
         let state = self.lock();
         if !state.tracking
             || self.since_start(Instant::now()) >= self.inner.lease_until.load(Ordering::Acquire)
@@ -166,7 +168,7 @@ impl NearCache {
 
     /// Ends a fill: keeps `entry` only if nothing invalidated the key, flushed the cache or began a
     /// later fill of it meanwhile; `None` (the session is gone, or the read failed) drops the key.
-    pub(crate) fn finish_fill(&self, fill: Fill, entry: Option<Entry>) {
+    pub(crate) fn finish_fill(&self, fill: Fill, entry: Option<Loaded>) {
         let mut state = self.lock();
         let current = state.filling.get(&fill.key) == Some(&fill.ticket);
         if current {
@@ -307,14 +309,13 @@ mod tests {
         }
     }
 
-    fn entry(count: &str) -> Entry {
-        let mut loaded = Loaded::default();
-        loaded.fields.insert("count".into(), count.into());
-        Entry {
-            loaded,
-            version: 0,
+    fn entry(count: &str) -> Loaded {
+        let mut loaded = Loaded {
             expires_at: i64::MAX,
-        }
+            ..Loaded::default()
+        };
+        loaded.fields.insert("count".into(), count.into());
+        loaded
     }
 
     fn invalidation(keys: &[&str]) -> Vec<String> {
@@ -332,9 +333,7 @@ mod tests {
     }
 
     fn count(cache: &NearCache, key: &str) -> Option<String> {
-        cache
-            .get(key, 0)
-            .map(|entry| entry.loaded.fields["count"].clone())
+        cache.get(key, 0).map(|entry| entry.fields["count"].clone())
     }
 
     #[test]
@@ -403,7 +402,7 @@ mod tests {
         let fill = cache.begin_fill("k").unwrap();
         cache.finish_fill(
             fill,
-            Some(Entry {
+            Some(Loaded {
                 expires_at: 1_000,
                 ..entry("1")
             }),

@@ -22,17 +22,6 @@ use crate::config::Limits;
 use crate::error::Error;
 use crate::store::{Changes, Loaded, Saved};
 
-/// A session as read from Redis, with what a cached copy needs: its `$version`, and when its TTL
-/// runs out (unix ms, Redis's clock).
-#[derive(Debug, Clone)]
-// Without the cache, only `loaded` is read.
-#[cfg_attr(not(feature = "near-cache"), allow(dead_code))]
-pub(super) struct Entry {
-    pub(super) loaded: Loaded,
-    pub(super) version: u64,
-    pub(super) expires_at: i64,
-}
-
 /// The keys a store call wrote or deleted, whose cached copies are no longer right. Each key is
 /// recorded before its command is sent, and [`Near::end`] forgets them all once the call is over,
 /// however it ended: a reply that timed out may still have been a write.
@@ -72,9 +61,9 @@ impl Near {
         _timeout: Duration,
         _key: &str,
         _limits: &Limits,
-        read: impl Future<Output = Result<Option<Entry>, Error>>,
+        read: impl Future<Output = Result<Option<Loaded>, Error>>,
     ) -> Result<Option<Loaded>, Error> {
-        Ok(read.await?.map(|entry| entry.loaded))
+        read.await
     }
 
     pub(super) async fn update(
@@ -136,10 +125,10 @@ impl Near {
         timeout: Duration,
         key: &str,
         limits: &Limits,
-        read: impl Future<Output = Result<Option<Entry>, Error>>,
+        read: impl Future<Output = Result<Option<Loaded>, Error>>,
     ) -> Result<Option<Loaded>, Error> {
         let Some(cached) = &self.cached else {
-            return Ok(read.await?.map(|entry| entry.loaded));
+            return read.await;
         };
         let cache = &cached.cache;
         cached
@@ -154,7 +143,7 @@ impl Near {
                     ttl_ms: remaining,
                     touched: false,
                     cached: true,
-                    ..entry.loaded.clone()
+                    ..Loaded::clone(&entry)
                 }));
             }
         }
@@ -163,7 +152,7 @@ impl Near {
         if let Some(fill) = fill {
             cache.finish_fill(fill, read.as_ref().ok().cloned().flatten());
         }
-        Ok(read?.map(|entry| entry.loaded))
+        read
     }
 
     /// An update of a live session: a session this process holds hot stays hot after its own save
@@ -182,13 +171,10 @@ impl Near {
         let fill = cache.begin_fill(key);
         let saved = write.await;
         let refreshed = match (&saved, base) {
-            (
-                Ok(Saved::Written {
-                    ttl_ms, version, ..
-                }),
-                Some(base),
-            ) if base.version + 1 == *version => {
-                Some(base.after_save(changes, *version, *ttl_ms, crate::store::ttl::now_ms()))
+            (Ok(saved @ Saved::Written { version, .. }), Some(base))
+                if base.version + 1 == *version =>
+            {
+                cache::after_save(&base, changes, saved)
             }
             _ => None,
         };

@@ -1,0 +1,238 @@
+//! The write nearly every request makes, without a script: a change of user fields to a session
+//! this request read, with no TTL roll due, no login, no clear and no metadata. It is one
+//! `MULTI`/`EXEC` of plain commands, which costs Redis a fraction of a script:
+//!
+//! ```text
+//! HSET key f v…   HDEL key g…   HINCRBY key $version 1   HINCRBY key $size <delta>
+//! PEXPIREAT key <$expires as read>   HEXISTS key $created
+//! ```
+//!
+//! It keeps every guarantee of `update.lua` without a condition Redis could check first:
+//!
+//! - **No resurrection.** Liveness is `$created`, which only `create.lua` writes, and every reader
+//!   takes a hash without it for no session. A write that lands after a logout recreates only such
+//!   a hash, without a user; `HEXISTS` tells the writer, which deletes it and reports the session
+//!   gone, and should that delete fail, the hash dies at the TTL the session had.
+//! - **Every key with a TTL.** `PEXPIREAT` sets the expiry the session already has (as the load
+//!   read it, on Redis's clock), so it changes nothing on a live session and gives a recreated
+//!   hash one. It needs no roll: the path is taken only while the TTL is fresh, so neither the
+//!   absolute deadline nor the owner's index moves.
+//! - **The size limit**, from the size the load vouches for plus this write's delta, kept exact by
+//!   `HINCRBY` when writers change different fields. Writers racing on one session each check
+//!   against what they read, so together they can pass the limit by what they add: at most
+//!   [`MOST_GROWTH_SHARE`] of it each, since a write that grows the session more takes the script,
+//!   whose check is atomic. The next write sees the true size.
+//! - **Delta writes and the near-cache**: only the changed fields are sent, the version bump tells
+//!   this process whether its cached copy plus its change is the whole session, and `HEXISTS`,
+//!   a read after the write, keeps the connection tracking the key.
+
+use std::future::Future;
+
+use fred::interfaces::{ClientLike, HashesInterface, KeysInterface, TransactionInterface};
+use fred::types::Value;
+
+use super::conn::write_options;
+use super::scripts::unexpected_reply;
+use super::RedisStore;
+use crate::config::Limits;
+use crate::error::Error;
+use crate::store::layout::{is_metadata, CREATED_FIELD, SIZE_FIELD, VERSION_FIELD};
+use crate::store::ttl::is_fresh;
+use crate::store::{Changes, Loaded, Saved};
+
+/// The most fields one write may change and take this path; a larger write takes `update.lua`.
+const MOST_FIELDS: usize = 64;
+
+/// The most one write may grow a session on this path, as a share (1/n) of the size limit.
+pub(super) const MOST_GROWTH_SHARE: usize = 64;
+
+/// A write planned from the session as this request read it.
+#[derive(Debug)]
+pub(super) struct FastUpdate<'a> {
+    sets: Vec<(&'a str, &'a str)>,
+    removed: Vec<&'a str>,
+    /// The change in bytes of user fields.
+    delta: i64,
+    /// When the session's TTL runs out, as read (unix ms, Redis's clock).
+    expires_at: i64,
+    ttl_ms: i64,
+}
+
+impl<'a> FastUpdate<'a> {
+    /// The plan for `changes` on `base` at `now` (unix ms), or `None` when the write needs the
+    /// script: a roll due, a login, a clear, metadata, many fields, or a growth the script must
+    /// check.
+    pub(super) fn plan(
+        changes: &'a Changes,
+        base: &Loaded,
+        limits: &Limits,
+        now: i64,
+    ) -> Option<Self> {
+        let ttl_ms = base.expires_at - now;
+        let simple =
+            !changes.clear && changes.user.is_none() && changes.fields.len() <= MOST_FIELDS;
+        if !simple || !is_fresh(limits, ttl_ms) {
+            return None;
+        }
+        let size = i64::try_from(base.size?).ok()?;
+        let (mut sets, mut removed, mut delta) = (Vec::new(), Vec::new(), 0_i64);
+        for (field, value) in &changes.fields {
+            if is_metadata(field) {
+                return None;
+            }
+            let held = base
+                .fields
+                .get(field)
+                .map_or(0, |old| field.len() + old.len());
+            let holds = value.as_ref().map_or(0, |new| field.len() + new.len());
+            delta += holds as i64 - held as i64;
+            match value {
+                Some(value) => sets.push((field.as_str(), value.as_str())),
+                None => removed.push(field.as_str()),
+            }
+        }
+        let max = i64::try_from(limits.max_bytes).unwrap_or(i64::MAX);
+        let growth_checked =
+            delta <= 0 || (size + delta <= max && delta <= max / MOST_GROWTH_SHARE as i64);
+        growth_checked.then_some(Self {
+            sets,
+            removed,
+            delta,
+            expires_at: base.expires_at,
+            ttl_ms,
+        })
+    }
+}
+
+impl RedisStore {
+    /// Sends a planned write as one transaction. A plain function, so that fred's futures are
+    /// boxed (by [`Self::bounded`]) before any caller's future could hold them.
+    pub(super) fn fast_update<'a>(
+        &'a self,
+        redis_key: String,
+        plan: FastUpdate<'a>,
+    ) -> impl Future<Output = Result<Saved, Error>> + Send + 'a {
+        let client = self.client_for(&redis_key).clone();
+        let (expires_at, ttl_ms) = (plan.expires_at, plan.ttl_ms);
+        let key = redis_key.clone();
+        let sent = self.bounded(async move {
+            let transaction = client.multi();
+            let queue = transaction.with_options(&write_options());
+            if !plan.sets.is_empty() {
+                let () = queue.hset(&key, plan.sets).await?;
+            }
+            if !plan.removed.is_empty() {
+                let () = queue.hdel(&key, plan.removed).await?;
+            }
+            let () = queue.hincrby(&key, VERSION_FIELD, 1).await?;
+            let () = queue.hincrby(&key, SIZE_FIELD, plan.delta).await?;
+            let () = queue.pexpire_at(&key, expires_at, None).await?;
+            let () = queue.hexists(&key, CREATED_FIELD).await?;
+            transaction.exec::<Value>(true).await
+        });
+        async move {
+            let Value::Array(replies) = sent.await? else {
+                return Err(unexpected_reply("EXEC"));
+            };
+            let mut last = replies.iter().rev().filter_map(Value::as_i64);
+            let (live, _, size, version) = (last.next(), last.next(), last.next(), last.next());
+            match (live, size, version) {
+                (Some(1), Some(size), Some(version)) => Ok(Saved::Written {
+                    ttl_ms,
+                    expires_at,
+                    version: u64::try_from(version).unwrap_or(0),
+                    size: usize::try_from(size).unwrap_or(0),
+                }),
+                // The session ended before this write: take back what it left.
+                (Some(0), ..) => {
+                    self.delete_keys(vec![redis_key]).await?;
+                    Ok(Saved::Gone)
+                }
+                _ => Err(unexpected_reply("EXEC")),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base(fields: &[(&str, &str)], size: usize) -> Loaded {
+        Loaded {
+            fields: fields
+                .iter()
+                .map(|(f, v)| ((*f).to_owned(), (*v).to_owned()))
+                .collect(),
+            size: Some(size),
+            expires_at: 1_000 + Limits::default().idle_ms(),
+            ..Loaded::default()
+        }
+    }
+
+    fn changes(fields: &[(&str, Option<&str>)]) -> Changes {
+        Changes {
+            fields: fields
+                .iter()
+                .map(|(f, v)| ((*f).to_owned(), v.map(str::to_owned)))
+                .collect(),
+            ..Changes::default()
+        }
+    }
+
+    #[test]
+    fn a_change_of_user_fields_is_planned_with_its_size_delta() {
+        let base = base(&[("count", "9"), ("theme", "\"dark\"")], 16);
+        let changes = changes(&[("count", Some("10")), ("theme", None)]);
+        let plan = FastUpdate::plan(&changes, &base, &Limits::default(), 1_000).unwrap();
+        assert_eq!(plan.sets, [("count", "10")]);
+        assert_eq!(plan.removed, ["theme"]);
+        assert_eq!(plan.delta, 1 - 11);
+    }
+
+    #[test]
+    fn what_needs_the_script_takes_it() {
+        let limits = Limits::default();
+        let base = base(&[("count", "9")], 6);
+        let plain = changes(&[("count", Some("10"))]);
+        let no_plan = |changes: &Changes, base: &Loaded, now: i64| {
+            FastUpdate::plan(changes, base, &limits, now).is_none()
+        };
+        assert!(!no_plan(&plain, &base, 1_000));
+        // A roll due, or a TTL this clock cannot vouch for.
+        assert!(no_plan(&plain, &base, 1_000 + limits.idle_ms() / 2));
+        assert!(no_plan(&plain, &base, 0));
+        // No size the load vouches for.
+        assert!(no_plan(
+            &plain,
+            &Loaded {
+                size: None,
+                ..base.clone()
+            },
+            1_000
+        ));
+        for changes in [
+            Changes {
+                clear: true,
+                ..plain.clone()
+            },
+            Changes {
+                user: Some("alice".into()),
+                ..plain.clone()
+            },
+            changes(&[("$csrf", Some("t"))]),
+        ] {
+            assert!(no_plan(&changes, &base, 1_000), "{changes:?}");
+        }
+        // Growth past the limit, or by more than the path's share of it.
+        let big = "x".repeat(limits.max_bytes / MOST_GROWTH_SHARE);
+        assert!(no_plan(&changes(&[("big", Some(&big))]), &base, 1_000));
+        let full = Loaded {
+            size: Some(limits.max_bytes),
+            ..base.clone()
+        };
+        assert!(no_plan(&changes(&[("count", Some("100"))]), &full, 1_000));
+        // Shrinking is always fine.
+        assert!(!no_plan(&changes(&[("count", None)]), &full, 1_000));
+    }
+}
