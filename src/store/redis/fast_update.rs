@@ -112,7 +112,7 @@ impl RedisStore {
         redis_key: String,
         plan: FastUpdate<'a>,
     ) -> impl Future<Output = Result<Saved, Error>> + Send + 'a {
-        let client = self.client_for(&redis_key).clone();
+        let client = self.client_for(&redis_key);
         let (expires_at, ttl_ms) = (plan.expires_at, plan.ttl_ms);
         let key = redis_key.clone();
         let sent = self.bounded(async move {

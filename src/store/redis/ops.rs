@@ -43,9 +43,10 @@ impl RedisStore {
         }
         let expires_at = number(&hash, EXPIRES_FIELD);
         // Past the idle timeout means this app's clock is behind Redis's: touch rather than trust it.
-        let fresh = expires_at.filter(|&at| is_fresh(limits, at - now_ms()));
+        let now = now_ms();
+        let fresh = expires_at.filter(|&at| is_fresh(limits, at - now));
         let (expires_at, ttl_ms, touched) = match fresh {
-            Some(at) => (at, at - now_ms(), false),
+            Some(at) => (at, at - now, false),
             None => {
                 let user = hash.get(USER_FIELD).map(String::as_str);
                 match self.touch(key, user, limits).await? {
