@@ -109,17 +109,17 @@ pub struct Measured {
     pub sent: u64,
 }
 
-/// `concurrency` users on `route`: each first gets a session (for session routes), then `ready`
-/// runs (the caller snapshots Redis there) and its output is returned with the measurements, then
-/// the users warm up and are measured.
-pub async fn run<T>(
+/// `concurrency` users on `route`: each first gets a session (for session routes), then the users
+/// warm up and are measured. `snapshot` runs three times (the caller reads Redis's counters there):
+/// after the set-up, when the measured window opens, and after the last response.
+pub async fn run<T, F: std::future::Future<Output = T>>(
     addr: SocketAddr,
     route: Route,
     concurrency: usize,
     warmup: Duration,
     duration: Duration,
-    ready: impl std::future::Future<Output = T>,
-) -> (Measured, T) {
+    snapshot: impl Fn() -> F,
+) -> (Measured, [T; 3]) {
     let mut clients = Vec::with_capacity(concurrency);
     for _ in 0..concurrency {
         let mut client = Client::connect(addr).await;
@@ -130,7 +130,7 @@ pub async fn run<T>(
         }
         clients.push(client);
     }
-    let snapshot = ready.await;
+    let set_up = snapshot().await;
     let start = Instant::now() + warmup;
     let end = start + duration;
     let users: Vec<_> = clients
@@ -163,6 +163,8 @@ pub async fn run<T>(
         seconds: duration.as_secs_f64(),
         sent: 0,
     };
+    tokio::time::sleep_until(start.into()).await;
+    let opened = snapshot().await;
     for user in users {
         let (latency, requests, errors, sent) = user.await.unwrap();
         measured.latency.add(latency).unwrap();
@@ -170,7 +172,7 @@ pub async fn run<T>(
         measured.errors += errors;
         measured.sent += sent;
     }
-    (measured, snapshot)
+    (measured, [set_up, opened, snapshot().await])
 }
 
 /// What survived when several clients shared one session.

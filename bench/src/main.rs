@@ -1,7 +1,7 @@
 //! The benchmark: our demo (near-cache off and on) against tower-sessions (fred Redis store, alone
 //! and behind its moka cache) and bare axum, in one run on one machine, interleaved over rounds;
-//! then the cached setups' coherence across two instances, the near-cache's memory, the save
-//! script's cost and lost updates. Run it with `bench/run.sh`, which builds what it needs.
+//! then the cached setups' coherence across two instances, the near-cache's memory, Redis's CPU per
+//! request and lost updates. Run it with `bench/run.sh`, which builds what it needs.
 //!
 //! Options: `--rounds N` (3), `--warmup SECS` (1.5), `--duration SECS` (4.5), `--out DIR` (the
 //! repository root: BENCHMARKS.md, bench/results/benchmarks.csv, bench/results/benchmarks.svg).
@@ -14,6 +14,7 @@
 //! stale read after a disruption (about 30 s; build first with `bench/run.sh` or cargo).
 
 mod coherence;
+mod cost;
 mod load;
 mod memory;
 mod redis;
@@ -75,6 +76,11 @@ struct Server {
 
 impl Server {
     fn start(name: &str, target: &Path, redis_url: &str) -> Self {
+        Self::spawn(name, Self::command(name, target, redis_url))
+    }
+
+    /// The command that runs the server `name` against `redis_url`.
+    fn command(name: &str, target: &Path, redis_url: &str) -> Command {
         let peer = |kind: &str| {
             let mut c = Command::new(target.join("peer"));
             c.arg(kind);
@@ -96,6 +102,11 @@ impl Server {
             .env("REDIS_URL", redis_url)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null());
+        command
+    }
+
+    /// Starts `command` (see [`Server::command`]) and waits until it listens.
+    fn spawn(name: &str, mut command: Command) -> Self {
         let process = Service::serve(name, &mut command, String::new)
             .unwrap_or_else(|e| panic!("{name}: {e} (build with bench/run.sh)"));
         let addr = SocketAddr::from(([127, 0, 0, 1], process.port));
@@ -148,25 +159,89 @@ async fn profile(server: &'static str, addr: SocketAddr, redis: &PrivateRedis) -
     out
 }
 
-/// The demo's save of a `/counter`, as it sent it (`evalsha <sha> …`, from MONITOR), on a session
-/// left in Redis for the floor to replay.
-async fn capture_save(target: &Path, redis: &PrivateRedis) -> Vec<String> {
+/// Replays per call in [`write_designs`].
+const REPLAYS: usize = 5000;
+
+/// What each design of the common write costs Redis, beside the peer's calls: Redis CPU per call
+/// (µs), [`REPLAYS`] calls each from one client. Our scripts are replayed exactly as the demo sent
+/// them (from MONITOR): `fast_update.lua` for a `GET /counter`, `update.lua` for a `PUT /kv/x`
+/// (a write without a read); the transaction is the design of plain commands weighed against it.
+async fn write_designs(target: &Path, redis: &PrivateRedis) -> Vec<(&'static str, f64)> {
     let server = Server::start(OURS, target, &redis.url());
     let mut client = Client::connect(server.addr).await;
-    // Created, then updated once: the update script's first use is an EVAL.
     client.get("/counter").await;
     client.get("/counter").await;
     let received = redis
         .monitor(async {
             client.get("/counter").await;
+            client.send(hyper::Method::PUT, "/kv/x", "1").await;
         })
         .await;
-    let line = received
-        .0
-        .iter()
-        .find(|c| c.name == "evalsha" && !c.from_script)
-        .expect("the demo's save on MONITOR");
-    line.args()
+    drop(server);
+    let sent = |script: &str| -> Vec<String> {
+        let line = received
+            .0
+            .iter()
+            .find(|c| {
+                c.name == "evalsha"
+                    && !c.from_script
+                    && c.args().get(4).map(String::as_str) == Some(script)
+            })
+            .unwrap_or_else(|| panic!("the demo's {script}.lua call on MONITOR"));
+        line.args()[1..].to_vec()
+    };
+    let (fast, update) = (sent("fast_update"), sent("update"));
+    let key = fast[2].clone();
+    let strings = |args: &[&str]| args.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>();
+    let record = "x".repeat(120);
+    let expires = redis.hget(&key, "$expires").await;
+    let transaction = [
+        ("HSET", strings(&[&key, "count", "7"])),
+        ("HINCRBY", strings(&[&key, "$version", "1"])),
+        ("HINCRBY", strings(&[&key, "$size", "0"])),
+        ("PEXPIREAT", strings(&[&key, &expires])),
+        ("HEXISTS", strings(&[&key, "$created"])),
+    ];
+    let set = strings(&["floor:record", &record, "EX", "7200"]);
+    // SET first, so that the GETs find the record.
+    let set_us = redis.cpu_per_call(REPLAYS, "SET", &set).await;
+    let mut out = vec![
+        (
+            "`GET` of a 120-byte string (tower-sessions' read)",
+            redis
+                .cpu_per_call(REPLAYS, "GET", &strings(&["floor:record"]))
+                .await,
+        ),
+        (
+            "`SET … EX` of a 120-byte string (tower-sessions' write)",
+            set_us,
+        ),
+    ];
+    out.push((
+        "`HSET` of one field of the session",
+        redis
+            .cpu_per_call(REPLAYS, "HSET", &strings(&[&key, "count", "7"]))
+            .await,
+    ));
+    out.push((
+        "`HGETALL` of the session (our read)",
+        redis
+            .cpu_per_call(REPLAYS, "HGETALL", &strings(&[&key]))
+            .await,
+    ));
+    out.push((
+        "`MULTI` `HSET` `HINCRBY` `HINCRBY` `PEXPIREAT` `HEXISTS` `EXEC` (plain commands)",
+        redis.cpu_per_transaction(REPLAYS, &transaction).await,
+    ));
+    out.push((
+        "`EVALSHA` `fast_update.lua` as the demo sent it (our common write)",
+        redis.cpu_per_call(REPLAYS, "EVALSHA", &fast).await,
+    ));
+    out.push((
+        "`EVALSHA` `update.lua` as the demo sent it (a write without a read)",
+        redis.cpu_per_call(REPLAYS, "EVALSHA", &update).await,
+    ));
+    out
 }
 
 /// The two-instance runs of both cached setups, then our near-cache's disruptions; printed as they
@@ -242,23 +317,44 @@ fn machine() -> String {
 /// Where, under `--out`, the generated CSV and SVG go; BENCHMARKS.md itself stays at `--out`.
 const RESULTS_DIR: &str = "bench/results";
 
-const GENERATED_START: &str =
-    "<!-- generated by bench/run.sh: everything up to the end marker is replaced -->";
-const GENERATED_END: &str = "<!-- end of generated section -->";
+/// The markers around the section of BENCHMARKS.md that `bench/run.sh` writes.
+const GENERATED: Markers = Markers {
+    start: "<!-- generated by bench/run.sh: everything up to the end marker is replaced -->",
+    end: "<!-- end of generated section -->",
+};
+/// The markers around the section of BENCHMARKS.md that `bench/cost.sh` writes.
+const GENERATED_COST: Markers = Markers {
+    start: "<!-- generated by bench/cost.sh: everything up to the end marker is replaced -->",
+    end: "<!-- end of the cost section -->",
+};
 
-/// `previous` with its generated section replaced by `generated`; hand-written text around it stays.
-fn splice_generated(previous: &str, generated: &str) -> String {
-    let section = format!("{GENERATED_START}\n{generated}{GENERATED_END}\n");
-    match (previous.find(GENERATED_START), previous.find(GENERATED_END)) {
+struct Markers {
+    start: &'static str,
+    end: &'static str,
+}
+
+/// `previous` with the section between `markers` replaced by `generated` (appended if it has
+/// none); hand-written text around it stays.
+fn splice_generated(previous: &str, generated: &str, markers: &Markers) -> String {
+    let section = format!("{}\n{generated}{}\n", markers.start, markers.end);
+    match (previous.find(markers.start), previous.find(markers.end)) {
         (Some(start), Some(end)) if start < end => {
             format!(
                 "{}{section}{}",
                 &previous[..start],
-                &previous[end + GENERATED_END.len()..].trim_start_matches('\n')
+                &previous[end + markers.end.len()..].trim_start_matches('\n')
             )
         }
-        _ => section + previous,
+        _ if previous.is_empty() => section,
+        _ => format!("{}\n\n{section}", previous.trim_end()),
     }
+}
+
+/// Rewrites `markers`' section of `out`/BENCHMARKS.md with `generated`.
+fn write_section(out: &Path, generated: &str, markers: &Markers) {
+    let path = out.join("BENCHMARKS.md");
+    let previous = std::fs::read_to_string(&path).unwrap_or_default();
+    std::fs::write(&path, splice_generated(&previous, generated, markers)).unwrap();
 }
 
 #[tokio::main]
@@ -294,6 +390,39 @@ async fn main() {
         drop(redis);
         std::process::exit(i32::from(stale > 0));
     }
+    if args.get(1).map(String::as_str) == Some("cost") {
+        // Instructions per request under callgrind (a few minutes): see bench/cost.sh.
+        let redis = PrivateRedis::start().await;
+        let costs = cost::measure(&target, &redis).await;
+        drop(redis);
+        let md = cost::markdown(&costs);
+        println!("{md}");
+        let results = root.join(RESULTS_DIR);
+        std::fs::create_dir_all(&results).unwrap();
+        std::fs::write(results.join("cost.csv"), cost::csv(&costs)).unwrap();
+        write_section(&root, &md, &GENERATED_COST);
+        let unsteady: Vec<String> = costs
+            .iter()
+            .filter(|c| c.spread() > cost::TOLERANCE)
+            .map(|c| {
+                format!(
+                    "{} {} ({:.1} %)",
+                    c.server,
+                    c.route.path(),
+                    c.spread() * 100.0
+                )
+            })
+            .collect();
+        if !unsteady.is_empty() {
+            eprintln!(
+                "runs disagree by more than {:.0} %: {}",
+                cost::TOLERANCE * 100.0,
+                unsteady.join(", ")
+            );
+            std::process::exit(1);
+        }
+        return;
+    }
     let options = Options::parse(&root);
     let redis = PrivateRedis::start().await;
     let started = Instant::now();
@@ -309,23 +438,15 @@ async fn main() {
             let server = Server::start(name, &target, &redis.url());
             for route in Route::ALL {
                 for concurrency in CONCURRENCIES {
-                    let (measured, before) = load::run(
+                    let (measured, [set_up, opened, after]) = load::run(
                         server.addr,
                         route,
                         concurrency,
                         options.warmup,
                         options.duration,
-                        redis.commandstats(),
+                        || redis.snapshot(),
                     )
                     .await;
-                    let after = redis.commandstats().await;
-                    let commands: u64 = after
-                        .iter()
-                        .map(|(k, v)| v.calls - before.get(k).map_or(0, |b| b.calls))
-                        .sum();
-                    let save = after
-                        .get("evalsha")
-                        .map(|a| a.since(before.get("evalsha").copied().unwrap_or_default()));
                     let sample = Sample {
                         round,
                         server: name,
@@ -335,17 +456,20 @@ async fn main() {
                         p50_ms: measured.latency.value_at_quantile(0.50) as f64 / 1000.0,
                         p99_ms: measured.latency.value_at_quantile(0.99) as f64 / 1000.0,
                         errors: measured.errors,
-                        commands: commands as f64 / measured.sent.max(1) as f64,
-                        save_usec: save.and_then(redis::Stat::usec_per_call),
+                        commands: after.commands_since(&set_up) as f64
+                            / measured.sent.max(1) as f64,
+                        redis_cpu_us: (after.cpu_us - opened.cpu_us)
+                            / measured.requests.max(1) as f64,
                     };
                     eprintln!(
-                        "round {} {name:>31} {:>14} c={concurrency:<2} {:>8.0} req/s p50 {:.2} ms p99 {:.2} ms cmds/req {:.2} errors {}",
+                        "round {} {name:>31} {:>14} c={concurrency:<2} {:>8.0} req/s p50 {:.2} ms p99 {:.2} ms cmds/req {:.2} Redis CPU {:.1} µs/req errors {}",
                         round + 1,
                         route.path(),
                         sample.rps,
                         sample.p50_ms,
                         sample.p99_ms,
                         sample.commands,
+                        sample.redis_cpu_us,
                         sample.errors
                     );
                     samples.push(sample);
@@ -415,8 +539,9 @@ async fn main() {
     }
 
     redis.flushall().await;
-    let save = capture_save(&target, &redis).await;
-    let floor = redis.floor(&save).await;
+    let floor = redis.floor().await;
+    redis.flushall().await;
+    let designs = write_designs(&target, &redis).await;
     let total = started.elapsed().as_secs_f64();
 
     let rows = report::summarize(&samples);
@@ -578,37 +703,51 @@ async fn main() {
         extra / 1024.0,
         extra * 1024.0 / memory::SESSIONS as f64
     );
-    let save_in_run = |server: &str| {
-        rows.iter()
-            .find(|r| r.server == server && r.route == Route::Counter && r.concurrency == 32)
-            .and_then(|r| r.save_usec)
-            .unwrap_or(0.0)
-    };
-    let hset = floor
-        .iter()
-        .find(|f| f.name.starts_with("HSET"))
-        .map_or(0.0, |f| f.usec_per_call);
-    let replayed = floor
-        .iter()
-        .find(|f| f.name.starts_with("EVALSHA"))
-        .map_or(0.0, |f| f.usec_per_call);
     let _ = write!(
         md,
-        "\n## The save script's cost in Redis\n\n\
-         Redis's own execution time per call (`usec_per_call` in `INFO commandstats`, the delta over the run; \
-         it leaves out the socket I/O that every command pays alike).\n\n\
-         | command | µs per call | vs `HSET` |\n|---|---|---|\n\
-         | `EVALSHA` save, during {OURS}'s `/counter` runs at c=32 (median of rounds) | {a:.2} | {ra:.1}× |\n\
-         | `EVALSHA` save, during {OURS_CACHED}'s `/counter` runs at c=32 (median of rounds) | {b:.2} | {rb:.1}× |\n\
-         | `EVALSHA` save of one field replayed as the demo sent it (`redis-benchmark -c 32`) | {c:.2} | {rc:.1}× |\n\
-         | `HSET` of one field of a session-shaped hash (`redis-benchmark -c 32`) | {hset:.2} | 1.0× |\n",
-        a = save_in_run(OURS),
-        ra = save_in_run(OURS) / hset,
-        b = save_in_run(OURS_CACHED),
-        rb = save_in_run(OURS_CACHED) / hset,
-        c = replayed,
-        rc = replayed / hset,
+        "\n## Redis's CPU per request\n\n\
+         The change in Redis's own `used_cpu_user + used_cpu_sys` (`INFO cpu`) over each measured phase of \
+         the throughput runs above, divided by the requests of that phase: parsing, Lua, socket work and, \
+         with a near-cache, its tracking, alike. c=32, medians of rounds.\n\n\
+         | route | server | Redis CPU µs/request | vs {TOWER_SESSIONS} | vs {TOWER_SESSIONS_MOKA} | Redis cmds/req |\n\
+         |---|---|---|---|---|---|\n"
     );
+    for route in [Route::Peek, Route::Counter] {
+        let cpu = |server: &str| report::row(&rows, server, route).redis_cpu_us;
+        for server in &SERVERS[1..] {
+            let vs = |peer: &str| {
+                if peer == *server {
+                    "—".to_owned()
+                } else {
+                    format!("{:.2}×", cpu(server) / cpu(peer))
+                }
+            };
+            let _ = writeln!(
+                md,
+                "| `{}` | {server} | {:.1} | {} | {} | {:.2} |",
+                route.path(),
+                cpu(server),
+                vs(TOWER_SESSIONS),
+                vs(TOWER_SESSIONS_MOKA),
+                report::row(&rows, server, route).commands
+            );
+        }
+    }
+    let hset = designs
+        .iter()
+        .find(|(name, _)| name.starts_with("`HSET`"))
+        .map_or(f64::NAN, |(_, us)| *us);
+    let _ = write!(
+        md,
+        "\n## The common write: what each design costs Redis\n\n\
+         Redis's own CPU per call (`INFO cpu`, user + system) over {REPLAYS} calls, one after the other \
+         from one client, on a session the demo wrote: parsing, execution and socket work alike. Our \
+         scripts are replayed exactly as the demo sent them (captured with MONITOR).\n\n\
+         | call | Redis CPU µs per call | vs `HSET` |\n|---|---|---|\n"
+    );
+    for (name, us) in &designs {
+        let _ = writeln!(md, "| {name} | {us:.2} | {:.2}× |", us / hset);
+    }
     let _ = write!(
         md,
         "\n## Same session, concurrent clients\n\n8 clients share one cookie. Each writes its own key 500 times \
@@ -652,9 +791,7 @@ async fn main() {
     for f in &floor {
         let _ = writeln!(md, "| {} | {:.0} | {:.2} |", f.name, f.rps, f.usec_per_call);
     }
-    let path = options.out.join("BENCHMARKS.md");
-    let previous = std::fs::read_to_string(&path).unwrap_or_default();
-    std::fs::write(&path, splice_generated(&previous, &md)).unwrap();
+    write_section(&options.out, &md, &GENERATED);
     eprintln!(
         "wrote BENCHMARKS.md, {RESULTS_DIR}/benchmarks.csv, {RESULTS_DIR}/benchmarks.svg in {} ({total:.0} s)",
         options.out.display()

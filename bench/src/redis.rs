@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::process::Command;
 
 use fred::prelude::*;
-use fred::types::{CustomCommand, InfoKind, Value};
+use fred::types::{ClusterHash, CustomCommand, InfoKind, Value};
 use testkit::{Monitor, Received, RedisServer};
 
 /// One command's counters in `INFO commandstats`.
@@ -30,6 +30,22 @@ impl Stat {
     /// Mean execution time per call, µs.
     pub fn usec_per_call(self) -> Option<f64> {
         (self.calls > 0).then(|| self.usec as f64 / self.calls as f64)
+    }
+}
+
+/// What Redis had done by a moment of a run.
+pub struct Snapshot {
+    pub commands: BTreeMap<String, Stat>,
+    pub cpu_us: f64,
+}
+
+impl Snapshot {
+    /// Commands executed between `before` and `self`.
+    pub fn commands_since(&self, before: &Self) -> u64 {
+        self.commands
+            .iter()
+            .map(|(k, v)| v.calls - before.commands.get(k).map_or(0, |b| b.calls))
+            .sum()
     }
 }
 
@@ -92,6 +108,68 @@ impl PrivateRedis {
             .collect()
     }
 
+    /// Redis's own CPU time so far, user and system, in µs (`INFO cpu`): parsing, Lua and socket
+    /// work alike.
+    pub async fn cpu_us(&self) -> f64 {
+        let text: String = self.client.info(Some(InfoKind::Cpu)).await.unwrap();
+        let seconds = |field: &str| -> f64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or_else(|| panic!("INFO cpu has no {field}"))
+        };
+        (seconds("used_cpu_user") + seconds("used_cpu_sys")) * 1e6
+    }
+
+    /// One field of a hash, as text.
+    pub async fn hget(&self, key: &str, field: &str) -> String {
+        self.client.hget(key, field).await.unwrap()
+    }
+
+    /// Redis's own CPU per call (`INFO cpu`), µs, over `n` calls of `command` with `args`, one after
+    /// the other from this client: the command's parsing, execution and socket work.
+    pub async fn cpu_per_call(&self, n: usize, command: &'static str, args: &[String]) -> f64 {
+        let command = CustomCommand::new_static(command, ClusterHash::FirstKey, false);
+        let before = self.cpu_us().await;
+        for _ in 0..n {
+            let _: Value = self
+                .client
+                .custom(command.clone(), args.to_vec())
+                .await
+                .expect("the replayed call succeeds");
+        }
+        (self.cpu_us().await - before) / n as f64
+    }
+
+    /// As [`Self::cpu_per_call`], for a transaction of `commands` (each a name and its arguments).
+    pub async fn cpu_per_transaction(
+        &self,
+        n: usize,
+        commands: &[(&'static str, Vec<String>)],
+    ) -> f64 {
+        let before = self.cpu_us().await;
+        for _ in 0..n {
+            let transaction = self.client.multi();
+            for (name, args) in commands {
+                let command = CustomCommand::new_static(name, ClusterHash::FirstKey, false);
+                let () = transaction.custom(command, args.clone()).await.unwrap();
+            }
+            let _: Value = transaction
+                .exec(true)
+                .await
+                .expect("the transaction succeeds");
+        }
+        (self.cpu_us().await - before) / n as f64
+    }
+
+    /// Commands executed and CPU used so far.
+    pub async fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            commands: self.commandstats().await,
+            cpu_us: self.cpu_us().await,
+        }
+    }
+
     /// Closes every client connection but the benchmark's own; returns how many it closed.
     pub async fn kill_other_clients(&self) -> usize {
         testkit::kill_other_clients(&self.client).await
@@ -105,10 +183,9 @@ impl PrivateRedis {
     }
 
     /// What this Redis serves with nothing else in the way: `redis-benchmark` at 32 connections for
-    /// a plain GET, the crate's read (HGETALL of a session-sized hash), a plain HSET of one field of
-    /// it, and `save` (the demo's save script, exactly as the demo sent it: `evalsha …`). For each,
-    /// requests/s and Redis's execution time per call (`INFO commandstats`).
-    pub async fn floor(&self, save: &[String]) -> Vec<Floor> {
+    /// a plain GET, the crate's read (HGETALL of a session-sized hash) and a plain HSET of one field
+    /// of it. For each, requests/s and Redis's execution time per call (`INFO commandstats`).
+    pub async fn floor(&self) -> Vec<Floor> {
         let _: () = self
             .client
             .hset(
@@ -117,26 +194,6 @@ impl PrivateRedis {
             )
             .await
             .unwrap();
-        let _: () = self
-            .client
-            .pexpire("floor:session", 7_200_000, None)
-            .await
-            .unwrap();
-        // The save must succeed, or the figures would be an error reply's.
-        let reply: Value = self
-            .client
-            .custom(
-                CustomCommand::new_static("EVALSHA", None, false),
-                save[1..].to_vec(),
-            )
-            .await
-            .expect("the demo's save replays");
-        let first = reply.into_array().into_iter().next();
-        assert_eq!(
-            first.and_then(|v| v.into_string()).as_deref(),
-            Some("ok"),
-            "the demo's save replays"
-        );
         let strings = |args: &[&str]| args.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>();
         let cases = [
             ("GET", strings(&["get", "floor:string"])),
@@ -144,10 +201,6 @@ impl PrivateRedis {
             (
                 "HSET (one field)",
                 strings(&["hset", "floor:session", "count", "6"]),
-            ),
-            (
-                "EVALSHA save (one field, as the demo sends it)",
-                save.to_vec(),
             ),
         ];
         let mut out = Vec::new();

@@ -69,28 +69,53 @@ pub(crate) fn size_of<'a>(fields: impl IntoIterator<Item = (&'a String, &'a Stri
         .sum()
 }
 
-impl Loaded {
-    /// Splits a stored hash into user fields and the crate's metadata, reusing its map. `ttl_ms`
-    /// and `expires_at` are the TTL after this load and when it runs out.
-    pub(crate) fn from_hash(
-        mut fields: HashMap<String, String>,
-        ttl_ms: i64,
-        expires_at: i64,
-        touched: bool,
-    ) -> Self {
-        let user = fields.remove(USER_FIELD);
-        let version = number(&fields, VERSION_FIELD).map_or(0, |v| v as u64);
-        let size = number(&fields, SIZE_FIELD).and_then(|size| usize::try_from(size).ok());
-        fields.retain(|field, _| !is_metadata(field) || field == CSRF_FIELD);
+/// A session hash as a read splits it: what the session holds (user fields, flash values, the CSRF
+/// token) and the metadata the read needs, decoded on the way; other metadata is not kept.
+#[derive(Debug, Default)]
+pub(crate) struct StoredHash {
+    pub(crate) fields: HashMap<String, String>,
+    pub(crate) user: Option<String>,
+    /// It has `$created`: only a hash with it is a session.
+    pub(crate) live: bool,
+    pub(crate) expires_at: Option<i64>,
+    pub(crate) version: u64,
+    pub(crate) size: Option<usize>,
+}
+
+impl StoredHash {
+    pub(crate) fn with_capacity(fields: usize) -> Self {
         Self {
-            fields,
-            user,
+            fields: HashMap::with_capacity(fields),
+            ..Self::default()
+        }
+    }
+
+    /// Takes in one field of the stored hash.
+    pub(crate) fn add(&mut self, field: &str, value: &str) {
+        match field {
+            CREATED_FIELD => self.live = true,
+            USER_FIELD => self.user = Some(value.to_owned()),
+            EXPIRES_FIELD => self.expires_at = value.parse().ok(),
+            VERSION_FIELD => self.version = value.parse().unwrap_or(0),
+            SIZE_FIELD => self.size = value.parse().ok(),
+            _ if is_metadata(field) && field != CSRF_FIELD => {}
+            _ => {
+                self.fields.insert(field.to_owned(), value.to_owned());
+            }
+        }
+    }
+
+    /// The session it holds, `ttl_ms` to live (until `expires_at`) after this load.
+    pub(crate) fn into_loaded(self, ttl_ms: i64, expires_at: i64, touched: bool) -> Loaded {
+        Loaded {
+            fields: self.fields,
+            user: self.user,
             ttl_ms,
             touched,
             cached: false,
-            version,
+            version: self.version,
             expires_at,
-            size,
+            size: self.size,
         }
     }
 }

@@ -6,7 +6,8 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::layout::{
-    is_metadata, number, size_of, CREATED_FIELD, DEADLINE_FIELD, USER_FIELD, VERSION_FIELD,
+    is_metadata, number, size_of, StoredHash, CREATED_FIELD, DEADLINE_FIELD, USER_FIELD,
+    VERSION_FIELD,
 };
 use super::ttl::{next_ttl, now_ms};
 use super::{Changes, Incremented, Loaded, SaveMode, Saved};
@@ -69,13 +70,14 @@ impl MemoryStore {
         let record = state.live(key.as_str(), now)?;
         let (ttl, touched) = next_ttl(limits, now, record.deadline(), Some(record.expires_at));
         record.expires_at = now + ttl;
-        let fields = record.fields.clone();
-        if touched {
-            if let Some(user) = fields.get(USER_FIELD) {
-                state.index(user, key.as_str(), now + ttl);
-            }
+        let mut stored = StoredHash::with_capacity(record.fields.len());
+        for (field, value) in &record.fields {
+            stored.add(field, value);
         }
-        Some(Loaded::from_hash(fields, ttl, now + ttl, touched))
+        if let (true, Some(user)) = (touched, &stored.user) {
+            state.index(user, key.as_str(), now + ttl);
+        }
+        Some(stored.into_loaded(ttl, now + ttl, touched))
     }
 
     pub(crate) fn save(

@@ -156,13 +156,16 @@ impl From<MemoryStore> for Backend {
     }
 }
 
+// The Redis store's futures are boxed where they are awaited: they are large (fred's commands, the
+// near-cache), and inline they would make every request's future that large, copied whole into
+// the box the service returns, for requests that never touch the store too.
 impl Backend {
     /// Reads a live session and rolls its idle TTL when it has run below the touch threshold (a
     /// second round trip, at most once per tenth of the idle timeout). An expired session (idle or
     /// absolute) is `None`.
     pub(crate) async fn load(&self, key: &KeyId, limits: &Limits) -> Result<Option<Loaded>, Error> {
         match self {
-            Self::Redis(store) => store.load(key, limits).await,
+            Self::Redis(store) => Box::pin(store.load(key, limits)).await,
             Self::Memory(store) => Ok(store.load(key, limits)),
         }
     }
@@ -179,7 +182,7 @@ impl Backend {
         limits: &Limits,
     ) -> Result<Saved, Error> {
         match self {
-            Self::Redis(store) => store.save(key, mode, changes, limits).await,
+            Self::Redis(store) => Box::pin(store.save(key, mode, changes, limits)).await,
             Self::Memory(store) => Ok(store.save(key, mode, changes, limits)),
         }
     }
@@ -194,7 +197,7 @@ impl Backend {
         limits: &Limits,
     ) -> Result<Incremented, Error> {
         match self {
-            Self::Redis(store) => store.increment(key, field, by, limits).await,
+            Self::Redis(store) => Box::pin(store.increment(key, field, by, limits)).await,
             Self::Memory(store) => Ok(store.increment(key, field, by, limits)),
         }
     }
@@ -202,7 +205,7 @@ impl Backend {
     /// Deletes a session and its index entry; deleting a missing session is not an error.
     pub(crate) async fn destroy(&self, key: &KeyId) -> Result<(), Error> {
         match self {
-            Self::Redis(store) => store.destroy(key).await,
+            Self::Redis(store) => Box::pin(store.destroy(key)).await,
             Self::Memory(store) => {
                 store.destroy(key);
                 Ok(())
@@ -218,7 +221,7 @@ impl Backend {
         limits: &Limits,
     ) -> Result<(), Error> {
         match self {
-            Self::Redis(store) => store.destroy_user(user, current, limits).await,
+            Self::Redis(store) => Box::pin(store.destroy_user(user, current, limits)).await,
             Self::Memory(store) => {
                 store.destroy_user(user, current);
                 Ok(())

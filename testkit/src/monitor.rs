@@ -62,7 +62,6 @@ const WRITES: &[&str] = &[
     "hdel",
     "del",
     "pexpire",
-    "pexpireat",
     "expire",
     "zadd",
     "zrem",
@@ -72,21 +71,18 @@ const WRITES: &[&str] = &[
 
 impl Received {
     /// The round trips, each with the commands it ran: a client's command with the commands its
-    /// script ran (MONITOR lists them right after the call), or a `MULTI` … `EXEC` block whole.
+    /// script ran (MONITOR lists them right after the call).
     pub fn calls(&self) -> Vec<&[Seen]> {
         let mut calls = Vec::new();
         let mut start = 0;
-        let mut in_transaction = false;
         for (i, c) in self.0.iter().enumerate() {
-            if c.from_script || in_transaction {
-                in_transaction &= c.name != "exec";
+            if c.from_script {
                 continue;
             }
             if i > start {
                 calls.push(&self.0[start..i]);
             }
             start = i;
-            in_transaction = c.name == "multi";
         }
         if start < self.0.len() {
             calls.push(&self.0[start..]);
@@ -94,7 +90,7 @@ impl Received {
         calls
     }
 
-    /// Round trips: commands a client sent (a transaction counting once), as opposed to those its
+    /// Round trips: commands a client sent, as opposed to those its
     /// scripts ran.
     pub fn round_trips(&self) -> usize {
         self.calls().len()
@@ -109,20 +105,12 @@ impl Received {
             .collect()
     }
 
-    /// Round trips that changed data: client commands that write, or whose script or transaction
+    /// Round trips that changed data: client commands that write, or whose script
     /// wrote.
     pub fn writing_round_trips(&self) -> usize {
         self.calls()
             .iter()
             .filter(|call| call.iter().any(Seen::writes))
-            .count()
-    }
-
-    /// Transactions (`MULTI` … `EXEC`) sent.
-    pub fn transactions(&self) -> usize {
-        self.0
-            .iter()
-            .filter(|c| !c.from_script && c.name == "multi")
             .count()
     }
 

@@ -12,9 +12,10 @@ use fred::types::config::Options;
 use fred::types::scripts::Script;
 use fred::types::{ClusterHash, CustomCommand, Value};
 
-use super::scripts::{text_of, unexpected_reply};
+use super::scripts::unexpected_reply;
 use super::RedisStore;
 use crate::error::Error;
+use crate::store::layout::StoredHash;
 
 /// What the store sends its commands over: a fred client or pool the application may already have.
 #[derive(Clone)]
@@ -127,9 +128,40 @@ impl RedisStore {
         &'a self,
         key: &'a str,
     ) -> impl Future<Output = Result<HashMap<String, String>, Error>> + Send + 'a {
+        let call = self.hgetall_reply(key);
+        async move {
+            let mut hash = HashMap::new();
+            each_pair(call.await?, |field, value| {
+                hash.insert(field.to_owned(), value.to_owned());
+            })?;
+            Ok(hash)
+        }
+    }
+
+    /// A session read: `HGETALL`, split as it is decoded, metadata the read does not need left out.
+    pub(super) fn read_session<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> impl Future<Output = Result<StoredHash, Error>> + Send + 'a {
+        let call = self.hgetall_reply(key);
+        async move {
+            let reply = call.await?;
+            let fields = match &reply {
+                Value::Array(flat) => flat.len() / 2,
+                _ => 0,
+            };
+            let mut stored = StoredHash::with_capacity(fields);
+            each_pair(reply, |field, value| stored.add(field, value))?;
+            Ok(stored)
+        }
+    }
+
+    fn hgetall_reply<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> impl Future<Output = Result<Value, Error>> + Send + 'a {
         let command = CustomCommand::new_static("HGETALL", ClusterHash::FirstKey, false);
-        let call = self.bounded(self.client_for(key).custom::<Value, _>(command, vec![key]));
-        async move { hash_of(call.await?) }
+        self.bounded(self.client_for(key).custom::<Value, _>(command, vec![key]))
     }
 
     /// One pipeline of single-key `DEL`s (a cluster keeps the keys on different slots), queued
@@ -181,31 +213,35 @@ impl RedisStore {
     }
 }
 
-/// An `HGETALL` reply as a map: a flat field/value array (RESP2) or a map (RESP3).
-fn hash_of(reply: Value) -> Result<HashMap<String, String>, Error> {
-    let text = |value: Value| {
-        text_of(value).ok_or_else(|| {
-            Error::Store(FredError::new(
-                ErrorKind::Parse,
-                "a session field is not UTF-8 text",
-            ))
-        })
+/// Each field and value of an `HGETALL` reply, a flat field/value array (RESP2) or a map (RESP3),
+/// as text borrowed from the reply.
+fn each_pair(reply: Value, mut add: impl FnMut(&str, &str)) -> Result<(), Error> {
+    let not_text = || {
+        Error::Store(FredError::new(
+            ErrorKind::Parse,
+            "a session field is not UTF-8 text",
+        ))
     };
     match reply {
         Value::Array(flat) => {
-            let mut hash = HashMap::with_capacity(flat.len() / 2);
-            let mut flat = flat.into_iter();
-            while let (Some(field), Some(value)) = (flat.next(), flat.next()) {
-                hash.insert(text(field)?, text(value)?);
+            for pair in flat.chunks_exact(2) {
+                match (pair[0].as_str(), pair[1].as_str()) {
+                    (Some(field), Some(value)) => add(&field, &value),
+                    _ => return Err(not_text()),
+                }
             }
-            Ok(hash)
+            Ok(())
         }
-        Value::Map(map) => map
-            .inner()
-            .into_iter()
-            .map(|(field, value)| Ok((text(Value::from(field))?, text(value)?)))
-            .collect(),
-        Value::Null => Ok(HashMap::new()),
+        Value::Map(map) => {
+            for (field, value) in map.inner() {
+                match (field.as_str(), value.as_str()) {
+                    (Some(field), Some(value)) => add(field, &value),
+                    _ => return Err(not_text()),
+                }
+            }
+            Ok(())
+        }
+        Value::Null => Ok(()),
         _ => Err(unexpected_reply("HGETALL")),
     }
 }

@@ -1,42 +1,34 @@
-//! The write nearly every request makes, without a script: a change of user fields to a session
-//! this request read, with no TTL roll due, no login, no clear and no metadata. It is one
-//! `MULTI`/`EXEC` of plain commands, which costs Redis a fraction of a script:
+//! The write nearly every request makes: a change of user fields to a session this request read,
+//! with no TTL roll due, no login, no clear and no metadata. It takes `fast_update.lua`, a script
+//! of four calls (`HEXISTS $created`, `HSET`/`HDEL` of the fields, `HINCRBY $version`, `HINCRBY
+//! $size`) built without `lib.lua`, rather than `update.lua`, which reads the session's metadata
+//! and the clock to decide what the caller here has already decided from what it read:
 //!
-//! ```text
-//! HSET key f v…   HDEL key g…   HINCRBY key $version 1   HINCRBY key $size <delta>
-//! PEXPIREAT key <$expires as read>   HEXISTS key $created
-//! ```
-//!
-//! It keeps every guarantee of `update.lua` without a condition Redis could check first:
-//!
-//! - **No resurrection.** Liveness is `$created`, which only `create.lua` writes, and every reader
-//!   takes a hash without it for no session. A write that lands after a logout recreates only such
-//!   a hash, without a user; `HEXISTS` tells the writer, which deletes it and reports the session
-//!   gone, and should that delete fail, the hash dies at the TTL the session had.
-//! - **Every key with a TTL.** `PEXPIREAT` sets the expiry the session already has (as the load
-//!   read it, on Redis's clock), so it changes nothing on a live session and gives a recreated
-//!   hash one. It needs no roll: the path is taken only while the TTL is fresh, so neither the
-//!   absolute deadline nor the owner's index moves.
+//! - **No resurrection.** It writes only while the hash has `$created`, which only `create.lua`
+//!   writes and a logout deletes with the rest.
+//! - **Every key with a TTL, the absolute deadline, the owner's index**: nothing of them moves. The
+//!   path is taken only while the TTL the load read is fresh, so no roll is due, and the write
+//!   creates no key.
 //! - **The size limit**, from the size the load vouches for plus this write's delta, kept exact by
 //!   `HINCRBY` when writers change different fields. Writers racing on one session each check
 //!   against what they read, so together they can pass the limit by what they add: at most
-//!   [`MOST_GROWTH_SHARE`] of it each, since a write that grows the session more takes the script,
-//!   whose check is atomic. The next write sees the true size.
-//! - **Delta writes and the near-cache**: only the changed fields are sent, the version bump tells
-//!   this process whether its cached copy plus its change is the whole session, and `HEXISTS`,
-//!   a read after the write, keeps the connection tracking the key.
+//!   [`MOST_GROWTH_SHARE`] of it each, since a write that grows the session more takes
+//!   `update.lua`, whose check is atomic. The next write sees the true size.
+//! - **Delta writes and the near-cache**: only the changed fields are sent, the version returned
+//!   tells this process whether its cached copy plus its change is the whole session, and a read
+//!   after the write keeps the connection tracking the key.
+//!
+//! BENCHMARKS.md ("The common write") has what this and the alternatives cost Redis and the server.
 
 use std::future::Future;
 
-use fred::interfaces::{ClientLike, HashesInterface, KeysInterface, TransactionInterface};
 use fred::types::Value;
 
-use super::conn::write_options;
-use super::scripts::unexpected_reply;
+use super::scripts::{self, fast_update_reply};
 use super::RedisStore;
 use crate::config::Limits;
 use crate::error::Error;
-use crate::store::layout::{is_metadata, CREATED_FIELD, SIZE_FIELD, VERSION_FIELD};
+use crate::store::layout::is_metadata;
 use crate::store::ttl::is_fresh;
 use crate::store::{Changes, Loaded, Saved};
 
@@ -105,51 +97,37 @@ impl<'a> FastUpdate<'a> {
 }
 
 impl RedisStore {
-    /// Sends a planned write as one transaction. A plain function, so that fred's futures are
-    /// boxed (by [`Self::bounded`]) before any caller's future could hold them.
+    /// Sends a planned write: `fast_update.lua`, one round trip.
     pub(super) fn fast_update<'a>(
         &'a self,
         redis_key: String,
         plan: FastUpdate<'a>,
     ) -> impl Future<Output = Result<Saved, Error>> + Send + 'a {
-        let client = self.client_for(&redis_key);
         let (expires_at, ttl_ms) = (plan.expires_at, plan.ttl_ms);
-        let key = redis_key.clone();
-        let sent = self.bounded(async move {
-            let transaction = client.multi();
-            let queue = transaction.with_options(&write_options());
-            if !plan.sets.is_empty() {
-                let () = queue.hset(&key, plan.sets).await?;
-            }
-            if !plan.removed.is_empty() {
-                let () = queue.hdel(&key, plan.removed).await?;
-            }
-            let () = queue.hincrby(&key, VERSION_FIELD, 1).await?;
-            let () = queue.hincrby(&key, SIZE_FIELD, plan.delta).await?;
-            let () = queue.pexpire_at(&key, expires_at, None).await?;
-            let () = queue.hexists(&key, CREATED_FIELD).await?;
-            transaction.exec::<Value>(true).await
-        });
+        let mut args = Vec::with_capacity(2 * plan.sets.len() + plan.removed.len());
+        for (field, value) in &plan.sets {
+            args.push(Value::from(*field));
+            args.push(Value::from(*value));
+        }
+        args.extend(plan.removed.iter().map(|field| Value::from(*field)));
+        let named = scripts::FastUpdateArgs {
+            delta: Value::from(plan.delta),
+            track: self.track(),
+            sets: Value::from(plan.sets.len() as i64),
+        };
+        let mut values = named.into_values();
+        values.append(&mut args);
+        let sent = self.run(scripts::FastUpdateArgs::script(), vec![redis_key], values);
         async move {
-            let Value::Array(replies) = sent.await? else {
-                return Err(unexpected_reply("EXEC"));
-            };
-            let mut last = replies.iter().rev().filter_map(Value::as_i64);
-            let (live, _, size, version) = (last.next(), last.next(), last.next(), last.next());
-            match (live, size, version) {
-                (Some(1), Some(size), Some(version)) => Ok(Saved::Written {
+            Ok(match fast_update_reply(sent.await?)? {
+                Some((version, size)) => Saved::Written {
                     ttl_ms,
                     expires_at,
-                    version: u64::try_from(version).unwrap_or(0),
-                    size: usize::try_from(size).unwrap_or(0),
-                }),
-                // The session ended before this write: take back what it left.
-                (Some(0), ..) => {
-                    self.delete_keys(vec![redis_key]).await?;
-                    Ok(Saved::Gone)
-                }
-                _ => Err(unexpected_reply("EXEC")),
-            }
+                    version,
+                    size,
+                },
+                None => Saved::Gone,
+            })
         }
     }
 }

@@ -13,7 +13,7 @@ use super::RedisStore;
 use crate::config::Limits;
 use crate::error::Error;
 use crate::id::KeyId;
-use crate::store::layout::{number, session_key, CREATED_FIELD, EXPIRES_FIELD, USER_FIELD};
+use crate::store::layout::session_key;
 use crate::store::ttl::{is_fresh, now_ms};
 use crate::store::{Changes, Incremented, Loaded, SaveMode, Saved};
 
@@ -36,26 +36,22 @@ impl RedisStore {
         key: &KeyId,
         limits: &Limits,
     ) -> Result<Option<Loaded>, Error> {
-        let hash = self.hgetall(redis_key).await?;
-        // No hash, or what a write racing the session's end left of it (see `fast_update.rs`).
-        if !hash.contains_key(CREATED_FIELD) {
+        let stored = self.read_session(redis_key).await?;
+        // No hash, or one that is no session (docs/layout.md).
+        if !stored.live {
             return Ok(None);
         }
-        let expires_at = number(&hash, EXPIRES_FIELD);
         // Past the idle timeout means this app's clock is behind Redis's: touch rather than trust it.
         let now = now_ms();
-        let fresh = expires_at.filter(|&at| is_fresh(limits, at - now));
+        let fresh = stored.expires_at.filter(|&at| is_fresh(limits, at - now));
         let (expires_at, ttl_ms, touched) = match fresh {
             Some(at) => (at, at - now, false),
-            None => {
-                let user = hash.get(USER_FIELD).map(String::as_str);
-                match self.touch(key, user, limits).await? {
-                    Some((ttl_ms, expires_at)) => (expires_at, ttl_ms, true),
-                    None => return Ok(None),
-                }
-            }
+            None => match self.touch(key, stored.user.as_deref(), limits).await? {
+                Some((ttl_ms, expires_at)) => (expires_at, ttl_ms, true),
+                None => return Ok(None),
+            },
         };
-        Ok(Some(Loaded::from_hash(hash, ttl_ms, expires_at, touched)))
+        Ok(Some(stored.into_loaded(ttl_ms, expires_at, touched)))
     }
 
     /// Rolls the idle TTL (never past the absolute deadline): the new TTL and when it runs out, or
@@ -116,7 +112,7 @@ impl RedisStore {
         saved
     }
 
-    /// The write without a script when the session as read allows it (`fast_update.rs`), else
+    /// `fast_update.lua` when the session as read allows it (`fast_update.rs`), else
     /// `update.lua`, then on a cluster the owner's index when the TTL rolled. The session's own
     /// key is the near-cache seam's to refresh or forget.
     async fn update(
@@ -381,7 +377,7 @@ impl RedisStore {
     }
 
     /// Whether the scripts must read a key again after writing it, to keep it tracked.
-    fn track(&self) -> Value {
+    pub(super) fn track(&self) -> Value {
         flag(self.near.is_on())
     }
 

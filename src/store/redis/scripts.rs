@@ -30,7 +30,7 @@ macro_rules! scripts {
             /// The script, built once.
             pub(super) fn script() -> &'static Script {
                 static SCRIPT: std::sync::LazyLock<Script> =
-                    std::sync::LazyLock::new(|| build($name::NAMES, $name::BODY));
+                    std::sync::LazyLock::new(|| build($name::SCRIPT, $name::NAMES, $name::BODY));
                 &SCRIPT
             }
 
@@ -52,6 +52,9 @@ macro_rules! scripts {
 }
 
 scripts! {
+    /// `fast_update.lua`: the common write, user fields of a session as read. Extra: as for
+    /// `update.lua`.
+    FastUpdateArgs = "fast_update" { delta, track, sets }
     /// `touch.lua`: roll a session's idle TTL.
     TouchArgs = "touch" { idle, prefix, key_id, inline_index, track }
     /// `update.lua`: a request's changes to a live session. Extra: `sets` field/value pairs, then
@@ -84,9 +87,14 @@ scripts! {
 
 const LIB: &str = include_str!("lua/lib.lua");
 
+/// Scripts that call none of `lib.lua`'s helpers and run without them: defining every helper on
+/// each call is a good part of what a small script costs Redis.
+const WITHOUT_LIB: &[&str] = &["fast_update", "stamp", "take_if"];
+
 /// A script from its file, behind a prelude that gives it the metadata field names (`field.user`,
-/// …) and its named arguments (`arg.<name>`), then the helpers of `lib.lua`.
-fn build(args: &[&str], body: &str) -> Script {
+/// …) and its named arguments (`arg.<name>`), then the helpers of `lib.lua` unless it is one of
+/// [`WITHOUT_LIB`].
+fn build(script: &str, args: &[&str], body: &str) -> Script {
     let mut lua = String::from("local field = {");
     for (name, value) in METADATA {
         let _ = write!(lua, " {name} = '{value}',");
@@ -97,7 +105,9 @@ fn build(args: &[&str], body: &str) -> Script {
         let _ = write!(lua, " {name} = ARGV[{}],", i + 2);
     }
     let _ = writeln!(lua, " }}\nlocal first_extra = {}", args.len() + 2);
-    lua.push_str(LIB);
+    if !WITHOUT_LIB.contains(&script) {
+        lua.push_str(LIB);
+    }
     lua.push_str(body);
     Script::from_lua(lua)
 }
@@ -148,6 +158,24 @@ pub(super) enum Taken {
     Deleted,
     Gone,
     Changed,
+}
+
+/// `fast_update.lua`: `{ version, size }`, or nil when the session is gone.
+pub(super) fn fast_update_reply(reply: Value) -> Result<Option<(u64, usize)>, Error> {
+    match reply {
+        Value::Null => Ok(None),
+        Value::Array(pair) => match pair.as_slice() {
+            [version, size] => match (version.as_i64(), size.as_i64()) {
+                (Some(version), Some(size)) => Ok(Some((
+                    u64::try_from(version).unwrap_or(0),
+                    usize::try_from(size).unwrap_or(0),
+                ))),
+                _ => Err(unexpected_reply("fast_update")),
+            },
+            _ => Err(unexpected_reply("fast_update")),
+        },
+        _ => Err(unexpected_reply("fast_update")),
+    }
 }
 
 /// `update.lua`: `{ 'ok', ttl, version, size, rolled, owner, expires at }`.
@@ -315,7 +343,7 @@ impl Reply {
 /// A reply's bulk string as text; `None` if it is not UTF-8. It arrives as `Value::String` when it
 /// is: copying its `str` directly avoids fred's `into_string`, which goes through `Display` (a
 /// quarter of a read's conversion cost).
-pub(super) fn text_of(value: Value) -> Option<String> {
+fn text_of(value: Value) -> Option<String> {
     match value {
         Value::String(text) => Some(String::from(&*text)),
         other => other.into_string(),
@@ -376,6 +404,11 @@ mod tests {
 
     /// The arguments `body` reads, itself or through the `lib.lua` functions it calls.
     fn arguments_read(body: &str) -> BTreeSet<String> {
+        reads_and_calls(body).0
+    }
+
+    /// The arguments `body` reads and the `lib.lua` functions it calls, directly or not.
+    fn reads_and_calls(body: &str) -> (BTreeSet<String>, BTreeSet<String>) {
         let functions = lib_functions();
         let mut read = BTreeSet::new();
         let mut called = BTreeSet::new();
@@ -386,12 +419,24 @@ mod tests {
                 let calls = text.match_indices(&format!("{name}(")).any(|(at, _)| {
                     !text[..at].ends_with(is_ident) && !text[..at].ends_with("function ")
                 });
-                if calls && called.insert(name) {
+                if calls && called.insert(name.clone()) {
                     pending.push(function.clone());
                 }
             }
         }
-        read
+        (read, called)
+    }
+
+    #[test]
+    fn a_script_built_without_lib_calls_none_of_its_helpers() {
+        for (script, _, body) in CATALOGUE {
+            let (_, called) = reads_and_calls(body);
+            assert_eq!(
+                WITHOUT_LIB.contains(script),
+                called.is_empty(),
+                "{script}.lua calls {called:?}"
+            );
+        }
     }
 
     #[test]
@@ -444,6 +489,10 @@ mod tests {
             WriteReply::Collision
         ));
         assert!(update_reply(reply(&["ok", "x"])).is_err());
+        let pair = Value::Array(vec![Value::from(4), Value::from(12)]);
+        assert_eq!(fast_update_reply(pair).unwrap(), Some((4, 12)));
+        assert_eq!(fast_update_reply(Value::Null).unwrap(), None);
+        assert!(fast_update_reply(reply(&["ok"])).is_err());
         assert!(matches!(
             incr_reply(reply(&["not_integer", "abc"])).unwrap(),
             IncrReply::NotInteger(value) if value == "abc"

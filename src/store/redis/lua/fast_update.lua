@@ -1,0 +1,31 @@
+-- The write nearly every request makes: user fields of a live session this request read, with no
+-- TTL roll due, no login, no clear and no metadata (the caller decides that from what it read). It
+-- writes no TTL and no index: the session keeps the expiry it has. It calls none of lib.lua's
+-- helpers and runs without them, since defining them would be a good part of its cost.
+--
+-- KEYS[1]            the session hash
+-- arg.delta          the change in bytes of user fields, from the values the request read
+-- arg.track          '1' when the near-cache tracks the key: read it again after writing it
+-- arg.sets           n, the number of fields set; from ARGV[first_extra], n field/value pairs
+--                    follow, then the fields removed
+--
+-- Returns { version, size } | false when the session no longer exists; nothing is written then.
+
+local key = KEYS[1]
+if redis.call('HEXISTS', key, field.created) == 0 then
+  return false
+end
+local removed_from = first_extra + 2 * tonumber(arg.sets)
+if removed_from > first_extra then
+  redis.call('HSET', key, unpack(ARGV, first_extra, removed_from - 1))
+end
+if #ARGV >= removed_from then
+  redis.call('HDEL', key, unpack(ARGV, removed_from, #ARGV))
+end
+local version = redis.call('HINCRBY', key, field.version, 1)
+local size = redis.call('HINCRBY', key, field.size, tonumber(arg.delta))
+-- A write ends this connection's tracking of the key; reading it again renews it (near-cache).
+if arg.track == '1' then
+  redis.call('EXISTS', key)
+end
+return { version, size }
