@@ -1,8 +1,9 @@
 //! The near-cache on real Redis, with two application instances (A and B, each its own store with
 //! its own cache, as two pods would have): every way a session can change elsewhere is seen on A,
 //! on one server, a cluster and Sentinel; a frozen, killed or flushed Redis, a killed connection and
-//! a full tracking table never make A serve an old value. (What a hot read sends to Redis is counted
-//! in `round_trips.rs`.)
+//! a full tracking table never make A serve an old value. A hot read sends nothing to any master of
+//! a cluster or to the Sentinel master, counted here with `MONITOR` (on one server, in
+//! `round_trips.rs`).
 
 mod support;
 
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use axum_redis_session::fred::prelude::*;
-use support::{session_key, Browser, Cluster, Instance, RedisServer, SentinelGroup};
+use support::{session_key, Browser, Cluster, Instance, Monitor, RedisServer, SentinelGroup};
 
 /// How long an invalidation may take to reach the other instance (measured: well under 1 ms on
 /// loopback; the bound leaves room for a loaded CI machine).
@@ -343,4 +344,134 @@ async fn on_sentinel_writes_elsewhere_are_seen_and_a_failover_never_leaves_a_sta
     a.warm(&mut on_a, "/counter/peek").await;
     group.replica.cli(&["hset", &key, "count", "78"]);
     seen(&mut on_a, "/counter/peek", "78", SEEN_WITHIN).await;
+}
+
+/// Reads of one hot session counted on the masters.
+const HOT_READS: u64 = 12;
+
+/// What the near-cache's own supervision sends every server on its heartbeat, a quarter of a second
+/// apart: the listener's `PING`, then `CLIENT GETREDIR` and `INFO stats` on every data connection
+/// (and `CONFIG GET`, an admin command, which `MONITOR` never shows). None of it reads a session.
+const HEARTBEAT: &[&[&str]] = &[&["PING"], &["CLIENT", "GETREDIR"], &["INFO", "stats"]];
+
+/// `session_near_cache_hits_total` in the demo's `GET /metrics`.
+async fn hits_in_metrics(instance: &Instance) -> u64 {
+    let body = instance.browser(None).get("/metrics").await.body;
+    body.lines()
+        .find_map(|line| line.strip_prefix("session_near_cache_hits_total "))
+        .expect("/metrics has the near-cache's hit counter")
+        .parse()
+        .unwrap()
+}
+
+/// For each master, the commands it received since the previous call that concern sessions (an
+/// `HGETALL`, or any command naming `key`), and how many others it received: heartbeats only.
+async fn session_commands(
+    monitors: &mut [(u16, Monitor)],
+    key: &str,
+) -> Vec<(u16, Vec<String>, usize)> {
+    let mut per_master = Vec::new();
+    for (port, monitor) in monitors.iter_mut() {
+        let received = monitor.take().await;
+        let (session, others): (Vec<_>, Vec<_>) = received
+            .0
+            .iter()
+            .partition(|c| c.name == "hgetall" || c.args().iter().any(|arg| arg == key));
+        for other in &others {
+            assert!(
+                HEARTBEAT.iter().any(|beat| other.args() == *beat),
+                "master {port} received {:?}, neither a session command nor a heartbeat",
+                other.line
+            );
+        }
+        let session = session.iter().map(|c| c.line.trim().to_owned()).collect();
+        per_master.push((*port, session, others.len()));
+    }
+    per_master
+}
+
+/// A session created on `a`, read once (to Redis, which fills the cache), then [`HOT_READS`] times
+/// with `MONITOR` on every master: each read answers its count, none reaches a master, and the hit
+/// counter of `/metrics` rises by exactly as many. Returns the session's key and the port of the
+/// master that served the first read.
+async fn hot_reads_send_nothing(a: &Instance, masters: &[&RedisServer]) -> (String, u16) {
+    // Ready as a readiness probe sees it: connections up, scripts loaded, tracking on.
+    let ready_after = a.ready(Duration::from_secs(15)).await;
+    let mut browser = a.browser(None);
+    assert_eq!(browser.get("/counter").await.body, "1");
+    let key = session_key("session:", browser.cookie.as_deref().unwrap());
+    let mut monitors = Vec::new();
+    for master in masters {
+        monitors.push((master.port, Monitor::start(master).await));
+    }
+
+    let before_fill = hits_in_metrics(a).await;
+    assert_eq!(browser.get("/counter/peek").await.body, "1");
+    let fill = session_commands(&mut monitors, &key).await;
+    let owners: Vec<u16> = fill
+        .iter()
+        .filter(|(_, session, _)| !session.is_empty())
+        .map(|(port, _, _)| *port)
+        .collect();
+    let owner = match (
+        owners.as_slice(),
+        fill.iter().flat_map(|(_, s, _)| s).count(),
+    ) {
+        ([owner], 1) => *owner,
+        _ => panic!("the first read is one HGETALL on the master of its key: {fill:?}"),
+    };
+    let after_fill = hits_in_metrics(a).await;
+    assert_eq!(after_fill, before_fill, "the first read is not a hit");
+
+    for read in 0..HOT_READS {
+        let reply = browser.get("/counter/peek").await;
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (StatusCode::OK, "1"),
+            "read {read}"
+        );
+    }
+    let hot = session_commands(&mut monitors, &key).await;
+    let hits = hits_in_metrics(a).await - after_fill;
+    for (port, session, heartbeats) in &hot {
+        println!(
+            "{HOT_READS} hot reads: master {port} received {} session commands ({heartbeats} heartbeat commands)",
+            session.len()
+        );
+    }
+    println!("ready after {ready_after:?}; /metrics: {hits} near-cache hits");
+    assert!(
+        hot.iter().all(|(_, session, _)| session.is_empty()),
+        "hot reads reached a master: {hot:?}"
+    );
+    assert_eq!(hits, HOT_READS, "every hot read is a near-cache hit");
+    (key, owner)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_hot_reads_send_nothing_to_any_master() {
+    let cluster = Cluster::start();
+    let a = Instance::start(&cluster.url(), |l| l).await;
+    let masters: Vec<&RedisServer> = cluster
+        .masters()
+        .into_iter()
+        .map(|p| cluster.node(p))
+        .collect();
+    assert_eq!(masters.len(), 3);
+    let (key, served_by) = hot_reads_send_nothing(&a, &masters).await;
+    assert_eq!(
+        cluster.holders(&key),
+        vec![served_by],
+        "the master of its slot"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_sentinel_hot_reads_send_nothing_to_the_master() {
+    let group = SentinelGroup::start();
+    let a = Instance::start(&group.url(), |l| l).await;
+    let master = group.current_master().expect("the sentinels name a master");
+    assert_eq!(master, group.master.port);
+    let (_, served_by) = hot_reads_send_nothing(&a, &[&group.master]).await;
+    assert_eq!(served_by, master);
 }

@@ -12,6 +12,7 @@ use super::{app, Browser, Gate};
 pub struct Instance {
     pub app: Router,
     pub layer: SessionLayer,
+    pub store: RedisStore,
 }
 
 impl Instance {
@@ -22,11 +23,26 @@ impl Instance {
             .unwrap()
             .with_command_timeout(time::Duration::milliseconds(300))
             .with_near_cache(1000);
-        let layer = configure(SessionLayer::new(store));
+        let layer = configure(SessionLayer::new(store.clone()));
         Self {
             app: app(layer.clone(), Gate::default()),
             layer,
+            store,
         }
+    }
+
+    /// Polls the store's `ready()` as a readiness probe would, until it says ready (connections up,
+    /// scripts loaded, the near-cache's tracking on); returns how long that took.
+    pub async fn ready(&self, limit: Duration) -> Duration {
+        let started = Instant::now();
+        while let Err(error) = self.store.ready().await {
+            assert!(
+                started.elapsed() < limit,
+                "not ready within {limit:?}: {error}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        started.elapsed()
     }
 
     pub fn browser(&self, cookie: Option<String>) -> Browser {

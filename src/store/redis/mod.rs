@@ -211,8 +211,9 @@ impl RedisStore {
     /// the entry fresh (one round trip for a read and a write).
     ///
     /// Uses one extra connection per Redis server, opened with the store's settings once the first
-    /// request reads a session, so this may come anywhere among the builder calls. Needs the
-    /// `near-cache` feature (on by default).
+    /// request reads a session or [`ready`](Self::ready) is called, so this may come anywhere among
+    /// the builder calls; `ready` waits until tracking is on. Needs the `near-cache` feature (on by
+    /// default).
     ///
     /// # Examples
     ///
@@ -249,6 +250,9 @@ impl RedisStore {
 
     /// Waits, at most the command timeout, until every connection of the store is up and answers:
     /// for a readiness probe, so that a new instance takes traffic only once it can serve sessions.
+    /// With the near-cache, also until its tracking is on, so that hot reads are served from the
+    /// first request on; a cache that cannot set it up does not make the store unready (its reads
+    /// go to Redis), and after a failed attempt this call starts the next at once.
     ///
     /// # Examples
     ///
@@ -261,12 +265,14 @@ impl RedisStore {
     pub async fn ready(&self) -> Result<(), Error> {
         let clients = self.connection.clients();
         self.start_loading_scripts();
-        let loader = &self.loader;
+        let (loader, near) = (&self.loader, &self.near);
+        let (connection, timeout) = (&self.connection, self.command_timeout);
         self.bounded(async move {
             for client in &clients {
                 let _: () = client.ping(None).await?;
             }
             loader.settled().await;
+            near.ready(connection, timeout).await;
             Ok(())
         })
         .await

@@ -55,6 +55,8 @@ impl Near {
 
     pub(super) fn end(&self, _ended: Ended) {}
 
+    pub(super) async fn ready(&self, _connection: &Connection, _timeout: Duration) {}
+
     pub(super) async fn load(
         &self,
         _connection: &Connection,
@@ -83,6 +85,16 @@ impl Near {
 struct Cached {
     cache: cache::NearCache,
     supervisor: std::sync::OnceLock<tracking::Supervisor>,
+}
+
+#[cfg(feature = "near-cache")]
+impl Cached {
+    /// The task that keeps the cache coherent, started on first use with the store's connection
+    /// and command timeout as they are by then.
+    fn supervisor(&self, connection: &Connection, timeout: Duration) -> &tracking::Supervisor {
+        self.supervisor
+            .get_or_init(|| tracking::supervise(self.cache.clone(), connection.clients(), timeout))
+    }
 }
 
 #[cfg(feature = "near-cache")]
@@ -116,6 +128,14 @@ impl Near {
         }
     }
 
+    /// Returns once tracking is on, or once setting it up has failed (reads then go to Redis);
+    /// starts it if no read has yet. The caller bounds the wait.
+    pub(super) async fn ready(&self, connection: &Connection, timeout: Duration) {
+        if let Some(cached) = &self.cached {
+            cached.supervisor(connection, timeout).settled().await;
+        }
+    }
+
     /// A session from the cache when it holds it fresh (no round trip), else `read`, whose reply
     /// fills the cache unless an invalidation raced it. Starts keeping the cache coherent on first
     /// use, with the store's connection and command timeout as they are by then.
@@ -130,10 +150,8 @@ impl Near {
         let Some(cached) = &self.cached else {
             return read.await;
         };
+        cached.supervisor(connection, timeout);
         let cache = &cached.cache;
-        cached
-            .supervisor
-            .get_or_init(|| tracking::supervise(cache.clone(), connection.clients(), timeout));
         let now = crate::store::ttl::now_ms();
         if let Some(entry) = cache.get(key, now) {
             let remaining = entry.expires_at - now;

@@ -10,7 +10,8 @@
 //!
 //! A supervisor task sets this up on every server the data clients talk to, renews the cache's lease
 //! with a heartbeat that checks each connection still redirects to its listener, and starts over
-//! (flushing the cache) on any reconnect, connection error, cluster change or failed heartbeat.
+//! (flushing the cache) on any reconnect, connection error, cluster change or failed heartbeat. It
+//! says how its attempts go, so that the store's `ready()` can wait for the first one.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -26,7 +27,7 @@ use fred::prelude::{Builder, Config as FredConfig, Server, ServerConfig};
 use fred::types::client::Invalidation;
 use fred::types::{ClusterHash, CustomCommand, RespVersion};
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 
 use super::cache::{NearCache, LEASE};
@@ -47,13 +48,53 @@ const TABLE_HEADROOM: u64 = 100_000;
 /// `tracking-table-max-keys` when `CONFIG GET` is not allowed: Redis's default.
 const DEFAULT_TABLE_MAX_KEYS: u64 = 1_000_000;
 
-/// Ends the supervisor when the last handle to the store's cache is dropped.
+/// Ends the supervisor when the last handle to the store's cache is dropped, and tells of its
+/// attempts to set tracking up.
 #[derive(Debug)]
-pub(crate) struct Supervisor(tokio::task::AbortHandle);
+pub(crate) struct Supervisor {
+    task: tokio::task::AbortHandle,
+    setup: watch::Receiver<Setup>,
+    /// Ends the pause after a failed attempt.
+    retry: Arc<Notify>,
+}
+
+/// The supervisor's latest attempt to set tracking up (the first is under way from the start), and
+/// how it went.
+#[derive(Clone, Copy, Debug, Default)]
+struct Setup {
+    attempt: u64,
+    /// `None` while under way; `Some(true)` once tracking is on (serving, or paused for want of
+    /// room in the tracking table); `Some(false)` once it failed.
+    done: Option<bool>,
+}
 
 impl Drop for Supervisor {
     fn drop(&mut self) {
-        self.0.abort();
+        self.task.abort();
+    }
+}
+
+impl Supervisor {
+    /// Returns once tracking is on, or once the attempt under way has failed; after a failed one,
+    /// starts the next at once and waits for it. The caller bounds the wait.
+    pub(crate) async fn settled(&self) {
+        let mut setup = self.setup.clone();
+        let now = *setup.borrow_and_update();
+        let awaited = match now.done {
+            Some(true) => return,
+            None => now.attempt,
+            Some(false) => {
+                self.retry.notify_one();
+                now.attempt + 1
+            }
+        };
+        let _ = setup
+            .wait_for(|s| {
+                s.done == Some(true)
+                    || s.attempt > awaited
+                    || (s.attempt == awaited && s.done.is_some())
+            })
+            .await;
     }
 }
 
@@ -62,6 +103,9 @@ pub(crate) fn supervise(cache: NearCache, clients: Vec<Client>, timeout: Duratio
     // Any event on a data connection flushes the cache at once, before a reply that follows it can
     // fill an entry (fred announces a reconnect before it replays queued commands).
     cache.watch(clients.iter().flat_map(events).collect());
+    let (setup, setup_rx) = watch::channel(Setup::default());
+    let retry = Arc::new(Notify::new());
+    let retry_now = Arc::clone(&retry);
     let task = tokio::spawn(async move {
         let wake = Arc::new(Notify::new());
         // Dropped with this task, which ends them.
@@ -70,17 +114,27 @@ pub(crate) fn supervise(cache: NearCache, clients: Vec<Client>, timeout: Duratio
             _wakers.spawn(wake_on(receiver, Arc::clone(&wake)));
         }
         loop {
-            if let Err(error) = serve(&cache, &clients, timeout, &wake).await {
+            if let Err(error) = serve(&cache, &clients, timeout, &wake, &setup).await {
+                setup.send_modify(|s| s.done = Some(false));
                 tracing::debug!(%error, "near-cache tracking interrupted; starting over");
                 tokio::select! {
                     () = wake.notified() => {}
+                    () = retry_now.notified() => {}
                     () = tokio::time::sleep(RETRY) => {}
                 }
             }
             cache.flush();
+            setup.send_modify(|s| {
+                s.attempt += 1;
+                s.done = None;
+            });
         }
     });
-    Supervisor(task.abort_handle())
+    Supervisor {
+        task: task.abort_handle(),
+        setup: setup_rx,
+        retry,
+    }
 }
 
 impl Announcement for Invalidation {
@@ -116,6 +170,7 @@ async fn serve(
     clients: &[Client],
     timeout: Duration,
     wake: &Arc<Notify>,
+    setup: &watch::Sender<Setup>,
 ) -> Result<(), FredError> {
     let listeners = bounded(timeout, listen(clients, timeout)).await?;
     let result = async {
@@ -143,6 +198,11 @@ async fn serve(
             });
             tasks.spawn(wake_on(Signal::new(errors), Arc::clone(wake)));
         }
+        // A wake-up left from an event before now would end this epoch at once (on a fresh store:
+        // its own first connection). It needs no new one: `track` and the heartbeats look at the
+        // connections as they are now, and a data connection's event since `begin_epoch` has
+        // flushed the cache, so `confirm` refuses this epoch.
+        let _ = std::pin::pin!(wake.notified()).enable();
         bounded(timeout, track(clients, &listeners)).await?;
         // Serving waits for a heartbeat that finds room in the tracking table; while there is none,
         // the cache is paused: empty, and filled again once there is.
@@ -165,6 +225,7 @@ async fn serve(
                 }
                 (false, Some(_)) => {}
             }
+            setup.send_if_modified(|s| s.done.replace(true).is_none());
             tokio::select! {
                 () = wake.notified() => return Err(interrupted()),
                 () = tokio::time::sleep(HEARTBEAT) => {}
@@ -191,6 +252,11 @@ async fn listen(
 ) -> Result<HashMap<Server, Listener>, FredError> {
     let mut listeners = HashMap::new();
     for client in clients {
+        if client.active_connections().is_empty() {
+            // Still connecting (a fresh store, a reconnect): a command waits for the connection,
+            // which fred lists only once it is made (after announcing it).
+            let _: () = client.ping(None).await?;
+        }
         let servers = client.active_connections();
         if servers.is_empty() {
             return Err(FredError::new(ErrorKind::IO, "not connected yet"));
