@@ -159,12 +159,12 @@ async fn profile(server: &'static str, addr: SocketAddr, redis: &PrivateRedis) -
     out
 }
 
-/// Replays per call in [`write_designs`].
-const REPLAYS: usize = 5000;
+/// Rounds piped per design in [`write_designs`].
+const REPLAYS: usize = 20_000;
 
-/// What each design of the common write costs Redis, beside the peer's calls: Redis CPU per call
-/// (µs), [`REPLAYS`] calls each from one client. Our scripts are replayed exactly as the demo sent
-/// them (from MONITOR): `fast_update.lua` for a `GET /counter`, `update.lua` for a `PUT /kv/x`
+/// What each design of the common write costs Redis, beside the peer's calls: Redis CPU per round
+/// (µs), [`REPLAYS`] rounds piped on one connection. Our scripts are replayed exactly as the demo
+/// sent them (from MONITOR): `fast_update.lua` for a `GET /counter`, `update.lua` for a `PUT /kv/x`
 /// (a write without a read); the transaction is the design of plain commands weighed against it.
 async fn write_designs(target: &Path, redis: &PrivateRedis) -> Vec<(&'static str, f64)> {
     let server = Server::start(OURS, target, &redis.url());
@@ -179,7 +179,7 @@ async fn write_designs(target: &Path, redis: &PrivateRedis) -> Vec<(&'static str
         .await;
     drop(server);
     let sent = |script: &str| -> Vec<String> {
-        let line = received
+        received
             .0
             .iter()
             .find(|c| {
@@ -187,60 +187,56 @@ async fn write_designs(target: &Path, redis: &PrivateRedis) -> Vec<(&'static str
                     && !c.from_script
                     && c.args().get(4).map(String::as_str) == Some(script)
             })
-            .unwrap_or_else(|| panic!("the demo's {script}.lua call on MONITOR"));
-        line.args()[1..].to_vec()
+            .unwrap_or_else(|| panic!("the demo's {script}.lua call on MONITOR"))
+            .args()
     };
     let (fast, update) = (sent("fast_update"), sent("update"));
-    let key = fast[2].clone();
-    let strings = |args: &[&str]| args.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>();
+    let key = fast[3].clone();
+    let command = |args: &[&str]| args.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>();
     let record = "x".repeat(120);
     let expires = redis.hget(&key, "$expires").await;
-    let transaction = [
-        ("HSET", strings(&[&key, "count", "7"])),
-        ("HINCRBY", strings(&[&key, "$version", "1"])),
-        ("HINCRBY", strings(&[&key, "$size", "0"])),
-        ("PEXPIREAT", strings(&[&key, &expires])),
-        ("HEXISTS", strings(&[&key, "$created"])),
-    ];
-    let set = strings(&["floor:record", &record, "EX", "7200"]);
-    // SET first, so that the GETs find the record.
-    let set_us = redis.cpu_per_call(REPLAYS, "SET", &set).await;
-    let mut out = vec![
-        (
-            "`GET` of a 120-byte string (tower-sessions' read)",
-            redis
-                .cpu_per_call(REPLAYS, "GET", &strings(&["floor:record"]))
-                .await,
-        ),
+    let designs: [(&'static str, Vec<Vec<String>>); 7] = [
         (
             "`SET … EX` of a 120-byte string (tower-sessions' write)",
-            set_us,
+            vec![command(&["SET", "floor:record", &record, "EX", "7200"])],
+        ),
+        (
+            "`GET` of it (tower-sessions' read)",
+            vec![command(&["GET", "floor:record"])],
+        ),
+        (
+            "`HSET` of one field of the session",
+            vec![command(&["HSET", &key, "count", "7"])],
+        ),
+        (
+            "`HGETALL` of the session (our read)",
+            vec![command(&["HGETALL", &key])],
+        ),
+        (
+            "`MULTI` `HSET` `HINCRBY` `HINCRBY` `PEXPIREAT` `HEXISTS` `EXEC` (plain commands)",
+            vec![
+                command(&["MULTI"]),
+                command(&["HSET", &key, "count", "7"]),
+                command(&["HINCRBY", &key, "$version", "1"]),
+                command(&["HINCRBY", &key, "$size", "0"]),
+                command(&["PEXPIREAT", &key, &expires]),
+                command(&["HEXISTS", &key, "$created"]),
+                command(&["EXEC"]),
+            ],
+        ),
+        (
+            "`EVALSHA` `fast_update.lua` as the demo sent it (our common write)",
+            vec![fast],
+        ),
+        (
+            "`EVALSHA` `update.lua` as the demo sent it (a write without a read)",
+            vec![update],
         ),
     ];
-    out.push((
-        "`HSET` of one field of the session",
-        redis
-            .cpu_per_call(REPLAYS, "HSET", &strings(&[&key, "count", "7"]))
-            .await,
-    ));
-    out.push((
-        "`HGETALL` of the session (our read)",
-        redis
-            .cpu_per_call(REPLAYS, "HGETALL", &strings(&[&key]))
-            .await,
-    ));
-    out.push((
-        "`MULTI` `HSET` `HINCRBY` `HINCRBY` `PEXPIREAT` `HEXISTS` `EXEC` (plain commands)",
-        redis.cpu_per_transaction(REPLAYS, &transaction).await,
-    ));
-    out.push((
-        "`EVALSHA` `fast_update.lua` as the demo sent it (our common write)",
-        redis.cpu_per_call(REPLAYS, "EVALSHA", &fast).await,
-    ));
-    out.push((
-        "`EVALSHA` `update.lua` as the demo sent it (a write without a read)",
-        redis.cpu_per_call(REPLAYS, "EVALSHA", &update).await,
-    ));
+    let mut out = Vec::new();
+    for (name, commands) in designs {
+        out.push((name, redis.cpu_per_round(REPLAYS, &commands).await));
+    }
     out
 }
 

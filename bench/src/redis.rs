@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::process::Command;
 
 use fred::prelude::*;
-use fred::types::{ClusterHash, CustomCommand, InfoKind, Value};
+use fred::types::InfoKind;
 use testkit::{Monitor, Received, RedisServer};
 
 /// One command's counters in `INFO commandstats`.
@@ -126,39 +126,35 @@ impl PrivateRedis {
         self.client.hget(key, field).await.unwrap()
     }
 
-    /// Redis's own CPU per call (`INFO cpu`), µs, over `n` calls of `command` with `args`, one after
-    /// the other from this client: the command's parsing, execution and socket work.
-    pub async fn cpu_per_call(&self, n: usize, command: &'static str, args: &[String]) -> f64 {
-        let command = CustomCommand::new_static(command, ClusterHash::FirstKey, false);
-        let before = self.cpu_us().await;
+    /// Redis's own CPU (`INFO cpu`), µs, per round of `commands` (each a command and its arguments),
+    /// over `n` rounds piped by `redis-cli --pipe` on one connection: the commands' parsing and
+    /// execution, with the socket work of a round trip shared out among many.
+    pub async fn cpu_per_round(&self, n: usize, commands: &[Vec<String>]) -> f64 {
+        let mut resp = Vec::new();
         for _ in 0..n {
-            let _: Value = self
-                .client
-                .custom(command.clone(), args.to_vec())
-                .await
-                .expect("the replayed call succeeds");
-        }
-        (self.cpu_us().await - before) / n as f64
-    }
-
-    /// As [`Self::cpu_per_call`], for a transaction of `commands` (each a name and its arguments).
-    pub async fn cpu_per_transaction(
-        &self,
-        n: usize,
-        commands: &[(&'static str, Vec<String>)],
-    ) -> f64 {
-        let before = self.cpu_us().await;
-        for _ in 0..n {
-            let transaction = self.client.multi();
-            for (name, args) in commands {
-                let command = CustomCommand::new_static(name, ClusterHash::FirstKey, false);
-                let () = transaction.custom(command, args.clone()).await.unwrap();
+            for command in commands {
+                resp.extend(format!("*{}\r\n", command.len()).bytes());
+                for arg in command {
+                    resp.extend(format!("${}\r\n{arg}\r\n", arg.len()).bytes());
+                }
             }
-            let _: Value = transaction
-                .exec(true)
-                .await
-                .expect("the transaction succeeds");
         }
+        let before = self.cpu_us().await;
+        let mut pipe = Command::new("redis-cli")
+            .args(["-p", &self.server.port.to_string(), "--pipe"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("redis-cli (apt-get install redis-tools)");
+        let mut stdin = pipe.stdin.take().unwrap();
+        let writer = std::thread::spawn(move || std::io::Write::write_all(&mut stdin, &resp));
+        let output = pipe.wait_with_output().unwrap();
+        writer.join().unwrap().unwrap();
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            text.contains("errors: 0,"),
+            "a piped command failed: {text}"
+        );
         (self.cpu_us().await - before) / n as f64
     }
 

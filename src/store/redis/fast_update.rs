@@ -1,11 +1,11 @@
 //! The write nearly every request makes: a change of user fields to a session this request read,
 //! with no TTL roll due, no login, no clear and no metadata. It takes `fast_update.lua`, a script
-//! of four calls (`HEXISTS $created`, `HSET`/`HDEL` of the fields, `HINCRBY $version`, `HINCRBY
-//! $size`) built without `lib.lua`, rather than `update.lua`, which reads the session's metadata
-//! and the clock to decide what the caller here has already decided from what it read:
+//! of two or three calls (`HINCRBY $version`, `HSET`/`HDEL` of the fields, `HINCRBY $size` when the
+//! size changes) built without `lib.lua`, rather than `update.lua`, which reads the session's
+//! metadata and the clock to decide what the caller here has already decided from what it read:
 //!
-//! - **No resurrection.** It writes only while the hash has `$created`, which only `create.lua`
-//!   writes and a logout deletes with the rest.
+//! - **No resurrection.** It writes only into a hash that has `$created`, which only `create.lua`
+//!   writes and a logout deletes with the rest; the version it bumps tells it when to check.
 //! - **Every key with a TTL, the absolute deadline, the owner's index**: nothing of them moves. The
 //!   path is taken only while the TTL the load read is fresh, so no roll is due, and the write
 //!   creates no key.
@@ -45,6 +45,8 @@ pub(super) struct FastUpdate<'a> {
     removed: Vec<&'a str>,
     /// The change in bytes of user fields.
     delta: i64,
+    /// Bytes of user fields, as read.
+    size: usize,
     /// When the session's TTL runs out, as read (unix ms, Redis's clock).
     expires_at: i64,
     ttl_ms: i64,
@@ -66,7 +68,8 @@ impl<'a> FastUpdate<'a> {
         if !simple || !is_fresh(limits, ttl_ms) {
             return None;
         }
-        let size = i64::try_from(base.size?).ok()?;
+        let size_read = base.size?;
+        let size = i64::try_from(size_read).ok()?;
         let (mut sets, mut removed, mut delta) = (Vec::new(), Vec::new(), 0_i64);
         for (field, value) in &changes.fields {
             if is_metadata(field) {
@@ -90,6 +93,7 @@ impl<'a> FastUpdate<'a> {
             sets,
             removed,
             delta,
+            size: size_read,
             expires_at: base.expires_at,
             ttl_ms,
         })
@@ -103,7 +107,7 @@ impl RedisStore {
         redis_key: String,
         plan: FastUpdate<'a>,
     ) -> impl Future<Output = Result<Saved, Error>> + Send + 'a {
-        let (expires_at, ttl_ms) = (plan.expires_at, plan.ttl_ms);
+        let (expires_at, ttl_ms, size_read) = (plan.expires_at, plan.ttl_ms, plan.size);
         let mut args = Vec::with_capacity(2 * plan.sets.len() + plan.removed.len());
         for (field, value) in &plan.sets {
             args.push(Value::from(*field));
@@ -120,11 +124,13 @@ impl RedisStore {
         let sent = self.run(scripts::FastUpdateArgs::script(), vec![redis_key], values);
         async move {
             Ok(match fast_update_reply(sent.await?)? {
+                // An unchanged size is the one read: had anyone else written since, the version
+                // would say so and nothing would be built on it.
                 Some((version, size)) => Saved::Written {
                     ttl_ms,
                     expires_at,
                     version,
-                    size,
+                    size: size.unwrap_or(size_read),
                 },
                 None => Saved::Gone,
             })

@@ -11,7 +11,7 @@
 //! - `scripts.rs` and `lua/`: each script, its arguments and the decoder of its reply;
 //! - `loader.rs`: every script kept loaded on every server, before a request needs it;
 //! - `ops.rs`: the operations on one session, each one round trip on its slot;
-//! - `fast_update.rs`: the common write, a change of user fields to a session as read, by a script of four calls;
+//! - `fast_update.rs`: the common write, a change of user fields to a session as read, by a script of two or three calls;
 //! - `cluster.rs`: what a cluster adds on other slots (indexes, the cycle, logout-everywhere);
 //! - `near_cache/`: the near-cache behind its one seam (cargo feature `near-cache`).
 

@@ -160,20 +160,24 @@ pub(super) enum Taken {
     Changed,
 }
 
-/// `fast_update.lua`: `{ version, size }`, or nil when the session is gone.
-pub(super) fn fast_update_reply(reply: Value) -> Result<Option<(u64, usize)>, Error> {
-    match reply {
-        Value::Null => Ok(None),
-        Value::Array(pair) => match pair.as_slice() {
-            [version, size] => match (version.as_i64(), size.as_i64()) {
-                (Some(version), Some(size)) => Ok(Some((
-                    u64::try_from(version).unwrap_or(0),
-                    usize::try_from(size).unwrap_or(0),
-                ))),
-                _ => Err(unexpected_reply("fast_update")),
-            },
+/// `fast_update.lua`: `{ version, size }` (the size nil when unchanged), or nil when the session is
+/// gone.
+pub(super) fn fast_update_reply(reply: Value) -> Result<Option<(u64, Option<usize>)>, Error> {
+    let Value::Array(pair) = reply else {
+        return match reply {
+            Value::Null => Ok(None),
             _ => Err(unexpected_reply("fast_update")),
-        },
+        };
+    };
+    match pair.as_slice() {
+        [Value::Integer(version), size] => {
+            let size = match size {
+                Value::Null => None,
+                Value::Integer(size) => Some(usize::try_from(*size).unwrap_or(0)),
+                _ => return Err(unexpected_reply("fast_update")),
+            };
+            Ok(Some((u64::try_from(*version).unwrap_or(0), size)))
+        }
         _ => Err(unexpected_reply("fast_update")),
     }
 }
@@ -490,7 +494,9 @@ mod tests {
         ));
         assert!(update_reply(reply(&["ok", "x"])).is_err());
         let pair = Value::Array(vec![Value::from(4), Value::from(12)]);
-        assert_eq!(fast_update_reply(pair).unwrap(), Some((4, 12)));
+        assert_eq!(fast_update_reply(pair).unwrap(), Some((4, Some(12))));
+        let unchanged = Value::Array(vec![Value::from(4), Value::Null]);
+        assert_eq!(fast_update_reply(unchanged).unwrap(), Some((4, None)));
         assert_eq!(fast_update_reply(Value::Null).unwrap(), None);
         assert!(fast_update_reply(reply(&["ok"])).is_err());
         assert!(matches!(

@@ -1,7 +1,8 @@
 -- The write nearly every request makes: user fields of a live session this request read, with no
 -- TTL roll due, no login, no clear and no metadata (the caller decides that from what it read). It
--- writes no TTL and no index: the session keeps the expiry it has. It calls none of lib.lua's
--- helpers and runs without them, since defining them would be a good part of its cost.
+-- writes no TTL and no index: the session keeps the expiry it has. Each call to Redis is a good part
+-- of its cost, so it makes as few as it can: it runs without lib.lua's helpers, learns liveness
+-- from the version it bumps, and leaves the size alone when the write does not change it.
 --
 -- KEYS[1]            the session hash
 -- arg.delta          the change in bytes of user fields, from the values the request read
@@ -9,10 +10,15 @@
 -- arg.sets           n, the number of fields set; from ARGV[first_extra], n field/value pairs
 --                    follow, then the fields removed
 --
--- Returns { version, size } | false when the session no longer exists; nothing is written then.
+-- Returns { version, size or false when arg.delta is '0' } | false when the session no longer exists;
+-- nothing is written then.
 
 local key = KEYS[1]
-if redis.call('HEXISTS', key, field.created) == 0 then
+local version = redis.call('HINCRBY', key, field.version, 1)
+-- A missing key gives 1 too, as does a session created at version 0: only a hash with $created is a
+-- session, and what HINCRBY made of a missing one goes at once.
+if version == 1 and redis.call('HEXISTS', key, field.created) == 0 then
+  redis.call('DEL', key)
   return false
 end
 local removed_from = first_extra + 2 * tonumber(arg.sets)
@@ -22,8 +28,10 @@ end
 if #ARGV >= removed_from then
   redis.call('HDEL', key, unpack(ARGV, removed_from, #ARGV))
 end
-local version = redis.call('HINCRBY', key, field.version, 1)
-local size = redis.call('HINCRBY', key, field.size, tonumber(arg.delta))
+local size = false
+if arg.delta ~= '0' then
+  size = redis.call('HINCRBY', key, field.size, tonumber(arg.delta))
+end
 -- A write ends this connection's tracking of the key; reading it again renews it (near-cache).
 if arg.track == '1' then
   redis.call('EXISTS', key)
