@@ -2,7 +2,8 @@
 # Reproduces BENCHMARKS.md, bench/results/benchmarks.csv and bench/results/benchmarks.svg: installs
 # redis-server if it is missing, builds the demo and the peers in release, then runs the benchmark
 # (about 13 minutes).
-# Options are passed on: --rounds N --warmup SECS --duration SECS --out DIR
+# Options are passed on: --rounds N --warmup SECS --duration SECS --out DIR; or a subcommand of the
+# benchmark (`soak`, `cost`, `coherence`), as bench/soak.sh and bench/cost.sh run it.
 # Honours CARGO_TARGET_DIR (else cargo's own target directory, as `cargo metadata` reports it).
 set -euo pipefail
 cd "$(dirname "$0")/.."

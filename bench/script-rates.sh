@@ -4,8 +4,9 @@
 #
 # Starts a private redis-server and the demo on loopback, drives one session through the demo (create,
 # read + write, a read whose TTL touch is due), and takes from MONITOR the exact calls the demo sent:
-# the session read (HGETALL), the save script (EVALSHA, an update of one field) and the touch script
-# (EVALSHA), the session being the typical one of docs/scaling.md. Then redis-benchmark replays each call with
+# the session read (HGETALL), the save (EVALSHA of fast_update.lua, a read + write of one field), a write
+# without a read (EVALSHA of update.lua) and the touch script (EVALSHA), the session being the typical one
+# of docs/scaling.md. Then redis-benchmark replays each call with
 # 32 clients, against a plain GET for scale.
 # The rates include redis-benchmark's own CPU on the same machine.
 #
@@ -72,14 +73,17 @@ call_of() {
   grep -i '"evalsha"' "$dir/monitor.log" | grep -F "\"$1\"" | tail -1 |
     python3 -c 'import shlex, sys; line = sys.stdin.read(); print("\0".join(shlex.split(line.split("] ", 1)[1])), end="")'
 }
-# A one-field write goes through update.lua, the lean script (create.lua takes new sessions and cycles).
-mapfile -d '' save < <(call_of update)
+# A read + write of one field goes through fast_update.lua, the common write; a write without a read
+# (the PUTs) through update.lua (create.lua takes new sessions and cycles).
+mapfile -d '' save < <(call_of fast_update)
+mapfile -d '' blind < <(call_of update)
 mapfile -d '' touch < <(call_of touch)
-[ "${#save[@]}" -gt 0 ] && [ "${#touch[@]}" -gt 0 ] || {
-  echo "script-rates: MONITOR did not show both scripts" >&2
+[ "${#save[@]}" -gt 0 ] && [ "${#blind[@]}" -gt 0 ] && [ "${#touch[@]}" -gt 0 ] || {
+  echo "script-rates: MONITOR did not show the three scripts" >&2
   exit 1
 }
-[ "${save[4]}" = "update" ] || { echo "script-rates: the captured save is not update.lua: ${save[*]}" >&2; exit 1; }
+[ "${save[4]}" = "fast_update" ] || { echo "script-rates: the captured save is not fast_update.lua: ${save[*]}" >&2; exit 1; }
+[ "${blind[4]}" = "update" ] || { echo "script-rates: the captured write is not update.lua: ${blind[*]}" >&2; exit 1; }
 cli set plain value >/dev/null
 
 rate() {
@@ -89,6 +93,7 @@ rate() {
 echo "Redis $(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p'), one core, 32 clients, $requests calls each:"
 printf '%-44s %12s\n' "call" "calls/s"
 printf '%-44s %12s\n' "session read (HGETALL)" "$(rate hgetall "$key")"
-printf '%-44s %12s\n' "save script (update of one field)" "$(rate "${save[@]}")"
+printf '%-44s %12s\n' "save (read + write of one field: fast_update)" "$(rate "${save[@]}")"
+printf '%-44s %12s\n' "write without a read (update.lua)" "$(rate "${blind[@]}")"
 printf '%-44s %12s\n' "touch script (TTL, \$expires, index)" "$(rate "${touch[@]}")"
 printf '%-44s %12s\n' "plain GET" "$(rate get plain)"

@@ -7,14 +7,5 @@
 # first half's highest), or RSS that cannot be read.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v redis-server >/dev/null; then
-  apt-get update && apt-get install -y --no-install-recommends redis-server redis-tools
-fi
-if [ -z "${CARGO_TARGET_DIR:-}" ]; then
-  CARGO_TARGET_DIR="$(cargo metadata --format-version 1 --no-deps |
-    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
-fi
-export CARGO_TARGET_DIR
-cargo build --release --example demo
-cargo build --release -p session-bench
-exec "$CARGO_TARGET_DIR/release/session-bench" soak "$@"
+# bench/run.sh installs redis-server if it is missing and builds the demo and the benchmark.
+exec bash bench/run.sh soak "$@"

@@ -116,7 +116,9 @@ async fn one_run(name: &'static str, target: &Path, redis: &PrivateRedis) -> Vec
     let command = under_callgrind(&Server::command(name, target, &redis.url()), &dir);
     let server = Server::spawn(name, command);
     let mut out = Vec::new();
-    for route in Route::ALL {
+    // `/health` last: the session routes start what a store starts on first use (the near-cache's
+    // tracking), which would otherwise land in its window.
+    for route in [Route::Peek, Route::Counter, Route::Health] {
         let mut client = Client::connect(server.addr).await;
         if route != Route::Health {
             // A session to read and write (the bare server sets no cookie).
@@ -213,7 +215,7 @@ pub fn markdown(costs: &[Cost]) -> String {
             let (a, b) = (of(costs, ours, route), of(costs, peer, route));
             let _ = writeln!(
                 md,
-                "| {ours}: `{}` instructions/request ≤ {peer}'s | {:.1} k against {:.1} k ({:.2}×) | {} |",
+                "| {ours}: `{}` instructions/request ≤ {peer} | {:.1} k against {:.1} k ({:.2}×) | {} |",
                 route.path(),
                 a / 1000.0,
                 b / 1000.0,

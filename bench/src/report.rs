@@ -219,7 +219,7 @@ pub fn targets(rows: &[Row], atomic: &[(&str, &Atomic)]) -> String {
             row(rows, peer, Route::Counter).redis_cpu_us,
         );
         line(
-            format!("{ours}: Redis CPU per `/counter` ≤ 1.5× {peer}'s"),
+            format!("{ours}: Redis CPU per `/counter` ≤ 1.5× {peer}"),
             format!("{a:.1} µs against {b:.1} µs ({:.2}×)", a / b),
             a <= 1.5 * b,
         );
