@@ -134,8 +134,10 @@ async fn login(session: Session, Form(form): Form<LoginForm>) -> Response {
     if form.user.is_empty() {
         return (StatusCode::BAD_REQUEST, "user is required").into_response();
     }
-    session.login(form.user);
-    StatusCode::NO_CONTENT.into_response()
+    match session.login(form.user) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(error) => error.into_response(),
+    }
 }
 
 async fn me(session: Session) -> Result<Response, Error> {

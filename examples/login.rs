@@ -83,7 +83,7 @@ async fn login(session: Session, Form(form): Form<LoginForm>) -> Result<Response
     // session data. Here they are the same string; in a real app the id would be the account's.
     // `login` also gives the session a new id, so an id planted in the browser beforehand
     // (fixation) is worth nothing.
-    session.login(name);
+    session.login(name)?;
     session.insert("name", name)?;
     session.flash("notice", format!("Welcome, {name}!"))?;
     // 303 so that reloading the page that follows does not post the form again.

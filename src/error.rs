@@ -58,6 +58,10 @@ pub enum Error {
     /// not saved (saving them would bring it back). Responds 409.
     #[error("session ended while the request was using it")]
     Ended,
+    /// [`Session::login`](crate::Session::login) was given an empty user id; nothing was recorded.
+    /// Responds 400.
+    #[error("the user id given to login is empty")]
+    EmptyUser,
     /// The request's CSRF token is missing or is not its session's. Responds 403.
     #[error("CSRF token missing or wrong")]
     Csrf,
@@ -85,6 +89,7 @@ impl Error {
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Ended => StatusCode::CONFLICT,
             Self::Csrf => StatusCode::FORBIDDEN,
+            Self::EmptyUser => StatusCode::BAD_REQUEST,
             Self::Corrupt { .. }
             | Self::Serialize { .. }
             | Self::ReservedKey(_)
@@ -99,6 +104,7 @@ impl Error {
             Self::TooLarge { .. } => "session too large",
             Self::Ended => "session ended",
             Self::Csrf => "CSRF token missing or wrong",
+            Self::EmptyUser => "empty user id",
             _ => "internal error",
         };
         (self.status(), body).into_response()

@@ -143,6 +143,7 @@ suite!(
     an_increment_never_brings_back_a_destroyed_session,
     login_binds_the_user_and_never_keeps_the_old_id,
     login_fresh_drops_what_the_session_held,
+    an_empty_user_is_refused_and_changes_nothing,
     a_logout_before_a_server_error_is_still_carried_out,
     the_user_reads_none_once_the_session_is_destroyed,
     sessions_per_user_are_capped_at_login,
@@ -766,6 +767,33 @@ async fn login_fresh_drops_what_the_session_held(kind: Kind) {
     assert_ne!(browser.cookie, before);
     assert_eq!(browser.get("/me").await.body, "alice");
     assert_eq!(browser.get("/counter/peek").await.body, "0");
+}
+
+/// `login("")` is a typed 400 that records nothing: the user stays, the id stays, the data stays
+/// (here through `login_fresh`, which would otherwise also have cleared the session).
+async fn an_empty_user_is_refused_and_changes_nothing(kind: Kind) {
+    let h = Harness::default(kind).await;
+    let mut browser = h.browser();
+    browser.post_form("/login", "user=alice").await;
+    browser.get("/counter").await;
+    let before = browser.cookie.clone();
+    let refused = browser.post_form("/test/login-fresh", "").await;
+    assert_eq!(
+        (refused.status, refused.body.as_str()),
+        (StatusCode::BAD_REQUEST, "empty user id")
+    );
+    assert_eq!(browser.cookie, before, "no new id");
+    assert_eq!(browser.get("/me").await.body, "alice");
+    assert_eq!(
+        browser.get("/counter/peek").await.body,
+        "1",
+        "nothing cleared"
+    );
+    assert_eq!(
+        browser.post_form("/login", "user=").await.status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(browser.get("/me").await.body, "alice");
 }
 
 async fn a_logout_before_a_server_error_is_still_carried_out(kind: Kind) {

@@ -439,3 +439,43 @@ async fn the_readme_python_snippet_reads_the_session() {
         "the guide's snippet prints `count user` as the session holds them"
     );
 }
+
+/// A login whose per-user cap evicts more entries than Lua can unpack at once (about 8,000) still
+/// succeeds, and leaves the index holding the cap: the eviction runs in batches, so the script
+/// never fails after it has written the login.
+#[tokio::test]
+async fn a_login_whose_cap_evicts_ten_thousand_index_entries_succeeds() {
+    const STALE: usize = 10_000;
+    let server = RedisServer::start();
+    let (app, _) = support::app_on(support::store_on(&server).await, |l| {
+        l.with_max_sessions_per_user(1)
+    })
+    .await;
+    let redis = server.probe().await;
+    // Entries of sessions that expire long after now, as an index of a very busy account holds.
+    let far: f64 = 4_000_000_000_000.0;
+    let members: Vec<(f64, String)> = (0..STALE).map(|i| (far, format!("{i:064x}"))).collect();
+    for chunk in members.chunks(1000) {
+        let _: () = redis
+            .zadd(
+                "session:user:alice",
+                None,
+                None,
+                false,
+                false,
+                chunk.to_vec(),
+            )
+            .await
+            .unwrap();
+    }
+    let mut browser = Browser::new(app);
+    let login = browser.post_form("/login", "user=alice").await;
+    assert_eq!(login.status, StatusCode::NO_CONTENT);
+    assert_eq!(browser.get("/me").await.body, "alice");
+    let left: Vec<String> = redis
+        .zrange("session:user:alice", 0, -1, None, false, None, false)
+        .await
+        .unwrap();
+    let key_id = session_key("", browser.cookie.as_deref().unwrap());
+    assert_eq!(left, [key_id], "only the new session is indexed");
+}

@@ -268,37 +268,48 @@ impl Session {
     /// [`destroy_everywhere`](Self::destroy_everywhere) finds it) and moves it to a fresh id at the
     /// end of the request, against session fixation. What the session held before is kept (a cart
     /// filled before signing in); [`login_fresh`](Self::login_fresh) drops it. There is no way to
-    /// bind a user without the new id.
+    /// bind a user without the new id. An empty `user` is [`Error::EmptyUser`] (400), and nothing
+    /// is recorded.
     ///
     /// # Examples
     ///
     /// ```
-    /// # fn login(session: axum_redis_session::Session) {
+    /// # fn login(session: axum_redis_session::Session) -> Result<(), axum_redis_session::Error> {
     /// // after checking the credentials:
-    /// session.login("alice");
-    /// # }
+    /// session.login("alice")?;
+    /// # Ok(()) }
     /// ```
-    pub fn login(&self, user: impl Into<String>) {
+    pub fn login(&self, user: impl Into<String>) -> Result<(), Error> {
+        let user = user.into();
+        if user.is_empty() {
+            return Err(Error::EmptyUser);
+        }
         let mut pending = self.inner.pending();
-        pending.changes.user = Some(user.into());
+        pending.changes.user = Some(user);
         if pending.intent == Intent::Keep {
             pending.intent = Intent::Cycle;
         }
+        Ok(())
     }
 
     /// Like [`login`](Self::login), but the session starts empty: nothing recorded before the login
-    /// (by this request or earlier ones) is carried over.
+    /// (by this request or earlier ones) is carried over. An empty `user` is
+    /// [`Error::EmptyUser`], and nothing is recorded, the clear included.
     ///
     /// # Examples
     ///
     /// ```
-    /// # fn login(session: axum_redis_session::Session) {
-    /// session.login_fresh("alice");
-    /// # }
+    /// # fn login(session: axum_redis_session::Session) -> Result<(), axum_redis_session::Error> {
+    /// session.login_fresh("alice")?;
+    /// # Ok(()) }
     /// ```
-    pub fn login_fresh(&self, user: impl Into<String>) {
+    pub fn login_fresh(&self, user: impl Into<String>) -> Result<(), Error> {
+        let user = user.into();
+        if user.is_empty() {
+            return Err(Error::EmptyUser);
+        }
         self.clear();
-        self.login(user);
+        self.login(user)
     }
 
     /// Moves the session to a fresh id at the end of the request; the old id stops working at once.

@@ -29,7 +29,8 @@ pub(crate) struct Loaded {
     /// Served by the near-cache, without a round trip.
     pub(crate) cached: bool,
     /// Its `$version`: bumped by every write, so a writer that gets back this plus one knows
-    /// nobody else wrote in between.
+    /// nobody else wrote in between (the near-cache's question).
+    #[cfg_attr(not(feature = "near-cache"), allow(dead_code))]
     pub(crate) version: u64,
     /// When its TTL runs out, in unix ms on the store's clock (Redis's, for Redis).
     pub(crate) expires_at: i64,

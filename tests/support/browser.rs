@@ -187,11 +187,11 @@ pub fn app(layer: SessionLayer, gate: Gate) -> Router {
         session.increment("count", 1).await.map(|n| n.to_string())
     });
     let login_fresh = post(|session: Session, body: String| async move {
-        session.login_fresh(body);
-        StatusCode::NO_CONTENT
+        session.login_fresh(body)?;
+        Ok::<_, axum_redis_session::Error>(StatusCode::NO_CONTENT)
     });
     let login_with_note = post(|session: Session, body: String| async move {
-        session.login("alice");
+        session.login("alice")?;
         session.insert("note", body)?;
         Ok::<_, axum_redis_session::Error>(StatusCode::NO_CONTENT)
     });
@@ -209,8 +209,8 @@ pub fn app(layer: SessionLayer, gate: Gate) -> Router {
     let slow_login = post(move |session: Session, user: String| async move {
         let user = user.trim_start_matches("user=").to_owned();
         login_gate.pass().await;
-        session.login(user);
-        StatusCode::NO_CONTENT
+        session.login(user)?;
+        Ok::<_, axum_redis_session::Error>(StatusCode::NO_CONTENT)
     });
     let cycle = post(|session: Session| async move {
         session.cycle_id();

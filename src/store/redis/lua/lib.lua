@@ -18,6 +18,21 @@ local function is_metadata(name)
   return string.sub(name, 1, 1) == '$' and string.sub(name, 1, #field.flash) ~= field.flash
 end
 
+-- HSET/HDEL/HMGET/ZREM in bounded batches: unpack() of a huge table overflows Lua's stack.
+-- Returns the replies of the batches, concatenated.
+local function call_batched(command, key, items)
+  local replies = {}
+  for first = 1, #items, 500 do
+    local reply = redis.call(command, key, unpack(items, first, math.min(first + 499, #items)))
+    if type(reply) == 'table' then
+      for _, value in ipairs(reply) do
+        replies[#replies + 1] = value
+      end
+    end
+  end
+  return replies
+end
+
 -- Delete the sessions with these key ids, in bounded batches: unpack() of a huge table overflows
 -- Lua's stack.
 local function delete_sessions(prefix, ids)
@@ -59,7 +74,7 @@ local function index_cap(index, keep_id, cap)
       evicted[#evicted + 1] = id
     end
   end
-  redis.call('ZREM', index, unpack(evicted))
+  call_batched('ZREM', index, evicted)
   return evicted
 end
 
@@ -99,21 +114,6 @@ local function next_ttl(now, idle, deadline, expires, touch_below)
     return ttl, true
   end
   return remaining, false
-end
-
--- HSET/HDEL/HMGET in bounded batches: unpack() of a huge table overflows Lua's stack. Returns the
--- replies of the batches, concatenated.
-local function call_batched(command, key, items)
-  local replies = {}
-  for first = 1, #items, 500 do
-    local reply = redis.call(command, key, unpack(items, first, math.min(first + 499, #items)))
-    if type(reply) == 'table' then
-      for _, value in ipairs(reply) do
-        replies[#replies + 1] = value
-      end
-    end
-  end
-  return replies
 end
 
 -- For the scripts that change a live session in place (update.lua, incr.lua, and touch.lua for

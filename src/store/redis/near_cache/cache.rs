@@ -54,12 +54,28 @@ pub(crate) fn after_save(entry: &Loaded, changes: &Changes, saved: &Saved) -> Op
     })
 }
 
-/// A read in flight whose reply may become an entry.
+/// A read in flight whose reply may become an entry. Dropped unfinished (its request was dropped
+/// mid-read, as when the client hangs up), it takes its mark back and forgets the key, whose write
+/// may have landed: the cache holds marks of reads in flight only.
 #[derive(Debug)]
 pub(crate) struct Fill {
+    cache: NearCache,
     key: String,
     ticket: u64,
     epoch: u64,
+    finished: bool,
+}
+
+impl Drop for Fill {
+    fn drop(&mut self) {
+        if !self.finished {
+            let mut state = self.cache.lock();
+            if state.filling.get(&self.key) == Some(&self.ticket) {
+                state.filling.remove(&self.key);
+            }
+            state.entries.remove(&self.key);
+        }
+    }
 }
 
 /// The cache of one store, shared by its clones and its tracking tasks.
@@ -160,25 +176,29 @@ impl NearCache {
         let ticket = state.next_ticket;
         state.filling.insert(key.to_owned(), ticket);
         Some(Fill {
+            cache: self.clone(),
             key: key.to_owned(),
             ticket,
             epoch: state.epoch,
+            finished: false,
         })
     }
 
     /// Ends a fill: keeps `entry` only if nothing invalidated the key, flushed the cache or began a
     /// later fill of it meanwhile; `None` (the session is gone, or the read failed) drops the key.
-    pub(crate) fn finish_fill(&self, fill: Fill, entry: Option<Loaded>) {
+    pub(crate) fn finish_fill(&self, mut fill: Fill, entry: Option<Loaded>) {
+        fill.finished = true;
+        let key = std::mem::take(&mut fill.key);
         let mut state = self.lock();
-        let current = state.filling.get(&fill.key) == Some(&fill.ticket);
+        let current = state.filling.get(&key) == Some(&fill.ticket);
         if current {
-            state.filling.remove(&fill.key);
+            state.filling.remove(&key);
         }
         match entry {
             Some(entry) if current && state.tracking && state.epoch == fill.epoch => {
-                state.entries.insert(fill.key, Arc::new(entry));
+                state.entries.insert(key, Arc::new(entry));
             }
-            _ => state.forget(&fill.key),
+            _ => state.forget(&key),
         }
     }
 
@@ -344,6 +364,24 @@ mod tests {
         assert_eq!(count(&cache, "k").as_deref(), Some("1"));
         sender.send(invalidation(&["k"])).unwrap();
         assert_eq!(count(&cache, "k"), None);
+    }
+
+    #[test]
+    fn a_fill_dropped_unfinished_takes_its_mark_back_and_forgets_the_key() {
+        let (cache, _tx) = serving();
+        let fill = cache.begin_fill("k").unwrap();
+        cache.finish_fill(fill, Some(entry("1")));
+        for _ in 0..1000 {
+            drop(cache.begin_fill("k").unwrap());
+        }
+        assert_eq!(cache.lock().filling.len(), 0, "no mark left behind");
+        assert_eq!(count(&cache, "k"), None, "a write may have landed");
+        // A later fill of the key is untouched by an earlier one dropped after it began.
+        let earlier = cache.begin_fill("k").unwrap();
+        let later = cache.begin_fill("k").unwrap();
+        drop(earlier);
+        cache.finish_fill(later, Some(entry("2")));
+        assert_eq!(count(&cache, "k").as_deref(), Some("2"));
     }
 
     #[test]
