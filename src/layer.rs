@@ -57,12 +57,14 @@ impl SessionLayer {
     /// let layer = axum_redis_session::SessionLayer::new(axum_redis_session::MemoryStore::default());
     /// ```
     pub fn new(store: impl Into<Backend>) -> Self {
+        let store = store.into();
+        let metrics = Metrics::with_near_cache(store.near_cache_gauges());
         Self {
             shared: Arc::new(Shared {
-                store: store.into(),
+                store,
                 config: Arc::new(Config::default()),
                 error_handler: None,
-                metrics: Metrics::default(),
+                metrics,
             }),
         }
     }

@@ -39,7 +39,7 @@ pub use error::Error;
 pub use extract::MissingSession;
 pub use fred;
 pub use layer::SessionLayer;
-pub use metrics::{HistogramSnapshot, Metrics, MetricsSnapshot, StoreLatency};
+pub use metrics::{HistogramSnapshot, Metrics, MetricsSnapshot, NearCacheSnapshot, StoreLatency};
 pub use service::{ResponseFuture, SessionService};
 pub use session::Session;
 pub use store::{Backend, MemoryStore, RedisStore};

@@ -235,6 +235,55 @@ async fn a_frozen_or_killed_redis_gives_503_within_the_lease_and_service_resumes
     assert_eq!(reply.body, "0", "the restarted Redis holds no session");
 }
 
+/// The near-cache's gauges, from `/metrics`: entries, bytes, pending fills, serving.
+async fn gauges(browser: &mut Browser) -> [u64; 4] {
+    let text = browser.get("/metrics").await.body;
+    ["entries", "bytes", "pending_fills", "serving"].map(|gauge| {
+        let name = format!("session_near_cache_{gauge} ");
+        text.lines()
+            .find_map(|line| line.strip_prefix(&name))
+            .unwrap_or_else(|| panic!("no {name} in /metrics"))
+            .parse()
+            .unwrap()
+    })
+}
+
+/// `/metrics` tells what the near-cache holds and whether it serves; reads whose request is dropped
+/// while Redis has not answered (a client that hung up) leave no pending fill behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gauges_tell_the_cache_and_dropped_reads_leave_no_pending_fill() {
+    const COLD: usize = 10;
+    let server = RedisServer::start();
+    let a = Instance::start(&server.url(), |l| l).await;
+    a.ready(Duration::from_secs(10)).await;
+    let mut hot = a.browser(None);
+    hot.get("/counter").await;
+    a.warm(&mut hot, "/counter/peek").await;
+    let mut cold = Vec::new();
+    for _ in 0..COLD {
+        let mut browser = a.browser(None);
+        browser.get("/counter").await;
+        cold.push(browser);
+    }
+    let mut metrics = a.browser(None);
+    // One small session, counted at the 1 KiB an entry counts at least.
+    assert_eq!(gauges(&mut metrics).await, [1, 1024, 0, 1]);
+
+    server.signal("STOP");
+    let mut dropped = 0;
+    for browser in &mut cold {
+        let read = tokio::time::timeout(Duration::from_millis(50), browser.get("/counter/peek"));
+        dropped += usize::from(read.await.is_err());
+    }
+    let [_, _, pending, _] = gauges(&mut metrics).await;
+    server.signal("CONT");
+    assert_eq!(
+        dropped, COLD,
+        "every cold read was waiting on Redis when dropped"
+    );
+    assert_eq!(pending, 0, "a dropped read takes its fill back");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cached_reads_keep_a_session_alive_and_an_idle_one_is_never_served_after_its_timeout() {
     let server = RedisServer::start();

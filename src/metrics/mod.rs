@@ -19,7 +19,10 @@ use histogram::{Histogram, LATENCY_BOUNDS_US, SIZE_BOUNDS};
 use names::Counter;
 
 pub use histogram::HistogramSnapshot;
-pub use snapshot::{MetricsSnapshot, StoreLatency};
+pub use snapshot::{MetricsSnapshot, NearCacheSnapshot, StoreLatency};
+
+/// Reads the near-cache's state for a snapshot; `None` once the store is gone.
+pub(crate) type NearCacheGauges = Arc<dyn Fn() -> Option<NearCacheSnapshot> + Send + Sync>;
 
 /// Live counters and histograms of one [`SessionLayer`](crate::SessionLayer), shared by every
 /// request it serves: lock-free atomics, read with [`snapshot`](Self::snapshot) or rendered with
@@ -39,7 +42,6 @@ pub use snapshot::{MetricsSnapshot, StoreLatency};
 #[derive(Clone, Debug, Default)]
 pub struct Metrics(Arc<Counters>);
 
-#[derive(Debug)]
 struct Counters {
     /// Indexed by [`Counter`].
     counts: [AtomicU64; Counter::ALL.len()],
@@ -47,6 +49,8 @@ struct Counters {
     latency: [Histogram; Op::ALL.len()],
     /// Bytes of user fields after each save.
     size: Histogram,
+    /// The store's near-cache, if it has one.
+    near_cache: Option<NearCacheGauges>,
 }
 
 impl Default for Counters {
@@ -55,7 +59,17 @@ impl Default for Counters {
             counts: std::array::from_fn(|_| AtomicU64::new(0)),
             latency: std::array::from_fn(|_| Histogram::new(LATENCY_BOUNDS_US)),
             size: Histogram::new(SIZE_BOUNDS),
+            near_cache: None,
         }
+    }
+}
+
+impl std::fmt::Debug for Counters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Counters")
+            .field("counts", &self.counts)
+            .field("near_cache", &self.near_cache.is_some())
+            .finish_non_exhaustive()
     }
 }
 
@@ -164,6 +178,16 @@ impl ErrorKind {
             Error::Ended => Self::Ended,
             _ => Self::Invalid,
         }
+    }
+}
+
+impl Metrics {
+    /// Metrics that also read `near_cache`'s state (the store's near-cache).
+    pub(crate) fn with_near_cache(near_cache: Option<NearCacheGauges>) -> Self {
+        Self(Arc::new(Counters {
+            near_cache,
+            ..Counters::default()
+        }))
     }
 }
 

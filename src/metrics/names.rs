@@ -7,6 +7,8 @@
 pub(super) enum Kind {
     Counter,
     Histogram,
+    /// A state read when the metrics are (the near-cache's); not sent to the `metrics` facade.
+    Gauge,
 }
 
 impl Kind {
@@ -15,6 +17,7 @@ impl Kind {
         match self {
             Self::Counter => "counter",
             Self::Histogram => "histogram",
+            Self::Gauge => "gauge",
         }
     }
 }
@@ -98,8 +101,33 @@ pub(super) const SIZE_BYTES: Family = family(
     None,
 );
 
+pub(super) const NEAR_CACHE_ENTRIES: Family = family(
+    "session_near_cache_entries",
+    "Sessions the near-cache holds.",
+    Kind::Gauge,
+    None,
+);
+pub(super) const NEAR_CACHE_BYTES: Family = family(
+    "session_near_cache_bytes",
+    "Bytes the near-cache counts against its bound (each entry at least 1 KiB).",
+    Kind::Gauge,
+    None,
+);
+pub(super) const NEAR_CACHE_PENDING_FILLS: Family = family(
+    "session_near_cache_pending_fills",
+    "Reads in flight whose reply may become a near-cache entry.",
+    Kind::Gauge,
+    None,
+);
+pub(super) const NEAR_CACHE_SERVING: Family = family(
+    "session_near_cache_serving",
+    "1 while the near-cache serves hits; 0 while it refuses them (tracking not proven, no room in Redis's tracking table, a reconnect or failover).",
+    Kind::Gauge,
+    None,
+);
+
 /// Every family, in the order of the Prometheus text.
-pub(super) const FAMILIES: [&Family; 9] = [
+pub(super) const FAMILIES: [&Family; 13] = [
     &LOADS,
     &NEAR_CACHE_HITS,
     &LOAD_OUTCOMES,
@@ -109,6 +137,10 @@ pub(super) const FAMILIES: [&Family; 9] = [
     &DUPLICATE_COOKIES,
     &STORE_SECONDS,
     &SIZE_BYTES,
+    &NEAR_CACHE_ENTRIES,
+    &NEAR_CACHE_BYTES,
+    &NEAR_CACHE_PENDING_FILLS,
+    &NEAR_CACHE_SERVING,
 ];
 
 /// One counter series; each has its own atomic in [`Metrics`](super::Metrics).

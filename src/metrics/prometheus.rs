@@ -3,12 +3,16 @@
 use std::fmt::Write as _;
 
 use super::histogram::HistogramSnapshot;
-use super::names::{Counter, Family, Kind, FAMILIES, STORE_SECONDS};
-use super::{Metrics, MetricsSnapshot, Op};
+use super::names::{
+    Counter, Family, Kind, FAMILIES, NEAR_CACHE_BYTES, NEAR_CACHE_ENTRIES,
+    NEAR_CACHE_PENDING_FILLS, NEAR_CACHE_SERVING, STORE_SECONDS,
+};
+use super::{Metrics, MetricsSnapshot, NearCacheSnapshot, Op};
 
 impl Metrics {
     /// The counters and histograms in the Prometheus text exposition format. Round trips are in
-    /// seconds (`session_store_seconds{op}`), sizes in bytes (`session_size_bytes`).
+    /// seconds (`session_store_seconds{op}`), sizes in bytes (`session_size_bytes`); with a
+    /// near-cache, its gauges (`session_near_cache_*`).
     ///
     /// # Examples
     ///
@@ -18,11 +22,18 @@ impl Metrics {
     /// assert!(body.contains("# TYPE session_saves_total counter"));
     /// assert!(body.contains("session_store_seconds_bucket{op=\"load\",le=\"0.001\"} 0"));
     /// assert!(body.contains("session_size_bytes_count 0"));
+    /// // A memory store has no near-cache, so no near-cache gauges.
+    /// assert!(!body.contains("session_near_cache_entries"));
     /// ```
     pub fn to_prometheus(&self) -> String {
         let snapshot = self.snapshot();
         let mut out = String::new();
         for family in FAMILIES {
+            let gauge = match (family.kind, &snapshot.near_cache) {
+                (Kind::Gauge, None) => continue,
+                (Kind::Gauge, Some(cache)) => Some(gauge(family, cache)),
+                _ => None,
+            };
             let name = family.name;
             let _ = writeln!(
                 out,
@@ -33,6 +44,9 @@ impl Metrics {
             match family.kind {
                 Kind::Counter => write_counters(&mut out, family, &snapshot),
                 Kind::Histogram => write_histograms(&mut out, family, &snapshot),
+                Kind::Gauge => {
+                    let _ = writeln!(out, "{name} {}", gauge.unwrap_or_default());
+                }
             }
         }
         out
@@ -51,6 +65,17 @@ fn write_counters(out: &mut String, family: &Family, snapshot: &MetricsSnapshot)
             _ => String::new(),
         };
         let _ = writeln!(out, "{}{labels} {}", family.name, count(snapshot, counter));
+    }
+}
+
+/// The value of a gauge family.
+fn gauge(family: &Family, cache: &NearCacheSnapshot) -> u64 {
+    match *family {
+        NEAR_CACHE_ENTRIES => cache.entries,
+        NEAR_CACHE_BYTES => cache.bytes,
+        NEAR_CACHE_PENDING_FILLS => cache.pending_fills,
+        NEAR_CACHE_SERVING => u64::from(cache.serving),
+        _ => unreachable!("{} is not a gauge", family.name),
     }
 }
 

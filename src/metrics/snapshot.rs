@@ -96,6 +96,33 @@ pub struct MetricsSnapshot {
     /// Bytes of user fields (names and values) a session holds after each create, update or
     /// cycle.
     pub session_size: HistogramSnapshot,
+    /// The near-cache's state, for a Redis store that has one.
+    pub near_cache: Option<NearCacheSnapshot>,
+}
+
+/// The near-cache's state as the metrics are read: `/metrics`' `session_near_cache_*` gauges.
+///
+/// # Examples
+///
+/// ```
+/// # let metrics = axum_redis_session::SessionLayer::new(axum_redis_session::MemoryStore::default()).metrics();
+/// // None: a memory store has no near-cache.
+/// if let Some(cache) = metrics.snapshot().near_cache {
+///     println!("{} sessions cached, serving: {}", cache.entries, cache.serving);
+/// }
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NearCacheSnapshot {
+    /// Sessions held.
+    pub entries: u64,
+    /// Bytes counted against the cache's bound: an entry's key, fields and owner, at least 1 KiB
+    /// each.
+    pub bytes: u64,
+    /// Reads in flight whose reply may become an entry.
+    pub pending_fills: u64,
+    /// Whether hits are served: tracking is confirmed on and its lease current.
+    pub serving: bool,
 }
 
 impl Default for MetricsSnapshot {
@@ -143,6 +170,7 @@ impl Metrics {
                 increment: latency(Op::Increment),
             },
             session_size: c.size.snapshot(),
+            near_cache: c.near_cache.as_ref().and_then(|read| read()),
         }
     }
 }

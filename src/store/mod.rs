@@ -16,6 +16,7 @@ pub use self::redis::RedisStore;
 use crate::config::Limits;
 use crate::error::Error;
 use crate::id::KeyId;
+use crate::metrics::NearCacheGauges;
 
 /// A session as loaded: its fields (user keys and flash values, as JSON text) and its owner.
 #[derive(Debug, Default, Clone)]
@@ -200,6 +201,14 @@ impl Backend {
         match self {
             Self::Redis(store) => Box::pin(store.increment(key, field, by, limits)).await,
             Self::Memory(store) => Ok(store.increment(key, field, by, limits)),
+        }
+    }
+
+    /// What the metrics read of the store's near-cache, if it has one.
+    pub(crate) fn near_cache_gauges(&self) -> Option<NearCacheGauges> {
+        match self {
+            Self::Redis(store) => store.near_cache_gauges(),
+            Self::Memory(_) => None,
         }
     }
 

@@ -199,7 +199,9 @@ impl RedisStore {
 
     /// Keeps up to `max_entries` sessions that this process read in memory, and serves them without
     /// a round trip for as long as Redis vouches that they have not changed. `0` turns it off.
-    /// Default: off.
+    /// Default: off. The entries are also bounded in bytes, at 1 KiB per entry of `max_entries`
+    /// (each counting its key, fields and owner, and at least 1 KiB): large sessions leave room
+    /// for fewer.
     ///
     /// Coherent across instances and with any other Redis client: every connection that reads
     /// sessions turns on Redis's client tracking (Redis 6 or later), so a write by anyone else, a
@@ -229,6 +231,11 @@ impl RedisStore {
     pub fn with_near_cache(mut self, max_entries: usize) -> Self {
         self.near = Near::new(max_entries);
         self
+    }
+
+    /// What the metrics read of the near-cache, if this store has one.
+    pub(crate) fn near_cache_gauges(&self) -> Option<crate::metrics::NearCacheGauges> {
+        self.near.gauges()
     }
 
     /// Rejects settings the store cannot work with, naming the option.

@@ -7,7 +7,8 @@
 //!   that prove the invalidation path alive) has not run out;
 //! - a read that fills an entry is marked before it is sent, and an invalidation, a flush or a
 //!   reconnect that happens meanwhile poisons it, so a reply that raced a write is never stored;
-//! - an entry never outlives the session's TTL as Redis last reported it.
+//! - an entry never outlives the session's TTL as Redis last reported it;
+//! - the entries are bounded in number and in bytes.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,11 +16,35 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::events::{Inbox, Notice, Signal};
+use crate::metrics::NearCacheSnapshot;
 use crate::store::{Changes, Loaded, Saved};
 
 /// How long a proof that the invalidation path is alive lets entries be served. Redis frozen or
 /// unreachable for longer than this means no hits: requests go to Redis and fail there.
 pub(crate) const LEASE: Duration = Duration::from_secs(1);
+
+/// The least an entry counts against the cache's bound, in bytes: the bound is this many bytes per
+/// entry the store may hold, so that it bounds both the entries and their bytes.
+pub(crate) const ENTRY_FLOOR: u64 = 1024;
+
+/// Bytes an entry holds besides its key and text: the map, the entry itself, the cache's slot.
+const ENTRY_OVERHEAD: u64 = 256;
+
+/// What an entry counts against the cache's bound: its bytes, at least [`ENTRY_FLOOR`].
+#[derive(Clone, Copy, Debug)]
+struct EntryWeight;
+
+impl quick_cache::Weighter<String, Arc<Loaded>> for EntryWeight {
+    fn weight(&self, key: &String, entry: &Arc<Loaded>) -> u64 {
+        let text: usize = entry
+            .fields
+            .iter()
+            .map(|(field, value)| field.len() + value.len())
+            .sum::<usize>()
+            + entry.user.as_ref().map_or(0, String::len);
+        (key.len() as u64 + text as u64 + ENTRY_OVERHEAD).max(ENTRY_FLOOR)
+    }
+}
 
 /// A cached session after this process's own save of `changes`, which `saved` describes.
 pub(crate) fn after_save(entry: &Loaded, changes: &Changes, saved: &Saved) -> Option<Loaded> {
@@ -92,7 +117,7 @@ struct Inner {
 }
 
 struct State {
-    entries: quick_cache::unsync::Cache<String, Arc<Loaded>>,
+    entries: quick_cache::unsync::Cache<String, Arc<Loaded>, EntryWeight>,
     /// Keys being read, by the ticket of the latest read; an invalidation removes the key.
     filling: HashMap<String, u64>,
     next_ticket: u64,
@@ -121,7 +146,11 @@ impl NearCache {
         Self {
             inner: Arc::new(Inner {
                 state: Mutex::new(State {
-                    entries: quick_cache::unsync::Cache::new(max_entries),
+                    entries: quick_cache::unsync::Cache::with_weighter(
+                        max_entries,
+                        max_entries as u64 * ENTRY_FLOOR,
+                        EntryWeight,
+                    ),
                     filling: HashMap::new(),
                     next_ticket: 0,
                     epoch: 0,
@@ -154,9 +183,7 @@ impl NearCache {
     /// The entry for `key`, if it may be served now: tracking on, lease current, TTL not run out.
     pub(crate) fn get(&self, key: &str, now_unix_ms: i64) -> Option<Arc<Loaded>> {
         let state = self.lock();
-        if !state.tracking
-            || self.since_start(Instant::now()) >= self.inner.lease_until.load(Ordering::Acquire)
-        {
+        if !self.serves(&state) {
             return None;
         }
         state
@@ -164,6 +191,23 @@ impl NearCache {
             .get(key)
             .filter(|entry| entry.expires_at > now_unix_ms)
             .cloned()
+    }
+
+    /// The state `/metrics` shows.
+    pub(crate) fn gauges(&self) -> NearCacheSnapshot {
+        let state = self.lock();
+        NearCacheSnapshot {
+            entries: state.entries.len() as u64,
+            bytes: state.entries.weight(),
+            pending_fills: state.filling.len() as u64,
+            serving: self.serves(&state),
+        }
+    }
+
+    /// Tracking is on and the lease current.
+    fn serves(&self, state: &State) -> bool {
+        state.tracking
+            && self.since_start(Instant::now()) < self.inner.lease_until.load(Ordering::Acquire)
     }
 
     /// Marks `key` as being read; `None` while tracking is not on (the reply will not be kept).
@@ -457,5 +501,20 @@ mod tests {
             cache.finish_fill(fill, Some(entry("1")));
         }
         assert!(cache.len() <= 10, "{} entries", cache.len());
+        assert!(cache.gauges().bytes <= 10 * ENTRY_FLOOR);
+    }
+
+    #[test]
+    fn the_bytes_are_bounded_whatever_the_entries_hold() {
+        let (cache, _sender) = serving();
+        let big = entry(&"9".repeat(64 * 1024));
+        for i in 0..100 {
+            let fill = cache.begin_fill(&format!("k{i}")).unwrap();
+            cache.finish_fill(fill, Some(big.clone()));
+        }
+        let gauges = cache.gauges();
+        assert!(gauges.bytes <= 10 * ENTRY_FLOOR, "{gauges:?}");
+        assert_eq!(gauges.pending_fills, 0);
+        assert!(gauges.serving);
     }
 }

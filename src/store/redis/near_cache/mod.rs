@@ -55,6 +55,10 @@ impl Near {
 
     pub(super) fn end(&self, _ended: Ended) {}
 
+    pub(super) fn gauges(&self) -> Option<crate::metrics::NearCacheGauges> {
+        None
+    }
+
     pub(super) async fn ready(&self, _connection: &Connection, _timeout: Duration) {}
 
     pub(super) async fn load(
@@ -112,6 +116,15 @@ impl Near {
 
     pub(super) fn is_on(&self) -> bool {
         self.cached.is_some()
+    }
+
+    /// The cache's state for the metrics. They hold the cache weakly: metrics kept after the
+    /// store is gone do not keep its tracking task alive.
+    pub(super) fn gauges(&self) -> Option<crate::metrics::NearCacheGauges> {
+        let cached = std::sync::Arc::downgrade(self.cached.as_ref()?);
+        Some(std::sync::Arc::new(move || {
+            cached.upgrade().map(|cached| cached.cache.gauges())
+        }))
     }
 
     pub(super) fn ended(&self) -> Ended {
