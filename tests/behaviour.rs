@@ -123,6 +123,7 @@ suite!(
     reads_roll_the_idle_timeout_throttled,
     writes_roll_the_idle_timeout_once_it_runs_low,
     absolute_timeout_ends_an_active_session,
+    a_cycled_session_keeps_its_absolute_deadline,
     cycle_id_keeps_data_and_kills_the_old_id,
     destroy_deletes_and_sends_a_matching_removal_cookie,
     logout_everywhere_ends_only_that_users_sessions,
@@ -307,6 +308,24 @@ async fn absolute_timeout_ends_an_active_session(kind: Kind) {
         browser.get("/counter/peek").await.body,
         "0",
         "dead 2.2 s after creation despite activity"
+    );
+}
+
+/// A login (a cycle to a fresh id, across slots on a cluster) moves the session with the deadline
+/// it was created with: it dies when the first id would have.
+async fn a_cycled_session_keeps_its_absolute_deadline(kind: Kind) {
+    let h = Harness::new(kind, |l| l.with_absolute_timeout(Duration::seconds(2))).await;
+    let mut browser = h.browser();
+    browser.get("/counter").await;
+    let created = std::time::Instant::now();
+    tokio::time::sleep(StdDuration::from_millis(1000)).await;
+    browser.post_form("/login", "user=alice").await;
+    assert_eq!(browser.get("/me").await.body, "alice");
+    tokio::time::sleep_until((created + StdDuration::from_millis(2200)).into()).await;
+    assert_eq!(
+        browser.get("/me").await.status,
+        StatusCode::UNAUTHORIZED,
+        "dead 2.2 s after creation, the cycle notwithstanding"
     );
 }
 

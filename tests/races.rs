@@ -511,6 +511,47 @@ async fn a_plain_write_after_a_logout_is_refused_and_leaves_no_key_behind() {
     assert_eq!(exists, 0, "nothing left under the logged-out key");
 }
 
+/// A login whose id cycle starts from a session logged out meanwhile finds it gone: the login starts a
+/// fresh session, the logged-out data stays gone, and Redis holds no hash that is no session.
+#[tokio::test]
+async fn a_login_racing_a_logout_starts_afresh_and_leaves_no_half_session() {
+    let server = RedisServer::start();
+    let (app, gate) = support::app_on(support::store_on(&server).await, |l| l).await;
+    let redis = server.probe().await;
+    let mut browser = Browser::new(app.clone());
+    browser.get("/counter").await;
+    let mut slow = browser.clone();
+    let pending = tokio::spawn(async move {
+        let reply = slow.post_form("/test/slow-login", "user=alice").await;
+        (reply.status, slow)
+    });
+    gate.wait_arrival().await;
+    assert_eq!(
+        browser.post_form("/logout", "").await.status,
+        StatusCode::NO_CONTENT
+    );
+    gate.release();
+    let (status, mut logged_in) = pending.await.unwrap();
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(logged_in.get("/me").await.body, "alice");
+    assert_eq!(
+        logged_in.get("/counter/peek").await.body,
+        "0",
+        "the logged-out data is not brought back"
+    );
+    let keys: Vec<String> = redis
+        .custom(
+            CustomCommand::new_static("KEYS", ClusterHash::FirstKey, false),
+            vec!["session:*"],
+        )
+        .await
+        .unwrap();
+    for key in keys.iter().filter(|k| !k.starts_with("session:user:")) {
+        let created: bool = redis.hexists(key, "$created").await.unwrap();
+        assert!(created, "{key} is a hash that is no session");
+    }
+}
+
 /// Writes racing on one session near its size limit each check against the size they read, so
 /// together they can pass the limit, by at most what each may add on the plain path (1/64 of the
 /// limit); the stored size stays exact, and the next write that grows the session is refused.

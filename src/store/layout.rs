@@ -5,6 +5,7 @@
 //! of the layout (token to key id) is `id.rs`'s.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use super::Loaded;
 
@@ -108,7 +109,7 @@ impl StoredHash {
     /// The session it holds, `ttl_ms` to live (until `expires_at`) after this load.
     pub(crate) fn into_loaded(self, ttl_ms: i64, expires_at: i64, touched: bool) -> Loaded {
         Loaded {
-            fields: self.fields,
+            fields: Arc::new(self.fields),
             user: self.user,
             ttl_ms,
             touched,

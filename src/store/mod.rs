@@ -8,6 +8,7 @@ mod redis;
 mod ttl;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use self::layout::is_metadata;
 pub(crate) use self::layout::{CSRF_FIELD, FLASH_PREFIX, RESERVED_PREFIX};
@@ -21,7 +22,8 @@ use crate::metrics::NearCacheGauges;
 /// A session as loaded: its fields (user keys and flash values, as JSON text) and its owner.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Loaded {
-    pub(crate) fields: HashMap<String, String>,
+    /// Shared: a near-cache hit hands the cached map to the request without copying it.
+    pub(crate) fields: Arc<HashMap<String, String>>,
     pub(crate) user: Option<String>,
     /// Time to live after this load, in milliseconds.
     pub(crate) ttl_ms: i64,

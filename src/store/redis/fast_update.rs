@@ -144,10 +144,12 @@ mod tests {
 
     fn base(fields: &[(&str, &str)], size: usize) -> Loaded {
         Loaded {
-            fields: fields
-                .iter()
-                .map(|(f, v)| ((*f).to_owned(), (*v).to_owned()))
-                .collect(),
+            fields: std::sync::Arc::new(
+                fields
+                    .iter()
+                    .map(|(f, v)| ((*f).to_owned(), (*v).to_owned()))
+                    .collect(),
+            ),
             size: Some(size),
             expires_at: 1_000 + Limits::default().idle_ms(),
             ..Loaded::default()

@@ -58,13 +58,14 @@ pub(crate) fn after_save(entry: &Loaded, changes: &Changes, saved: &Saved) -> Op
         return None;
     };
     let mut loaded = entry.clone();
+    let fields = Arc::make_mut(&mut loaded.fields);
     if changes.clear {
-        loaded.fields.clear();
+        fields.clear();
     }
     for (field, value) in &changes.fields {
         match value {
-            Some(value) => loaded.fields.insert(field.clone(), value.clone()),
-            None => loaded.fields.remove(field),
+            Some(value) => fields.insert(field.clone(), value.clone()),
+            None => fields.remove(field),
         };
     }
     if let Some(user) = &changes.user {
@@ -374,12 +375,11 @@ mod tests {
     }
 
     fn entry(count: &str) -> Loaded {
-        let mut loaded = Loaded {
+        Loaded {
+            fields: Arc::new([("count".to_owned(), count.to_owned())].into()),
             expires_at: i64::MAX,
             ..Loaded::default()
-        };
-        loaded.fields.insert("count".into(), count.into());
-        loaded
+        }
     }
 
     fn invalidation(keys: &[&str]) -> Vec<String> {
