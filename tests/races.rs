@@ -539,15 +539,8 @@ async fn a_login_racing_a_logout_starts_afresh_and_leaves_no_half_session() {
         "0",
         "the logged-out data is not brought back"
     );
-    let keys: Vec<String> = redis
-        .custom(
-            CustomCommand::new_static("KEYS", ClusterHash::FirstKey, false),
-            vec!["session:*"],
-        )
-        .await
-        .unwrap();
-    for key in keys.iter().filter(|k| !k.starts_with("session:user:")) {
-        let created: bool = redis.hexists(key, "$created").await.unwrap();
+    for key in support::session_keys(&server) {
+        let created: bool = redis.hexists(&key, "$created").await.unwrap();
         assert!(created, "{key} is a hash that is no session");
     }
 }

@@ -15,7 +15,7 @@ use crate::Server;
 /// Requests sent before the measured ones, on the same connection and session.
 pub const WARMUP: usize = 200;
 /// Requests measured per server and route.
-pub const MEASURED: usize = 1000;
+pub const MEASURED: usize = 2000;
 /// Separate runs per server; their counts must agree within [`TOLERANCE`].
 pub const RUNS: usize = 2;
 /// The largest relative spread between runs that counts as a repeat.
