@@ -31,9 +31,9 @@ pub enum Error {
     Corrupt {
         /// The session key whose value failed to deserialize.
         key: String,
-        /// What serde_json reported.
+        /// What was wrong with it, without the value.
         #[source]
-        source: serde_json::Error,
+        source: CorruptValue,
     },
     /// A value could not be serialized to JSON. Responds 500.
     #[error("session value under `{key}` does not serialize")]
@@ -110,6 +110,71 @@ impl Error {
         (self.status(), body).into_response()
     }
 }
+
+/// Why a stored value did not decode, and where in its text, but never the value itself: session
+/// data must not reach logs through an error chain (`{:#}`), and serde_json's own messages quote it.
+///
+/// # Examples
+///
+/// ```
+/// # async fn handler(session: axum_redis_session::Session) {
+/// if let Err(axum_redis_session::Error::Corrupt { key, source }) = session.get::<u64>("count").await {
+///     // e.g. "count: JSON of another type at line 1, column 8"
+///     tracing::warn!("{key}: {source}");
+/// }
+/// # }
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CorruptValue {
+    what: &'static str,
+    /// 1-based position in the stored text; 0 when the text as a whole is at fault.
+    line: usize,
+    column: usize,
+}
+
+impl CorruptValue {
+    /// An integer field that an increment cannot add to (not an integer, or it would overflow).
+    pub(crate) fn not_an_integer() -> Self {
+        Self {
+            what: "not an integer an increment can add to",
+            line: 0,
+            column: 0,
+        }
+    }
+}
+
+impl From<serde_json::Error> for CorruptValue {
+    fn from(error: serde_json::Error) -> Self {
+        use serde_json::error::Category;
+        let what = match error.classify() {
+            Category::Syntax => "not valid JSON",
+            Category::Data => "JSON of another type",
+            Category::Eof => "JSON cut short",
+            Category::Io => "unreadable",
+        };
+        Self {
+            what,
+            line: error.line(),
+            column: error.column(),
+        }
+    }
+}
+
+impl std::fmt::Display for CorruptValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.line == 0 {
+            f.write_str(self.what)
+        } else {
+            write!(
+                f,
+                "{} at line {}, column {}",
+                self.what, self.line, self.column
+            )
+        }
+    }
+}
+
+impl std::error::Error for CorruptValue {}
 
 /// Marks a response as produced from an [`Error`], so the layer can hand it to the user's hook.
 #[derive(Clone, Debug)]

@@ -35,7 +35,7 @@ mod typed;
 
 pub use ::cookie::SameSite;
 pub use csrf::{CsrfVerified, CSRF_HEADER};
-pub use error::Error;
+pub use error::{CorruptValue, Error};
 pub use extract::MissingSession;
 pub use fred;
 pub use layer::SessionLayer;

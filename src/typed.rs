@@ -233,7 +233,7 @@ fn not_a_struct<T>(reason: &str) -> Error {
 fn corrupt(key: &str, source: serde_json::Error) -> Error {
     Error::Corrupt {
         key: key.to_owned(),
-        source,
+        source: source.into(),
     }
 }
 

@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tracing::Span;
 
-use crate::error::Error;
+use crate::error::{CorruptValue, Error};
 use crate::metrics::{Event, Op};
 use crate::shared::Shared;
 use crate::store::{Changes, Incremented, FLASH_PREFIX, RESERVED_PREFIX};
@@ -168,7 +168,7 @@ impl Session {
                 self.inner.mark_missing();
                 self.increment_recorded(key, by).await
             }
-            Incremented::NotInteger(value) => Err(not_an_integer(key, &value)),
+            Incremented::NotInteger(_) => Err(not_an_integer(key)),
             Incremented::TooLarge => Err(Error::TooLarge {
                 limit: limits.max_bytes,
             }),
@@ -178,14 +178,10 @@ impl Session {
     /// An increment recorded as a change, for a value that is not in the store yet.
     async fn increment_recorded(&self, key: &str, by: i64) -> Result<i64, Error> {
         let current = match self.read_field(key).await? {
-            Some(json) => json
-                .parse::<i64>()
-                .map_err(|_| not_an_integer(key, &json))?,
+            Some(json) => json.parse::<i64>().map_err(|_| not_an_integer(key))?,
             None => 0,
         };
-        let value = current
-            .checked_add(by)
-            .ok_or_else(|| not_an_integer(key, &current.to_string()))?;
+        let value = current.checked_add(by).ok_or_else(|| not_an_integer(key))?;
         self.write_json(key.to_owned(), Some(value.to_string()));
         Ok(value)
     }
@@ -432,19 +428,17 @@ fn check_user_key(key: &str) -> Result<(), Error> {
 }
 
 /// A value an increment cannot add to: not an integer, or one that would overflow.
-fn not_an_integer(key: &str, value: &str) -> Error {
+fn not_an_integer(key: &str) -> Error {
     Error::Corrupt {
         key: key.to_owned(),
-        source: serde::de::Error::custom(format_args!(
-            "{value:?} is not an integer an increment can add to"
-        )),
+        source: CorruptValue::not_an_integer(),
     }
 }
 
 fn decode<T: DeserializeOwned>(key: &str, json: &str) -> Result<T, Error> {
     serde_json::from_str(json).map_err(|source| Error::Corrupt {
         key: key.to_owned(),
-        source,
+        source: source.into(),
     })
 }
 
@@ -473,6 +467,22 @@ mod tests {
             Err(Error::ReservedKey(_))
         ));
         assert!(session.inner.pending().changes.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_value_never_shows_in_the_error_chain() {
+        let session = session();
+        session.insert("n", "hunter2-secret").unwrap();
+        let error = session.get::<u64>("n").await.unwrap_err();
+        let chain = format!("{error} / {}", std::error::Error::source(&error).unwrap());
+        assert!(!chain.contains("hunter2"), "{chain}");
+        assert_eq!(
+            chain,
+            "session value under `n` does not deserialize / JSON of another type at line 1, column 16"
+        );
+        let error = session.increment("n", 1).await.unwrap_err();
+        let chain = format!("{error} / {}", std::error::Error::source(&error).unwrap());
+        assert!(!chain.contains("hunter2"), "{chain}");
     }
 
     #[tokio::test]
