@@ -66,6 +66,9 @@ struct Setup {
     /// `None` while under way; `Some(true)` once tracking is on (serving, or paused for want of
     /// room in the tracking table); `Some(false)` once it failed.
     done: Option<bool>,
+    /// A failure was logged at `warn` and tracking has not been on since: the next failures are
+    /// logged at `debug`, and tracking on again at `info`, so that a log shows each transition once.
+    warned: bool,
 }
 
 impl Drop for Supervisor {
@@ -115,8 +118,18 @@ pub(crate) fn supervise(cache: NearCache, clients: Vec<Client>, timeout: Duratio
         }
         loop {
             if let Err(error) = serve(&cache, &clients, timeout, &wake, &setup).await {
-                setup.send_modify(|s| s.done = Some(false));
-                tracing::debug!(%error, "near-cache tracking interrupted; starting over");
+                if setup.borrow().warned {
+                    tracing::debug!(%error, "near-cache tracking still down; starting over");
+                } else {
+                    tracing::warn!(
+                        %error,
+                        "near-cache tracking interrupted: no hits, reads go to Redis until it is on again"
+                    );
+                }
+                setup.send_modify(|s| {
+                    s.done = Some(false);
+                    s.warned = true;
+                });
                 tokio::select! {
                     () = wake.notified() => {}
                     () = retry_now.notified() => {}
@@ -225,7 +238,11 @@ async fn serve(
                 }
                 (false, Some(_)) => {}
             }
-            setup.send_if_modified(|s| s.done.replace(true).is_none());
+            let resumed = setup.send_if_modified(|s| s.done.replace(true).is_none());
+            if resumed && setup.borrow().warned {
+                tracing::info!("near-cache tracking on again");
+                setup.send_modify(|s| s.warned = false);
+            }
             tokio::select! {
                 () = wake.notified() => return Err(interrupted()),
                 () = tokio::time::sleep(HEARTBEAT) => {}
