@@ -3,31 +3,13 @@
 
 mod support;
 
-use std::sync::{Arc, Mutex};
-
 use axum::http::StatusCode;
-use support::{Browser, RedisServer};
+use support::{Browser, Captured, RedisServer};
 
 #[tokio::test]
 async fn no_token_appears_in_any_log_line() {
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Captured {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
     let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
+    let subscriber = captured.subscriber(tracing::Level::TRACE);
     // This test runs on a current-thread runtime, so every task it spawns logs through this default.
     let _guard = tracing::subscriber::set_default(subscriber);
     // fred logs through the `log` crate, not tracing: bridge its records into this subscriber.
@@ -59,7 +41,7 @@ async fn no_token_appears_in_any_log_line() {
         StatusCode::SERVICE_UNAVAILABLE
     );
 
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     eprintln!(
         "CAPTURED TAIL: {}",
         &logs[logs.len().saturating_sub(3000)..]

@@ -4,45 +4,25 @@
 
 mod support;
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
-use support::{Instance, RedisServer};
+use support::{Captured, Instance, RedisServer};
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    /// The captured lines of `level` that mention the near-cache.
-    fn near_cache_lines(&self, level: &str) -> Vec<String> {
-        String::from_utf8_lossy(&self.0.lock().unwrap())
-            .lines()
-            .filter(|line| line.contains(level) && line.contains("near-cache"))
-            .map(str::to_owned)
-            .collect()
-    }
+/// The captured lines of `level` that mention the near-cache.
+fn near_cache_lines(captured: &Captured, level: &str) -> Vec<String> {
+    captured
+        .text()
+        .lines()
+        .filter(|line| line.contains(level) && line.contains("near-cache"))
+        .map(str::to_owned)
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tracking_outage_is_one_warning_and_its_end_one_line() {
     let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
+    let subscriber = captured.subscriber(tracing::Level::INFO);
     // Global: the cache's supervisor logs from a task on any of the runtime's threads.
     tracing::subscriber::set_global_default(subscriber).unwrap();
 
@@ -52,7 +32,7 @@ async fn a_tracking_outage_is_one_warning_and_its_end_one_line() {
     let mut browser = a.browser(None);
     browser.get("/counter").await;
     a.warm(&mut browser, "/counter/peek").await;
-    assert!(captured.near_cache_lines("WARN").is_empty());
+    assert!(near_cache_lines(&captured, "WARN").is_empty());
 
     // Redis stopped for 3 s: heartbeats and every attempt to start over fail, requests get 503s.
     server.signal("STOP");
@@ -70,10 +50,10 @@ async fn a_tracking_outage_is_one_warning_and_its_end_one_line() {
     a.warm(&mut browser, "/counter/peek").await;
 
     assert!(unavailable > 3, "{unavailable} requests answered 503");
-    let warnings = captured.near_cache_lines("WARN");
+    let warnings = near_cache_lines(&captured, "WARN");
     assert_eq!(warnings.len(), 1, "{warnings:#?}");
     assert!(warnings[0].contains("reads go to Redis"), "{}", warnings[0]);
-    let resumed = captured.near_cache_lines("INFO");
+    let resumed = near_cache_lines(&captured, "INFO");
     assert_eq!(resumed.len(), 1, "{resumed:#?}");
     assert!(resumed[0].contains("on again"), "{}", resumed[0]);
 }

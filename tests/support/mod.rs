@@ -9,6 +9,7 @@
 pub mod demo;
 
 mod browser;
+mod captured;
 mod instance;
 mod process;
 mod proxy;
@@ -19,6 +20,7 @@ use axum_redis_session::fred::prelude::*;
 use axum_redis_session::RedisStore;
 
 pub use browser::{app, app_on, Browser, Gate, Reply, MANY_FIELDS};
+pub use captured::Captured;
 pub use instance::Instance;
 pub use process::{
     example_binary, request, request_with_headers, token_of, ExampleProcess, RawReply, WireReply,
