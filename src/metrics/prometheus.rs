@@ -29,11 +29,10 @@ impl Metrics {
         let snapshot = self.snapshot();
         let mut out = String::new();
         for family in FAMILIES {
-            let gauge = match (family.kind, &snapshot.near_cache) {
-                (Kind::Gauge, None) => continue,
-                (Kind::Gauge, Some(cache)) => Some(gauge(family, cache)),
-                _ => None,
-            };
+            // The near-cache's gauges exist only with a near-cache.
+            if family.kind == Kind::Gauge && snapshot.near_cache.is_none() {
+                continue;
+            }
             let name = family.name;
             let _ = writeln!(
                 out,
@@ -45,7 +44,9 @@ impl Metrics {
                 Kind::Counter => write_counters(&mut out, family, &snapshot),
                 Kind::Histogram => write_histograms(&mut out, family, &snapshot),
                 Kind::Gauge => {
-                    let _ = writeln!(out, "{name} {}", gauge.unwrap_or_default());
+                    if let Some(cache) = &snapshot.near_cache {
+                        let _ = writeln!(out, "{name} {}", gauge(family, cache));
+                    }
                 }
             }
         }

@@ -24,6 +24,7 @@ use std::future::Future;
 
 use fred::types::Value;
 
+use super::ops::field_args;
 use super::scripts::{self, fast_update_reply};
 use super::RedisStore;
 use crate::config::Limits;
@@ -41,8 +42,7 @@ pub(super) const MOST_GROWTH_SHARE: usize = 64;
 /// A write planned from the session as this request read it.
 #[derive(Debug)]
 pub(super) struct FastUpdate<'a> {
-    sets: Vec<(&'a str, &'a str)>,
-    removed: Vec<&'a str>,
+    changes: &'a Changes,
     /// The change in bytes of user fields.
     delta: i64,
     /// Bytes of user fields, as read.
@@ -70,7 +70,7 @@ impl<'a> FastUpdate<'a> {
         }
         let size_read = base.size?;
         let size = i64::try_from(size_read).ok()?;
-        let (mut sets, mut removed, mut delta) = (Vec::new(), Vec::new(), 0_i64);
+        let mut delta = 0_i64;
         for (field, value) in &changes.fields {
             if is_metadata(field) {
                 return None;
@@ -81,17 +81,12 @@ impl<'a> FastUpdate<'a> {
                 .map_or(0, |old| field.len() + old.len());
             let holds = value.as_ref().map_or(0, |new| field.len() + new.len());
             delta += holds as i64 - held as i64;
-            match value {
-                Some(value) => sets.push((field.as_str(), value.as_str())),
-                None => removed.push(field.as_str()),
-            }
         }
         let max = i64::try_from(limits.max_bytes).unwrap_or(i64::MAX);
         let growth_checked =
             delta <= 0 || (size + delta <= max && delta <= max / MOST_GROWTH_SHARE as i64);
         growth_checked.then_some(Self {
-            sets,
-            removed,
+            changes,
             delta,
             size: size_read,
             expires_at: base.expires_at,
@@ -108,16 +103,11 @@ impl RedisStore {
         plan: FastUpdate<'a>,
     ) -> impl Future<Output = Result<Saved, Error>> + Send + 'a {
         let (expires_at, ttl_ms, size_read) = (plan.expires_at, plan.ttl_ms, plan.size);
-        let mut args = Vec::with_capacity(2 * plan.sets.len() + plan.removed.len());
-        for (field, value) in &plan.sets {
-            args.push(Value::from(*field));
-            args.push(Value::from(*value));
-        }
-        args.extend(plan.removed.iter().map(|field| Value::from(*field)));
+        let (sets, mut args) = field_args(plan.changes);
         let named = scripts::FastUpdateArgs {
             delta: Value::from(plan.delta),
             track: self.track(),
-            sets: Value::from(plan.sets.len() as i64),
+            sets,
         };
         let mut values = named.into_values();
         values.append(&mut args);
@@ -171,8 +161,10 @@ mod tests {
         let base = base(&[("count", "9"), ("theme", "\"dark\"")], 16);
         let changes = changes(&[("count", Some("10")), ("theme", None)]);
         let plan = FastUpdate::plan(&changes, &base, &Limits::default(), 1_000).unwrap();
-        assert_eq!(plan.sets, [("count", "10")]);
-        assert_eq!(plan.removed, ["theme"]);
+        // What it sends: one field set, then the field removed.
+        let (sets, args) = field_args(plan.changes);
+        assert_eq!(sets, Value::from(1));
+        assert_eq!(args, ["count", "10", "theme"].map(Value::from));
         assert_eq!(plan.delta, 1 - 11);
     }
 

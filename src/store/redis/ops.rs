@@ -388,7 +388,7 @@ impl RedisStore {
 
 /// A write script's field arguments: the count of fields set, then the field/value pairs set and
 /// the fields removed.
-fn field_args(changes: &Changes) -> (Value, Vec<Value>) {
+pub(super) fn field_args(changes: &Changes) -> (Value, Vec<Value>) {
     let mut args = Vec::with_capacity(changes.fields.len() * 2);
     for (field, value) in &changes.fields {
         if let Some(value) = value {
