@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use axum_redis_session::fred::prelude::*;
-use support::{session_key, Browser, Cluster, Instance, Monitor, RedisServer, SentinelGroup};
+use support::{
+    session_key, wait_for, Browser, Cluster, Instance, Monitor, RedisServer, SentinelGroup,
+};
 
 /// How long an invalidation may take to reach the other instance (measured: well under 1 ms on
 /// loopback; the bound leaves room for a loaded CI machine).
@@ -332,6 +334,110 @@ async fn a_tiny_tracking_table_pauses_the_cache_and_causes_no_stale_read() {
     server.cli(&["config", "set", "tracking-table-max-keys", "0"]);
     let (on_a, _) = &mut sessions[0];
     assert_eq!(a.warm(on_a, "/counter/peek").await, "4");
+}
+
+/// Alice logged in on A and read there for half a second (two heartbeats), then logged out on B:
+/// A's next read must not be Alice's. Returns A's hits.
+async fn logout_on_b_holds_on_a(a: &Instance, b: &Instance) -> u64 {
+    let mut on_a = a.browser(None);
+    on_a.post_form("/login", "user=alice").await;
+    for _ in 0..20 {
+        assert_eq!(on_a.get("/me").await.body, "alice");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let mut on_b = b.browser(on_a.cookie.clone());
+    assert_eq!(
+        on_b.post_form("/logout", "").await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(on_a.get("/me").await.body, "", "A honours B's logout");
+    a.hits()
+}
+
+/// A listener that may not subscribe to the invalidation channel (a least-privilege ACL user, as
+/// Redis 7 makes new users by default) never hears an invalidation: the cache must not serve.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_denied_the_invalidation_channel_never_serves() {
+    let server = RedisServer::start();
+    server.cli(&[
+        "acl",
+        "setuser",
+        "app",
+        "on",
+        ">secret",
+        "~*",
+        "+@all",
+        "resetchannels",
+    ]);
+    let url = format!("redis://app:secret@127.0.0.1:{}", server.port);
+    let a = Instance::start(&url, |l| l).await;
+    let b = Instance::start(&server.url(), |l| l).await;
+    assert_eq!(
+        logout_on_b_holds_on_a(&a, &b).await,
+        0,
+        "no hit without proof"
+    );
+    assert_eq!(gauges(&mut a.browser(None)).await[3], 0, "not serving");
+}
+
+/// The id that the next connection to `server` gets, give or take those made meanwhile.
+fn next_client_id(server: &RedisServer) -> u64 {
+    server.cli(&["client", "id"]).trim().parse::<u64>().unwrap() + 1
+}
+
+/// A listener that a connection by address put on another server (a DNS name, load balancer or
+/// virtual IP that changed its answer), while on the data connection's server a stranger holds the
+/// listener's client id: `CLIENT TRACKING ... REDIRECT` and `CLIENT GETREDIR` both accept it, and
+/// the invalidations go to the stranger. The cache must not serve.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_on_another_server_never_serves_even_when_a_stranger_has_its_id() {
+    let (x, y) = (RedisServer::start(), RedisServer::start());
+    let first_stranger = next_client_id(&x);
+    let mut strangers = Vec::new();
+    for _ in 0..200 {
+        strangers.push(
+            tokio::net::TcpStream::connect(("127.0.0.1", x.port))
+                .await
+                .unwrap(),
+        );
+    }
+    while next_client_id(&y) < first_stranger + 50 {}
+    // A's data connections (the pool of two that `connect` makes) reach X; its listeners, made
+    // at its first read, Y.
+    let route = support::SplitRoute::start(x.port).await;
+    let a = Instance::start(&route.url(), |l| l).await;
+    let talking = || {
+        x.cli(&["client", "list"])
+            .lines()
+            .filter(|l| !l.contains("cmd=NULL"))
+            .count()
+    };
+    wait_for("A's two connections", Duration::from_secs(5), || {
+        talking() == 3
+    });
+    route.reroute(y.port);
+    let b = Instance::start(&x.url(), |l| l).await;
+    let hits = logout_on_b_holds_on_a(&a, &b).await;
+    // As described: A's data connections redirect to ids that strangers on X hold.
+    let clients = x.cli(&["client", "list"]);
+    let redirects: Vec<&str> = clients
+        .lines()
+        .filter_map(|line| {
+            line.split_whitespace()
+                .find_map(|f| f.strip_prefix("redir="))
+        })
+        .filter(|id| *id != "-1")
+        .collect();
+    assert_eq!(redirects.len(), 2, "A's two data connections redirect");
+    for id in redirects {
+        let holder = format!("id={id} ");
+        assert!(
+            clients.lines().any(|line| line.starts_with(&holder)),
+            "a client on X has the id {id}"
+        );
+    }
+    assert_eq!(hits, 0, "no hit without proof");
+    drop(strangers);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,6 +13,7 @@ mod captured;
 mod instance;
 mod process;
 mod proxy;
+mod split;
 mod squatter;
 mod webdriver;
 
@@ -26,6 +27,7 @@ pub use process::{
     example_binary, request, request_with_headers, token_of, ExampleProcess, RawReply, WireReply,
 };
 pub use proxy::Nginx;
+pub use split::SplitRoute;
 pub use squatter::{Squatter, SQUATTER_FIELD};
 pub use testkit::{
     free_port, kill_other_clients, session_key, wait_for, Cluster, Monitor, Received, RedisServer,

@@ -273,13 +273,12 @@ impl RedisStore {
         let clients = self.connection.clients();
         self.start_loading_scripts();
         let (loader, near) = (&self.loader, &self.near);
-        let (connection, timeout) = (&self.connection, self.command_timeout);
         self.bounded(async move {
             for client in &clients {
                 let _: () = client.ping(None).await?;
             }
             loader.settled().await;
-            near.ready(connection, timeout).await;
+            near.ready(self).await;
             Ok(())
         })
         .await

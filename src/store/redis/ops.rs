@@ -22,10 +22,7 @@ impl RedisStore {
     pub(crate) async fn load(&self, key: &KeyId, limits: &Limits) -> Result<Option<Loaded>, Error> {
         let redis_key = self.session_key(key);
         let read = self.read(&redis_key, key, limits);
-        let (connection, timeout) = (&self.connection, self.command_timeout);
-        self.near
-            .load(connection, timeout, &redis_key, limits, read)
-            .await
+        self.near.load(self, &redis_key, limits, read).await
     }
 
     /// A plain `HGETALL`: one round trip and one command. The TTL is rolled by a second call only

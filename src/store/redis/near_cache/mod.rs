@@ -15,9 +15,8 @@ mod events;
 mod tracking;
 
 use std::future::Future;
-use std::time::Duration;
 
-use super::conn::Connection;
+use super::RedisStore;
 use crate::config::Limits;
 use crate::error::Error;
 use crate::store::{Changes, Loaded, Saved};
@@ -59,12 +58,11 @@ impl Near {
         None
     }
 
-    pub(super) async fn ready(&self, _connection: &Connection, _timeout: Duration) {}
+    pub(super) async fn ready(&self, _store: &RedisStore) {}
 
     pub(super) async fn load(
         &self,
-        _connection: &Connection,
-        _timeout: Duration,
+        _store: &RedisStore,
         _key: &str,
         _limits: &Limits,
         read: impl Future<Output = Result<Option<Loaded>, Error>>,
@@ -93,11 +91,17 @@ struct Cached {
 
 #[cfg(feature = "near-cache")]
 impl Cached {
-    /// The task that keeps the cache coherent, started on first use with the store's connection
-    /// and command timeout as they are by then.
-    fn supervisor(&self, connection: &Connection, timeout: Duration) -> &tracking::Supervisor {
-        self.supervisor
-            .get_or_init(|| tracking::supervise(self.cache.clone(), connection.clients(), timeout))
+    /// The task that keeps the cache coherent, started on first use with the store's connection,
+    /// key prefix and command timeout as they are by then.
+    fn supervisor(&self, store: &RedisStore) -> &tracking::Supervisor {
+        self.supervisor.get_or_init(|| {
+            let watched = tracking::Watched {
+                clients: store.connection.clients(),
+                prefix: store.key_prefix.to_string(),
+                timeout: store.command_timeout,
+            };
+            tracking::supervise(self.cache.clone(), watched)
+        })
     }
 }
 
@@ -143,19 +147,18 @@ impl Near {
 
     /// Returns once tracking is on, or once setting it up has failed (reads then go to Redis);
     /// starts it if no read has yet. The caller bounds the wait.
-    pub(super) async fn ready(&self, connection: &Connection, timeout: Duration) {
+    pub(super) async fn ready(&self, store: &RedisStore) {
         if let Some(cached) = &self.cached {
-            cached.supervisor(connection, timeout).settled().await;
+            cached.supervisor(store).settled().await;
         }
     }
 
     /// A session from the cache when it holds it fresh (no round trip), else `read`, whose reply
     /// fills the cache unless an invalidation raced it. Starts keeping the cache coherent on first
-    /// use, with the store's connection and command timeout as they are by then.
+    /// use, with the store's settings as they are by then.
     pub(super) async fn load(
         &self,
-        connection: &Connection,
-        timeout: Duration,
+        store: &RedisStore,
         key: &str,
         limits: &Limits,
         read: impl Future<Output = Result<Option<Loaded>, Error>>,
@@ -163,7 +166,7 @@ impl Near {
         let Some(cached) = &self.cached else {
             return read.await;
         };
-        cached.supervisor(connection, timeout);
+        cached.supervisor(store);
         let cache = &cached.cache;
         let now = crate::store::ttl::now_ms();
         if let Some(entry) = cache.get(key, now) {

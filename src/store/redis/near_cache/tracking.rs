@@ -3,15 +3,22 @@
 //! Every connection that reads sessions (a "data" connection) runs
 //! `CLIENT TRACKING ON REDIRECT <listener id> NOLOOP`: from then on, when anyone else changes a key
 //! that connection read, Redis announces it on `__redis__:invalidate` to a listener connection of
-//! ours on the same server. Redirect mode rather than RESP3 pushes, because fred 10.1 drops the push
-//! by which Redis announces FLUSHALL, while it delivers the same announcement as a channel message
-//! (an invalidation without keys). NOLOOP: our own saves do not invalidate our own entries; the
-//! scripts read the key again after writing it, since a write ends its tracking.
+//! ours on the same server, one per data connection. Redirect mode rather than RESP3 pushes,
+//! because fred 10.1 drops the push by which Redis announces FLUSHALL, while it delivers the same
+//! announcement as a channel message (an invalidation without keys). NOLOOP: our own saves do not
+//! invalidate our own entries; the scripts read the key again after writing it, since a write ends
+//! its tracking. (Broadcast mode would keep no per-key table, but Redis 7.0 announces a script's
+//! writes even to the connection that ran it, NOLOOP or not, and every write is a script.)
 //!
-//! A supervisor task sets this up on every server the data clients talk to, renews the cache's lease
-//! with a heartbeat that checks each connection still redirects to its listener, and starts over
-//! (flushing the cache) on any reconnect, connection error, cluster change or failed heartbeat. It
-//! says how its attempts go, so that the store's `ready()` can wait for the first one.
+//! A supervisor task sets this up on every server the data clients talk to and renews the cache's
+//! lease only on proof, every heartbeat: each data connection still redirects to its own listener
+//! (its id, and the random name the listener took), and a canary key that every data connection
+//! has just read, written then from another connection of ours, is announced to every listener. A
+//! path that merely exists proves nothing: Redis accepts a redirect to a listener whose `SUBSCRIBE`
+//! was refused, and a listener that a host name put on another server may share its id with a
+//! stranger there. Any failure starts over (flushing the cache), as do a reconnect, a connection
+//! error or a cluster change. It says how its attempts go, so that the store's `ready()` can wait
+//! for the first one.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -21,12 +28,14 @@ use std::time::{Duration, Instant};
 use fred::clients::Client;
 use fred::error::{Error as FredError, ErrorKind};
 use fred::interfaces::{
-    ClientInterface, ClientLike, EventInterface, PubsubInterface, TrackingInterface,
+    ClientInterface, ClientLike, ClusterInterface, EventInterface, KeysInterface, PubsubInterface,
+    TrackingInterface,
 };
 use fred::prelude::{Builder, Config as FredConfig, Server, ServerConfig};
 use fred::types::client::Invalidation;
-use fred::types::{ClusterHash, CustomCommand, RespVersion};
+use fred::types::{ClusterHash, CustomCommand, Expiration, RespVersion};
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::Receiver;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 
@@ -34,13 +43,18 @@ use super::cache::{NearCache, LEASE};
 use super::events::{Announcement, Inbox, Signal};
 
 const CHANNEL: &str = "__redis__:invalidate";
-/// Four heartbeats per lease: one lost reply does not stop the cache from serving.
+/// Four heartbeats per lease: one slow proof does not stop the cache from serving.
 const HEARTBEAT: Duration = Duration::from_millis(LEASE.as_millis() as u64 / 4);
-/// Pause before setting up again after a failed attempt (Redis down, a failover under way).
+/// Pause before setting up again after a failed attempt (Redis down, a failover under way),
+/// doubled after each failure in a row up to [`RETRY_MAX`], so that a setup that cannot work (a
+/// user refused the channel) does not make connections all the time.
 const RETRY: Duration = Duration::from_millis(250);
+const RETRY_MAX: Duration = Duration::from_secs(8);
 /// Invalidations a listener may queue before the cache must flush: generous, since a burst of
 /// writes by other instances must not cost every entry.
 const LISTENER_CAPACITY: usize = 4096;
+/// How long a canary key outlives the supervisor that writes it every heartbeat.
+const CANARY_TTL_MS: i64 = 10_000;
 /// Room the tracking table must keep for the cache to serve: more keys than one server can start
 /// tracking between two heartbeats. Past its limit Redis evicts keys, and an eviction during one of
 /// our own commands stops tracking our key without telling us (Redis 7.0, NOLOOP).
@@ -63,10 +77,10 @@ pub(crate) struct Supervisor {
 #[derive(Clone, Copy, Debug, Default)]
 struct Setup {
     attempt: u64,
-    /// `None` while under way; `Some(true)` once tracking is on (serving, or paused for want of
-    /// room in the tracking table); `Some(false)` once it failed.
+    /// `None` while under way; `Some(true)` once proven (serving, or paused for want of room in
+    /// the tracking table); `Some(false)` once it failed.
     done: Option<bool>,
-    /// A failure was logged at `warn` and tracking has not been on since: the next failures are
+    /// A failure was logged at `warn` and tracking has not been proven since: the next failures are
     /// logged at `debug`, and tracking on again at `info`, so that a log shows each transition once.
     warned: bool,
 }
@@ -101,11 +115,19 @@ impl Supervisor {
     }
 }
 
-/// Starts keeping `cache` coherent for the commands `clients` send. Needs a Tokio runtime.
-pub(crate) fn supervise(cache: NearCache, clients: Vec<Client>, timeout: Duration) -> Supervisor {
+/// What the supervisor keeps coherent: the data clients, the store's key prefix (the canary keys
+/// go under it) and its command timeout (which bounds each step).
+pub(crate) struct Watched {
+    pub(crate) clients: Vec<Client>,
+    pub(crate) prefix: String,
+    pub(crate) timeout: Duration,
+}
+
+/// Starts keeping `cache` coherent for the commands the clients send. Needs a Tokio runtime.
+pub(crate) fn supervise(cache: NearCache, watched: Watched) -> Supervisor {
     // Any event on a data connection flushes the cache at once, before a reply that follows it can
     // fill an entry (fred announces a reconnect before it replays queued commands).
-    cache.watch(clients.iter().flat_map(events).collect());
+    cache.watch(watched.clients.iter().flat_map(events).collect());
     let (setup, setup_rx) = watch::channel(Setup::default());
     let retry = Arc::new(Notify::new());
     let retry_now = Arc::clone(&retry);
@@ -113,29 +135,31 @@ pub(crate) fn supervise(cache: NearCache, clients: Vec<Client>, timeout: Duratio
         let wake = Arc::new(Notify::new());
         // Dropped with this task, which ends them.
         let mut _wakers = JoinSet::new();
-        for receiver in clients.iter().flat_map(events) {
+        for receiver in watched.clients.iter().flat_map(events) {
             _wakers.spawn(wake_on(receiver, Arc::clone(&wake)));
         }
+        let mut pause = RETRY;
         loop {
-            if let Err(error) = serve(&cache, &clients, timeout, &wake, &setup).await {
-                if setup.borrow().warned {
-                    tracing::debug!(%error, "near-cache tracking still down; starting over");
-                } else {
-                    tracing::warn!(
-                        %error,
-                        "near-cache tracking interrupted: no hits, reads go to Redis until it is on again"
-                    );
-                }
-                setup.send_modify(|s| {
-                    s.done = Some(false);
-                    s.warned = true;
-                });
-                tokio::select! {
-                    () = wake.notified() => {}
-                    () = retry_now.notified() => {}
-                    () = tokio::time::sleep(RETRY) => {}
-                }
+            let Err(error) = serve(&cache, &watched, &wake, &setup).await;
+            if setup.borrow().warned {
+                tracing::debug!(%error, "near-cache tracking still down; starting over");
+            } else {
+                tracing::warn!(
+                    %error,
+                    "near-cache tracking not proven: no hits, reads go to Redis until it is"
+                );
+                pause = RETRY;
             }
+            setup.send_modify(|s| {
+                s.done = Some(false);
+                s.warned = true;
+            });
+            tokio::select! {
+                () = wake.notified() => {}
+                () = retry_now.notified() => {}
+                () = tokio::time::sleep(pause) => {}
+            }
+            pause = (pause * 2).min(RETRY_MAX);
             cache.flush();
             setup.send_modify(|s| {
                 s.attempt += 1;
@@ -177,28 +201,30 @@ async fn wake_on(mut signal: Signal, wake: Arc<Notify>) {
     wake.notify_one();
 }
 
-/// One epoch: listeners up, tracking on, then heartbeats until something breaks.
+/// One epoch: listeners up, tracking on, then proofs until one fails. Never returns `Ok`.
 async fn serve(
     cache: &NearCache,
-    clients: &[Client],
-    timeout: Duration,
+    watched: &Watched,
     wake: &Arc<Notify>,
     setup: &watch::Sender<Setup>,
-) -> Result<(), FredError> {
-    let listeners = bounded(timeout, listen(clients, timeout)).await?;
+) -> Result<std::convert::Infallible, FredError> {
+    let timeout = watched.timeout;
+    let links = bounded(timeout, Links::connect(watched)).await?;
     let result = async {
         let epoch = cache.begin_epoch(
-            listeners
+            links
+                .listeners
                 .values()
                 .map(|listener| Box::new(listener.client.invalidation_rx()) as Box<dyn Inbox>)
                 .collect(),
-            listeners
+            links
+                .listeners
                 .values()
                 .map(|listener| Signal::new(listener.client.error_rx()))
                 .collect(),
         );
         let mut tasks = JoinSet::new();
-        for listener in listeners.values() {
+        for listener in links.listeners.values() {
             let cache = cache.clone();
             let mut invalidations = listener.client.invalidation_rx();
             let errors = listener.client.error_rx();
@@ -212,17 +238,19 @@ async fn serve(
             tasks.spawn(wake_on(Signal::new(errors), Arc::clone(wake)));
         }
         // A wake-up left from an event before now would end this epoch at once (on a fresh store:
-        // its own first connection). It needs no new one: `track` and the heartbeats look at the
+        // its own first connection). It needs no new one: `track` and the proofs look at the
         // connections as they are now, and a data connection's event since `begin_epoch` has
         // flushed the cache, so `confirm` refuses this epoch.
         let _ = std::pin::pin!(wake.notified()).enable();
-        bounded(timeout, track(clients, &listeners)).await?;
-        // Serving waits for a heartbeat that finds room in the tracking table; while there is none,
+        bounded(timeout, links.track(watched)).await?;
+        // Serving waits for a proof that finds room in the tracking table; while there is none,
         // the cache is paused: empty, and filled again once there is.
         let mut paused = Some(epoch);
         loop {
             let sent = Instant::now();
-            let room = bounded(timeout, heartbeat(clients, &listeners)).await?;
+            let room = bounded(timeout, links.prove(watched)).await?;
+            // Every change made before `sent` was announced before the canary, and so is in the
+            // cache's inboxes, which it reads before it serves.
             match (room, paused) {
                 (true, Some(epoch)) => {
                     cache.renew_lease(sent);
@@ -250,56 +278,165 @@ async fn serve(
         }
     }
     .await;
-    for listener in listeners.values() {
-        let _ = listener.client.quit().await;
-    }
+    links.quit().await;
     result
 }
 
-/// A connection of ours subscribed to the invalidation channel on one server.
+/// A connection of ours subscribed to the invalidation channel on one server, for one data
+/// connection.
 struct Listener {
     client: Client,
     id: i64,
+    /// A random name, by which a data connection tells its listener from a client on its server
+    /// that happens to have the same id.
+    name: String,
 }
 
-/// One listener per server that the data clients are connected to.
-async fn listen(
-    clients: &[Client],
-    timeout: Duration,
-) -> Result<HashMap<Server, Listener>, FredError> {
-    let mut listeners = HashMap::new();
-    for client in clients {
-        if client.active_connections().is_empty() {
-            // Still connecting (a fresh store, a reconnect): a command waits for the connection,
-            // which fred lists only once it is made (after announcing it).
-            let _: () = client.ping(None).await?;
-        }
-        let servers = client.active_connections();
-        if servers.is_empty() {
-            return Err(FredError::new(ErrorKind::IO, "not connected yet"));
-        }
-        for server in servers {
-            if let std::collections::hash_map::Entry::Vacant(slot) = listeners.entry(server) {
-                let listener = connect_listener(client, slot.key(), timeout).await?;
-                slot.insert(listener);
+/// A connection of ours that writes one server's canary key.
+struct Prober {
+    client: Client,
+    canary: String,
+}
+
+/// One epoch's connections: a listener per data client and server, keyed by the client's index
+/// (its keys' owner), and a prober per server.
+struct Links {
+    listeners: HashMap<(usize, Server), Listener>,
+    probers: HashMap<Server, Prober>,
+}
+
+impl Links {
+    async fn connect(watched: &Watched) -> Result<Self, FredError> {
+        let run = uuid::Uuid::new_v4().simple().to_string();
+        let mut links = Self {
+            listeners: HashMap::new(),
+            probers: HashMap::new(),
+        };
+        for (owner, client) in watched.clients.iter().enumerate() {
+            if client.active_connections().is_empty() {
+                // Still connecting (a fresh store, a reconnect): a command waits for the
+                // connection, which fred lists only once it is made (after announcing it).
+                let _: () = client.ping(None).await?;
+            }
+            let servers = client.active_connections();
+            if servers.is_empty() {
+                return Err(FredError::new(ErrorKind::IO, "not connected yet"));
+            }
+            for server in servers {
+                let name = format!("session-near-cache-{run}-{owner}");
+                let listener = connect_to(client, &server, watched.timeout).await?;
+                listener.client_setname(name.as_str()).await?;
+                let id: i64 = listener.client_id().await?;
+                listener.subscribe(CHANNEL).await?;
+                if !links.probers.contains_key(&server) {
+                    let canary = canary_key(client, &server, &watched.prefix, &run)?;
+                    let prober = connect_to(client, &server, watched.timeout).await?;
+                    links.probers.insert(
+                        server.clone(),
+                        Prober {
+                            client: prober,
+                            canary,
+                        },
+                    );
+                }
+                let listener = Listener {
+                    client: listener,
+                    id,
+                    name,
+                };
+                links.listeners.insert((owner, server), listener);
             }
         }
+        Ok(links)
     }
-    Ok(listeners)
+
+    fn listener(&self, owner: usize, server: &Server) -> Result<&Listener, FredError> {
+        self.listeners
+            .get(&(owner, server.clone()))
+            .ok_or_else(interrupted)
+    }
+
+    /// Turns tracking on for every data connection, redirected to its listener.
+    async fn track(&self, watched: &Watched) -> Result<(), FredError> {
+        for (owner, client) in watched.clients.iter().enumerate() {
+            for server in client.active_connections() {
+                let listener = self.listener(owner, &server)?;
+                let _: () = client
+                    .with_cluster_node(server)
+                    .client_tracking("ON", Some(listener.id), None, false, false, false, true)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Proves, for every data connection, that it redirects to its own listener and that a change
+    /// made now to a key it read reaches that listener: every data connection reads its server's
+    /// canary, which is then written, and every listener must announce it. Redis announces in
+    /// order, so every change made before is announced too. Says whether every server's tracking
+    /// table has room.
+    async fn prove(&self, watched: &Watched) -> Result<bool, FredError> {
+        let mut heard: Vec<_> = self
+            .listeners
+            .iter()
+            .map(|((_, server), listener)| {
+                let canary = self.probers.get(server).map(|p| p.canary.clone());
+                (listener.client.invalidation_rx(), canary)
+            })
+            .collect();
+        let mut room = true;
+        for (owner, client) in watched.clients.iter().enumerate() {
+            for server in client.active_connections() {
+                let listener = self.listener(owner, &server)?;
+                let prober = self.probers.get(&server).ok_or_else(interrupted)?;
+                let node = client.with_cluster_node(server);
+                let redirect: i64 = node.client_getredir().await?;
+                if redirect != listener.id {
+                    return Err(FredError::new(
+                        ErrorKind::Unknown,
+                        "a data connection no longer redirects to its listener",
+                    ));
+                }
+                is_our_listener(&node, listener).await?;
+                let _: Option<String> = node.get(&prober.canary).await?;
+                room &= table_has_room(&node).await?;
+            }
+        }
+        for prober in self.probers.values() {
+            let expiry = Some(Expiration::PX(CANARY_TTL_MS));
+            let _: () = prober
+                .client
+                .set(&prober.canary, 1, expiry, None, false)
+                .await?;
+        }
+        for (announced, canary) in &mut heard {
+            let canary = canary.as_deref().ok_or_else(interrupted)?;
+            announces(announced, canary, watched.timeout).await?;
+        }
+        Ok(room)
+    }
+
+    async fn quit(&self) {
+        let probers = self.probers.values().map(|prober| &prober.client);
+        for client in self.listeners.values().map(|l| &l.client).chain(probers) {
+            let _: Result<(), _> = client.quit().await;
+        }
+    }
 }
 
-async fn connect_listener(
+/// A connection of ours to `server` alone, with the data client's settings otherwise (user,
+/// password, TLS). No reconnect policy: a connection that is lost is replaced, with a flush.
+async fn connect_to(
     data: &Client,
     server: &Server,
     timeout: Duration,
-) -> Result<Listener, FredError> {
+) -> Result<Client, FredError> {
     let mut config: FredConfig = data.client_config();
     config.server = ServerConfig::Centralized {
         server: server.clone(),
     };
     config.version = RespVersion::RESP2;
     config.fail_fast = true;
-    // No reconnect policy: a listener that loses its connection is replaced, with a flush.
     let client = Builder::from_config(config)
         .with_performance_config(|performance| {
             performance.broadcast_channel_capacity = LISTENER_CAPACITY;
@@ -310,48 +447,91 @@ async fn connect_listener(
         })
         .build()?;
     client.init().await?;
-    let id: i64 = client.client_id().await?;
-    client.subscribe(CHANNEL).await?;
-    Ok(Listener { client, id })
+    Ok(client)
 }
 
-/// Turns tracking on for every data connection, redirected to the listener on its server.
-async fn track(clients: &[Client], listeners: &HashMap<Server, Listener>) -> Result<(), FredError> {
-    for client in clients {
-        for server in client.active_connections() {
-            let listener = listeners.get(&server).ok_or_else(interrupted)?;
-            let _: () = client
-                .with_cluster_node(server)
-                .client_tracking("ON", Some(listener.id), None, false, false, false, true)
-                .await?;
-        }
-    }
-    Ok(())
+/// A key under `prefix` (which a user's ACL allows) that `server` holds (on a cluster, a hash tag
+/// picks one of its slots), named after this epoch's `run` so that no other instance writes it.
+fn canary_key(
+    data: &Client,
+    server: &Server,
+    prefix: &str,
+    run: &str,
+) -> Result<String, FredError> {
+    let key = |tag: u32| format!("{prefix}near-cache-canary:{{{tag}}}:{run}");
+    let Some(routing) = data.cached_cluster_state().filter(|_| data.is_clustered()) else {
+        return Ok(key(0));
+    };
+    let ranges: Vec<_> = routing
+        .slots()
+        .iter()
+        .filter(|range| &range.primary == server)
+        .map(|range| range.start..=range.end)
+        .collect();
+    (0..100_000)
+        .map(key)
+        .find(|key| {
+            let slot = fred::util::redis_keyslot(key.as_bytes());
+            ranges.iter().any(|range| range.contains(&slot))
+        })
+        .ok_or_else(|| {
+            FredError::new(
+                ErrorKind::Config,
+                "no canary key under the key prefix lands on this server (does the prefix hold a hash tag?)",
+            )
+        })
 }
 
-/// Proves every listener alive and every data connection still redirecting to its listener: the
-/// replies come after every invalidation Redis sent before it answered. Says whether every
-/// server's tracking table has room.
-async fn heartbeat(
-    clients: &[Client],
-    listeners: &HashMap<Server, Listener>,
-) -> Result<bool, FredError> {
-    for listener in listeners.values() {
-        let _: () = listener.client.ping(None).await?;
+/// Whether the client that `node`'s connection redirects to bears the listener's name. A user
+/// refused `CLIENT LIST` leaves it to the canary, which proves the same from the other side.
+async fn is_our_listener(
+    node: &impl ClientInterface,
+    listener: &Listener,
+) -> Result<(), FredError> {
+    let named = format!("name={}", listener.name);
+    match node
+        .client_list::<String, String>(None, Some(vec![listener.id.to_string()]))
+        .await
+    {
+        Ok(list) if list.split_whitespace().any(|field| field == named) => Ok(()),
+        Ok(_) => Err(FredError::new(
+            ErrorKind::Unknown,
+            "the client a data connection redirects to is not its listener (a listener reached \
+             another server, where a stranger has its id?)",
+        )),
+        Err(error) if error.details().starts_with("NOPERM") => Ok(()),
+        Err(error) => Err(error),
     }
-    let mut room = true;
-    for client in clients {
-        for server in client.active_connections() {
-            let listener = listeners.get(&server).ok_or_else(interrupted)?;
-            let node = client.with_cluster_node(server);
-            let redirect: i64 = node.client_getredir().await?;
-            if redirect != listener.id {
-                return Err(interrupted());
+}
+
+/// Waits until `announced` names `canary`.
+async fn announces(
+    announced: &mut Receiver<Invalidation>,
+    canary: &str,
+    timeout: Duration,
+) -> Result<(), FredError> {
+    let heard = async {
+        loop {
+            match announced.recv().await {
+                Ok(invalidation)
+                    if invalidation.keys.iter().any(|k| k.as_str() == Some(canary)) =>
+                {
+                    return Ok(());
+                }
+                Ok(_) | Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => return Err(interrupted()),
             }
-            room &= table_has_room(&node).await?;
         }
-    }
-    Ok(room)
+    };
+    tokio::time::timeout(timeout, heard)
+        .await
+        .unwrap_or_else(|_| {
+            Err(FredError::new(
+                ErrorKind::Timeout,
+                "a canary write was not announced to a listener (may its user SUBSCRIBE to \
+             __redis__:invalidate? does a host name reach another server?)",
+            ))
+        })
 }
 
 /// Whether one server's tracking table can take [`TABLE_HEADROOM`] more keys. The limit is read
