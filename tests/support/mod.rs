@@ -30,8 +30,8 @@ pub use proxy::Nginx;
 pub use split::SplitRoute;
 pub use squatter::{Squatter, SQUATTER_FIELD};
 pub use testkit::{
-    free_port, kill_other_clients, session_key, wait_for, Cluster, Monitor, Received, RedisServer,
-    Seen, SentinelGroup, TlsFiles, SERVICE,
+    free_port, kill_other_clients, monitor_args, session_key, wait_for, Cluster, Monitor, Received,
+    RedisServer, Seen, SentinelGroup, TlsFiles, SERVICE,
 };
 pub use webdriver::{ChromeDriver, Window};
 

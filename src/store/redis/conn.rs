@@ -12,7 +12,7 @@ use fred::types::config::Options;
 use fred::types::scripts::Script;
 use fred::types::{ClusterHash, CustomCommand, Value};
 
-use super::scripts::unexpected_reply;
+use super::scripts::{self, unexpected_reply};
 use super::RedisStore;
 use crate::error::Error;
 use crate::store::layout::StoredHash;
@@ -138,22 +138,24 @@ impl RedisStore {
         }
     }
 
-    /// A session read: `HGETALL`, split as it is decoded, metadata the read does not need left out.
-    pub(super) fn read_session<'a>(
-        &'a self,
-        key: &'a str,
-    ) -> impl Future<Output = Result<StoredHash, Error>> + Send + 'a {
-        let call = self.hgetall_reply(key);
-        async move {
-            let reply = call.await?;
-            let fields = match &reply {
-                Value::Array(flat) => flat.len() / 2,
-                _ => 0,
-            };
-            let mut stored = StoredHash::with_capacity(fields);
-            each_pair(reply, |field, value| stored.add(field, value))?;
-            Ok(stored)
-        }
+    /// A session read: `HGETALL` (with the near-cache, `tracked_read.lua`), split as it is decoded,
+    /// metadata the read does not need left out.
+    pub(super) async fn read_session(&self, key: &str) -> Result<StoredHash, Error> {
+        let reply = match self.near.is_on() {
+            true => {
+                let script = scripts::TrackedReadArgs::script();
+                let args = scripts::TrackedReadArgs {}.into_values();
+                self.run(script, vec![key.to_owned()], args).await?
+            }
+            false => self.hgetall_reply(key).await?,
+        };
+        let fields = match &reply {
+            Value::Array(flat) => flat.len() / 2,
+            _ => 0,
+        };
+        let mut stored = StoredHash::with_capacity(fields);
+        each_pair(reply, |field, value| stored.add(field, value))?;
+        Ok(stored)
     }
 
     fn hgetall_reply<'a>(

@@ -75,6 +75,8 @@ scripts! {
     DestroyArgs = "destroy" { prefix, key_id, inline_index }
     /// `take_if.lua`: the old session of a cycle on a cluster, if unchanged.
     TakeIfArgs = "take_if" { version }
+    /// `tracked_read.lua`: the near-cache's read, which leaves a missing key untracked.
+    TrackedReadArgs = "tracked_read" {}
     /// `destroy_user.lua`: every session of a user, at once (one server).
     DestroyUserArgs = "destroy_user" { prefix }
     /// `index.lua`: a user's index on a cluster.
@@ -89,7 +91,7 @@ const LIB: &str = include_str!("lua/lib.lua");
 
 /// Scripts that call none of `lib.lua`'s helpers and run without them: defining every helper on
 /// each call is a good part of what a small script costs Redis.
-const WITHOUT_LIB: &[&str] = &["fast_update", "stamp", "take_if"];
+const WITHOUT_LIB: &[&str] = &["fast_update", "stamp", "take_if", "tracked_read"];
 
 /// A script from its file, behind a prelude that gives it the metadata field names (`field.user`,
 /// …) and its named arguments (`arg.<name>`), then the helpers of `lib.lua` unless it is one of
