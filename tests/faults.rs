@@ -545,3 +545,60 @@ async fn an_app_started_before_its_cluster_forms_serves_once_it_has() {
     );
     assert!(started.elapsed() < CLUSTER_FORMATION_BOUND);
 }
+
+/// On a cluster a user's index is on another master than their session. A read that must roll the
+/// session's TTL while that master refuses writes answers 503 and leaves the TTL as it was: the
+/// index never holds a session for less long than it lives, so a logout-everywhere after the
+/// outage still ends it. (Before: the TTL rolled, the index kept the old expiry, and the index
+/// expired with it, so the logout-everywhere missed a session that was still alive.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_roll_while_the_index_is_unwritable_leaves_no_session_outside_the_index() {
+    const IDLE: Duration = Duration::from_secs(4);
+    let cluster = Cluster::start();
+    let store = support::url_store(&cluster.url(), FAULT_TIMEOUT_MS).await;
+    let idle = time::Duration::seconds(IDLE.as_secs() as i64);
+    let app = support::app(
+        SessionLayer::new(store).with_idle_timeout(idle),
+        Gate::default(),
+    );
+    support::wait_until_served(&app, 6, Duration::from_secs(10)).await;
+    let index = "session:user:alice";
+    // A login whose session is on another master than alice's index.
+    let (mut browser, logged_in, index_master) = loop {
+        let mut browser = Browser::new(app.clone());
+        browser.post_form("/login", "user=alice").await;
+        let logged_in = Instant::now();
+        let key = session_key("session:", browser.cookie.as_deref().unwrap());
+        let index_master = cluster.holders(index);
+        if cluster.holders(&key) != index_master {
+            break (browser, logged_in, index_master[0]);
+        }
+    };
+
+    // Half the idle timeout on, a read must roll the TTL; alice's index refuses writes meanwhile.
+    tokio::time::sleep_until((logged_in + IDLE / 2).into()).await;
+    let index_node = cluster.node(index_master);
+    index_node.cli(&["config", "set", "min-replicas-to-write", "10"]);
+    let reply = browser.get("/me").await;
+    index_node.cli(&["config", "set", "min-replicas-to-write", "0"]);
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+
+    // Past the index's own expiry (the idle timeout and a tenth from the login), alice logs out
+    // everywhere from another browser.
+    tokio::time::sleep_until((logged_in + IDLE + IDLE / 10 + IDLE / 20).into()).await;
+    let mut other = Browser::new(app.clone());
+    other.post_form("/login", "user=alice").await;
+    assert_eq!(
+        other.post_form("/logout-everywhere", "").await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert!(
+        logged_in.elapsed() < IDLE / 2 + IDLE,
+        "checked while a rolled session would still live"
+    );
+    assert_eq!(
+        browser.get("/me").await.status,
+        StatusCode::UNAUTHORIZED,
+        "the session is ended"
+    );
+}

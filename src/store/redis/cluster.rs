@@ -21,6 +21,10 @@ use crate::store::{Changes, Saved};
 /// Attempts at moving a session on a cluster while other requests keep writing it.
 const CYCLE_ATTEMPTS: usize = 3;
 
+/// How much longer than the idle timeout a session's index entry is extended before its TTL rolls:
+/// the roll comes a round trip later, on the same clock.
+const PRE_ROLL_MARGIN_MS: i64 = 1_000;
+
 /// Who owned a session before and after a write, for updating indexes outside the script.
 #[derive(Debug)]
 pub(super) struct Owners {
@@ -203,6 +207,22 @@ impl RedisStore {
                 Ok(true)
             }
         }
+    }
+
+    /// Extends `key`'s entry in `user`'s index past any TTL a roll can give it, before the roll:
+    /// should this fail, nothing rolls (the request fails); should the roll fail after it, the
+    /// entry merely outlives the session. Either way the index never holds a session for less long
+    /// than the session lives, so a logout-everywhere finds it. (Updated after the roll instead, a
+    /// failure left the entry at the old expiry until the next roll, and the session out of the
+    /// index once that passed.)
+    pub(super) async fn extend_index_before_roll(
+        &self,
+        user: &str,
+        key: &KeyId,
+        limits: &Limits,
+    ) -> Result<(), Error> {
+        let ttl = limits.idle_ms() + PRE_ROLL_MARGIN_MS;
+        self.update_index(user, None, Some((key, ttl))).await
     }
 
     /// [`index`](Self::index) for a removal or the new expiry of an indexed session, which are

@@ -61,6 +61,9 @@ impl RedisStore {
         limits: &Limits,
     ) -> Result<Option<(i64, i64)>, Error> {
         let inline_index = self.inline_index();
+        if let (false, Some(user)) = (inline_index, user) {
+            self.extend_index_before_roll(user, key, limits).await?;
+        }
         let args = scripts::TouchArgs {
             idle: Value::from(limits.idle_ms()),
             prefix: self.prefix(),
@@ -72,13 +75,7 @@ impl RedisStore {
         let reply = self
             .run(script, vec![self.session_key(key)], args.into_values())
             .await?;
-        let Some((ttl_ms, expires_at)) = scripts::touch_reply(reply)? else {
-            return Ok(None);
-        };
-        if let (false, Some(user)) = (inline_index, user) {
-            self.update_index(user, None, Some((key, ttl_ms))).await?;
-        }
-        Ok(Some((ttl_ms, expires_at)))
+        scripts::touch_reply(reply)
     }
 
     pub(crate) async fn save(
@@ -133,7 +130,7 @@ impl RedisStore {
             key_id: Value::from(key.as_str()),
             clear: flag(changes.clear),
             inline_index: flag(inline_index),
-            touch_below: Value::from(limits.touch_below_ms()),
+            touch_below: self.write_touch_below(limits),
             track: self.track(),
             sets,
         };
@@ -143,11 +140,19 @@ impl RedisStore {
         let reply = self
             .run(script, vec![self.session_key(key)], values)
             .await?;
-        let (saved, wrote) = saved(scripts::update_reply(reply)?);
-        if let (false, Some(wrote)) = (inline_index, wrote) {
-            if let (true, Some(owner)) = (wrote.rolled, &wrote.owner) {
-                self.update_index(owner, None, Some((key, wrote.ttl_ms)))
-                    .await?;
+        let (mut saved, wrote) = saved(scripts::update_reply(reply)?);
+        if let (
+            Some(wrote),
+            Saved::Written {
+                ttl_ms, expires_at, ..
+            },
+        ) = (wrote, &mut saved)
+        {
+            if let Some(rolled) = self
+                .roll_after_write(key, &wrote.owner, *ttl_ms, limits)
+                .await?
+            {
+                (*ttl_ms, *expires_at) = rolled;
             }
         }
         Ok(saved)
@@ -250,7 +255,7 @@ impl RedisStore {
             prefix: self.prefix(),
             key_id: Value::from(key.as_str()),
             inline_index: flag(inline_index),
-            touch_below: Value::from(limits.touch_below_ms()),
+            touch_below: self.write_touch_below(limits),
             track: self.track(),
         };
         let redis_key = self.session_key(key);
@@ -263,12 +268,9 @@ impl RedisStore {
             IncrReply::To {
                 value,
                 ttl_ms,
-                rolled,
                 owner,
             } => {
-                if let (false, true, Some(owner)) = (inline_index, rolled, owner) {
-                    self.update_index(&owner, None, Some((key, ttl_ms))).await?;
-                }
+                self.roll_after_write(key, &owner, ttl_ms, limits).await?;
                 Incremented::To(value)
             }
             IncrReply::Gone => Incremented::Gone,
@@ -371,6 +373,31 @@ impl RedisStore {
 
     pub(super) fn index_key(&self, user: &str) -> String {
         crate::store::layout::index_key(&self.key_prefix, user)
+    }
+
+    /// The threshold below which a write script rolls the TTL. None on a cluster, where only
+    /// `touch` rolls a TTL, after extending the owner's index entry (see
+    /// [`extend_index_before_roll`](Self::extend_index_before_roll)).
+    fn write_touch_below(&self, limits: &Limits) -> Value {
+        Value::from(match self.inline_index() {
+            true => limits.touch_below_ms(),
+            false => 0,
+        })
+    }
+
+    /// On a cluster, rolls the TTL a write left running low (the write scripts do not there): the
+    /// new TTL and when it runs out, if it rolled.
+    async fn roll_after_write(
+        &self,
+        key: &KeyId,
+        owner: &Option<String>,
+        ttl_ms: i64,
+        limits: &Limits,
+    ) -> Result<Option<(i64, i64)>, Error> {
+        if self.inline_index() || is_fresh(limits, ttl_ms) {
+            return Ok(None);
+        }
+        self.touch(key, owner.as_deref(), limits).await
     }
 
     /// Whether the scripts must read a key again after writing it, to keep it tracked.

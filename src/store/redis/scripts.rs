@@ -146,7 +146,6 @@ pub(super) enum IncrReply {
     To {
         value: i64,
         ttl_ms: i64,
-        rolled: bool,
         owner: Option<String>,
     },
     Gone,
@@ -233,7 +232,6 @@ pub(super) fn incr_reply(reply: Value) -> Result<IncrReply, Error> {
             value: reply.int()?,
             ttl_ms: reply.int()?,
             owner: reply.text()?,
-            rolled: reply.text()?.as_deref() == Some("1"),
         },
         "gone" => IncrReply::Gone,
         "not_integer" => IncrReply::NotInteger(reply.text()?.unwrap_or_default()),
