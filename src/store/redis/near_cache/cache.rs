@@ -514,6 +514,13 @@ mod tests {
         }
         let gauges = cache.gauges();
         assert!(gauges.bytes <= 10 * ENTRY_FLOOR, "{gauges:?}");
+        // What the entries really hold, not only what the weigher says.
+        let held = cache.len() as u64 * 64 * 1024;
+        assert!(
+            held <= 10 * ENTRY_FLOOR,
+            "{} entries of 64 KiB",
+            cache.len()
+        );
         assert_eq!(gauges.pending_fills, 0);
         assert!(gauges.serving);
     }

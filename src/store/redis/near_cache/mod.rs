@@ -173,12 +173,7 @@ impl Near {
             let remaining = entry.expires_at - now;
             // A TTL running low is rolled by a read from Redis, as without the cache.
             if crate::store::ttl::is_fresh(limits, remaining) {
-                return Ok(Some(Loaded {
-                    ttl_ms: remaining,
-                    touched: false,
-                    cached: true,
-                    ..Loaded::clone(&entry)
-                }));
+                return Ok(Some(hit(&entry, remaining)));
             }
         }
         let fill = cache.begin_fill(key);
@@ -217,5 +212,82 @@ impl Near {
             None => cache.invalidate(key),
         }
         saved
+    }
+}
+
+/// What a request gets from a cached entry: the entry's fields shared, not copied.
+#[cfg(feature = "near-cache")]
+fn hit(entry: &Loaded, remaining_ms: i64) -> Loaded {
+    Loaded {
+        ttl_ms: remaining_ms,
+        touched: false,
+        cached: true,
+        ..entry.clone()
+    }
+}
+
+#[cfg(all(test, feature = "near-cache"))]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use super::*;
+    use crate::store::ttl::now_ms;
+
+    /// A store's cache that serves, holding `key`, and its listener's sender (dropped, it would
+    /// end the epoch).
+    fn serving_with(key: &str) -> (Near, tokio::sync::broadcast::Sender<Vec<String>>) {
+        let near = Near::new(10);
+        let cache = &near.cached.as_ref().unwrap().cache;
+        let (sender, listener) = tokio::sync::broadcast::channel::<Vec<String>>(4);
+        let epoch = cache.begin_epoch(vec![Box::new(listener)], Vec::new());
+        assert!(cache.confirm(epoch));
+        cache.renew_lease(Instant::now());
+        let fill = cache.begin_fill(key).unwrap();
+        let entry = Loaded {
+            expires_at: i64::MAX,
+            ..Loaded::default()
+        };
+        cache.finish_fill(fill, Some(entry));
+        assert!(cache.get(key, now_ms()).is_some());
+        (near, sender)
+    }
+
+    fn holds(near: &Near, key: &str) -> bool {
+        let cache = &near.cached.as_ref().unwrap().cache;
+        cache.get(key, now_ms()).is_some()
+    }
+
+    #[test]
+    fn a_hit_shares_the_cached_fields() {
+        let entry = Loaded {
+            fields: Arc::new([("count".to_owned(), "1".to_owned())].into()),
+            ..Loaded::default()
+        };
+        let served = hit(&entry, 5);
+        assert!(Arc::ptr_eq(&served.fields, &entry.fields));
+        assert_eq!((served.ttl_ms, served.cached), (5, true));
+    }
+
+    /// A write whose reply never came (a timeout) may still have landed: the cached copy goes,
+    /// as it does for every key a failed call recorded.
+    #[tokio::test]
+    async fn a_write_that_failed_forgets_what_it_may_have_changed() {
+        let (near, _listener) = serving_with("k");
+        let timed_out = async {
+            let error = fred::error::Error::new(fred::error::ErrorKind::Timeout, "timed out");
+            Err(Error::Store(error))
+        };
+        assert!(near
+            .update("k", &Changes::default(), timed_out)
+            .await
+            .is_err());
+        assert!(!holds(&near, "k"));
+
+        let (near, _listener) = serving_with("k");
+        let mut ended = near.ended();
+        ended.push("k");
+        near.end(ended);
+        assert!(!holds(&near, "k"));
     }
 }
