@@ -4,19 +4,21 @@
 //! redis`; without one, it falls back to the in-memory store). Environment: `ADDR`, `REDIS_URL`,
 //! `SESSION_TTL_SECS`, `SESSION_ABSOLUTE_SECS`, `SESSION_MAX_BYTES`, `SESSION_PREFIX`,
 //! `SESSION_COOKIE`, `COOKIE_SECURE`, `SESSION_NEAR_CACHE` (max cached sessions; unset or 0: off),
-//! `SESSION_MAX_PER_USER` (unset: no cap) (see docs/demo.md).
+//! `SESSION_MAX_PER_USER` (unset: no cap), `SESSION_RECORD_IP` (`1`: devices record the client's IP
+//! from the socket address) (see docs/demo.md).
 
 use std::env;
+use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration as StdDuration;
 
 use axum::extract::{Form, Path};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 use axum_redis_session::{
-    Backend, CsrfVerified, Error, MemoryStore, Metrics, RedisStore, Session, SessionLayer,
+    Backend, ClientIp, CsrfVerified, Error, MemoryStore, Metrics, RedisStore, Session, SessionLayer,
 };
 use serde::Deserialize;
 use time::Duration;
@@ -40,6 +42,9 @@ pub fn app(layer: SessionLayer) -> Router {
         .route("/flash", post(set_flash).get(take_flash))
         .route("/csrf", get(csrf_token))
         .route("/csrf/check", post(csrf_check))
+        .route("/sessions", get(sessions))
+        .route("/sessions/{id}", delete(end_session))
+        .route("/logout-others", post(logout_others))
         .layer(layer)
 }
 
@@ -159,6 +164,51 @@ async fn logout_everywhere(session: Session) -> Result<StatusCode, Error> {
     })
 }
 
+/// The user's live sessions, most recently seen first; 401 when not logged in.
+async fn sessions(session: Session) -> Result<Response, Error> {
+    if session.user().await?.is_none() {
+        return Ok(StatusCode::UNAUTHORIZED.into_response());
+    }
+    let devices: Vec<serde_json::Value> = session
+        .devices()
+        .await?
+        .into_iter()
+        .map(|device| {
+            let mut json = serde_json::json!({
+                "id": device.handle,
+                "created": device.created,
+                "last_seen": device.last_seen,
+                "user_agent": device.user_agent,
+                "current": device.current,
+            });
+            if let Some(ip) = device.ip {
+                json["ip"] = ip.into();
+            }
+            json
+        })
+        .collect();
+    Ok(axum::Json(devices).into_response())
+}
+
+/// Ends one of the user's sessions by its handle: 204, 404 when the user has none such, 401 when
+/// not logged in.
+async fn end_session(session: Session, Path(id): Path<String>) -> Result<StatusCode, Error> {
+    if session.user().await?.is_none() {
+        return Ok(StatusCode::UNAUTHORIZED);
+    }
+    Ok(match session.end_device(&id).await? {
+        true => StatusCode::NO_CONTENT,
+        false => StatusCode::NOT_FOUND,
+    })
+}
+
+async fn logout_others(session: Session) -> Result<StatusCode, Error> {
+    Ok(match session.end_other_devices().await? {
+        Some(_) => StatusCode::NO_CONTENT,
+        None => StatusCode::UNAUTHORIZED,
+    })
+}
+
 #[derive(Deserialize)]
 struct FlashForm {
     message: String,
@@ -244,6 +294,9 @@ pub fn layer_from_env(store: Backend) -> Result<SessionLayer, String> {
     if let Some(name) = env_var::<String>("SESSION_COOKIE")? {
         layer = layer.with_cookie_name(name);
     }
+    if record_ip()? {
+        layer = layer.with_client_ip(ClientIp::Socket);
+    }
     layer.validate().map_err(|e| e.to_string())?;
     Ok(layer)
 }
@@ -261,10 +314,27 @@ async fn main() -> Result<(), String> {
         .await
         .map_err(|e| format!("ADDR {addr}: {e}"))?;
     tracing::info!("demo listening on http://{addr}");
-    axum::serve(listener, app(layer))
-        .with_graceful_shutdown(shutdown())
-        .await
-        .map_err(|e| e.to_string())
+    let app = app(layer);
+    let served = match record_ip()? {
+        // Only then does each request carry its peer address.
+        true => {
+            let app = app.into_make_service_with_connect_info::<SocketAddr>();
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown())
+                .await
+        }
+        false => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown())
+                .await
+        }
+    };
+    served.map_err(|e| e.to_string())
+}
+
+/// `SESSION_RECORD_IP=1`: devices record the client's IP from the socket address.
+fn record_ip() -> Result<bool, String> {
+    Ok(env_var::<u8>("SESSION_RECORD_IP")? == Some(1))
 }
 
 /// Ctrl-C, or the SIGTERM a container runtime sends: requests in flight finish and save first.

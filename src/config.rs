@@ -3,6 +3,7 @@
 use cookie::SameSite;
 use time::Duration;
 
+use crate::devices::ClientIp;
 use crate::error::Error;
 
 /// What the layer and the session handle need to know, fixed when the layer is built. The stores see
@@ -18,6 +19,8 @@ pub(crate) struct Config {
     pub(crate) limits: Limits,
     pub(crate) save_on_server_error: bool,
     pub(crate) hash_ids: bool,
+    /// Where a login finds the client's IP for the device list; `None`: no IP recorded.
+    pub(crate) client_ip: Option<ClientIp>,
 }
 
 /// A session's lifetime and size bounds: all a store call needs from the layer's settings.
@@ -45,6 +48,7 @@ impl Default for Config {
             limits: Limits::default(),
             save_on_server_error: false,
             hash_ids: true,
+            client_ip: None,
         }
     }
 }

@@ -9,6 +9,7 @@ use time::Duration;
 use tower_layer::Layer;
 
 use crate::config::Config;
+use crate::devices::ClientIp;
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::service::SessionService;
@@ -249,6 +250,22 @@ impl SessionLayer {
     /// ```
     pub fn with_hashed_key_ids(self, hashed: bool) -> Self {
         self.config(|c| c.hash_ids = hashed)
+    }
+
+    /// Where a login finds its client's IP, which the device list then shows
+    /// ([`Session::devices`](crate::Session::devices)). Default: no IP is recorded; the
+    /// `User-Agent` always is.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use axum_redis_session::ClientIp;
+    /// # let layer = axum_redis_session::SessionLayer::new(axum_redis_session::MemoryStore::default());
+    /// // Serve the router with `into_make_service_with_connect_info::<std::net::SocketAddr>()`.
+    /// let layer = layer.with_client_ip(ClientIp::Socket);
+    /// ```
+    pub fn with_client_ip(self, source: ClientIp) -> Self {
+        self.config(|c| c.client_ip = Some(source))
     }
 
     /// Shapes the response for every session error: those handlers return and those the layer

@@ -22,6 +22,7 @@
 mod config;
 mod cookie;
 mod csrf;
+mod devices;
 mod error;
 mod extract;
 mod id;
@@ -35,6 +36,7 @@ mod typed;
 
 pub use ::cookie::SameSite;
 pub use csrf::{CsrfVerified, CSRF_HEADER};
+pub use devices::{ClientIp, Device};
 pub use error::{CorruptValue, Error};
 pub use extract::MissingSession;
 pub use fred;

@@ -16,6 +16,7 @@ use tower_service::Service;
 use tracing::Instrument;
 
 use crate::cookie::SessionCookie;
+use crate::devices::Client;
 use crate::error::ErrorResponse;
 use crate::metrics::{ErrorKind, Event};
 use crate::session::{commit, Session};
@@ -162,10 +163,12 @@ where
         }
         // `key` is filled in once the request needs its key id: hashing it costs nothing until then.
         let span = tracing::debug_span!("session", key = tracing::field::Empty);
+        let client = Client::of(&request, shared.config.client_ip.as_ref());
         let session = Session::new(
             Arc::clone(&shared),
             cookie.value(),
             cookie != SessionCookie::Absent,
+            client,
             span.clone(),
         );
         request.extensions_mut().insert(session.clone());

@@ -253,7 +253,14 @@ mod tests {
 
     fn typed<T>() -> TypedSession<T> {
         let layer = SessionLayer::new(MemoryStore::default());
-        Session::new(layer.shared(), None, false, tracing::Span::none()).into()
+        Session::new(
+            layer.shared(),
+            None,
+            false,
+            crate::devices::Client::default(),
+            tracing::Span::none(),
+        )
+        .into()
     }
 
     #[tokio::test]

@@ -150,6 +150,10 @@ suite!(
     sessions_per_user_are_capped_at_login,
     logout_everywhere_also_ends_the_asking_session,
     csrf_token_is_created_once_checked_and_rotated_at_login,
+    three_devices_are_listed_with_their_browsers_and_one_is_current,
+    ending_a_device_by_its_handle_ends_only_that_session,
+    logout_others_leaves_only_the_current_session,
+    an_expired_session_is_never_listed,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -394,6 +398,176 @@ async fn logout_everywhere_ends_only_that_users_sessions(kind: Kind) {
     assert_eq!(phone.get("/me").await.status, StatusCode::UNAUTHORIZED);
     assert_eq!(phone.get("/counter/peek").await.body, "0");
     assert_eq!(bob.get("/me").await.body, "bob");
+}
+
+/// `GET /sessions` as JSON entries, most recently seen first.
+async fn devices(browser: &mut Browser) -> Vec<serde_json::Value> {
+    let reply = browser.get("/sessions").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    serde_json::from_str(&reply.body).unwrap()
+}
+
+/// The handle `GET /sessions` on `browser` lists for its own session.
+async fn own_handle(browser: &mut Browser) -> String {
+    let listed = devices(browser).await;
+    let current: Vec<_> = listed.iter().filter(|d| d["current"] == true).collect();
+    assert_eq!(current.len(), 1, "{listed:?}");
+    current[0]["id"].as_str().unwrap().to_owned()
+}
+
+async fn three_devices_are_listed_with_their_browsers_and_one_is_current(kind: Kind) {
+    let h = Harness::default(kind).await;
+    let mut laptop = h.browser().with_user_agent("Laptop/1.0");
+    assert_eq!(
+        laptop.get("/sessions").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let mut phone = h.browser().with_user_agent("Phone/2.0");
+    let mut tablet = h.browser();
+    let mut bob = h.browser().with_user_agent("Bob/1.0");
+    let before = support::unix_ms();
+    for browser in [&mut laptop, &mut phone, &mut tablet] {
+        browser.post_form("/login", "user=alice").await;
+    }
+    bob.post_form("/login", "user=bob").await;
+    laptop.get("/counter").await;
+
+    let listed = devices(&mut laptop).await;
+    assert_eq!(
+        listed.len(),
+        3,
+        "alice's three sessions, not bob's: {listed:?}"
+    );
+    let mut agents: Vec<_> = listed.iter().map(|d| d["user_agent"].as_str()).collect();
+    agents.sort();
+    assert_eq!(agents, [None, Some("Laptop/1.0"), Some("Phone/2.0")]);
+    let current: Vec<_> = listed.iter().filter(|d| d["current"] == true).collect();
+    assert_eq!(current.len(), 1);
+    assert_eq!(current[0]["user_agent"], "Laptop/1.0");
+    let mut handles: Vec<&str> = listed.iter().map(|d| d["id"].as_str().unwrap()).collect();
+    handles.sort_unstable();
+    handles.dedup();
+    assert_eq!(handles.len(), 3, "one handle each");
+    let token = laptop.cookie.clone().unwrap();
+    for device in &listed {
+        let (created, seen) = (
+            device["created"].as_i64().unwrap(),
+            device["last_seen"].as_i64().unwrap(),
+        );
+        assert!(before - 1000 <= created && created <= seen && seen <= support::unix_ms() + 1000);
+        assert!(
+            device.get("ip").is_none(),
+            "no IP unless the layer records it"
+        );
+        let handle = device["id"].as_str().unwrap();
+        assert!(!handle.contains(&token) && handle != support::session_key("", &token));
+    }
+    let seen: Vec<i64> = listed
+        .iter()
+        .map(|d| d["last_seen"].as_i64().unwrap())
+        .collect();
+    assert!(
+        seen.windows(2).all(|w| w[0] >= w[1]),
+        "most recently seen first: {seen:?}"
+    );
+    assert_eq!(devices(&mut bob).await.len(), 1);
+}
+
+async fn ending_a_device_by_its_handle_ends_only_that_session(kind: Kind) {
+    let h = Harness::default(kind).await;
+    let (mut laptop, mut phone, mut bob) = (h.browser(), h.browser(), h.browser());
+    laptop.post_form("/login", "user=alice").await;
+    phone.post_form("/login", "user=alice").await;
+    bob.post_form("/login", "user=bob").await;
+    let phone_handle = own_handle(&mut phone).await;
+    let bob_handle = own_handle(&mut bob).await;
+    assert_eq!(
+        h.browser()
+            .delete(&format!("/sessions/{phone_handle}"))
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    for garbage in [
+        bob_handle.as_str(),
+        "nope",
+        "0123456789abcdef0123456789abcdef",
+    ] {
+        let path = format!("/sessions/{garbage}");
+        assert_eq!(
+            laptop.delete(&path).await.status,
+            StatusCode::NOT_FOUND,
+            "{garbage}"
+        );
+    }
+    assert_eq!(
+        bob.get("/me").await.body,
+        "bob",
+        "another user's handle ends nothing"
+    );
+
+    let path = format!("/sessions/{phone_handle}");
+    assert_eq!(laptop.delete(&path).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(phone.get("/me").await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(laptop.get("/me").await.body, "alice");
+    assert_eq!(laptop.delete(&path).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(devices(&mut laptop).await.len(), 1);
+
+    // Its own handle: a logout.
+    let own = format!("/sessions/{}", own_handle(&mut laptop).await);
+    let reply = laptop.delete(&own).await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    assert!(reply.set_cookie().unwrap().contains("Max-Age=0"));
+    assert_eq!(laptop.get("/me").await.status, StatusCode::UNAUTHORIZED);
+}
+
+async fn logout_others_leaves_only_the_current_session(kind: Kind) {
+    let h = Harness::default(kind).await;
+    let mut browsers: Vec<Browser> = (0..3).map(|_| h.browser()).collect();
+    assert_eq!(
+        browsers[0].post_form("/logout-others", "").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    for browser in &mut browsers {
+        browser.post_form("/login", "user=alice").await;
+    }
+    let mut bob = h.browser();
+    bob.post_form("/login", "user=bob").await;
+    let reply = browsers[0].post_form("/logout-others", "").await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    assert!(
+        reply.set_cookie().is_none(),
+        "the asking session keeps its cookie"
+    );
+    for other in &mut browsers[1..] {
+        assert_eq!(other.get("/me").await.status, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(browsers[0].get("/me").await.body, "alice");
+    let listed = devices(&mut browsers[0]).await;
+    assert_eq!(
+        (listed.len(), &listed[0]["current"]),
+        (1, &serde_json::Value::Bool(true))
+    );
+    assert_eq!(bob.get("/me").await.body, "bob");
+    // The session that stayed still logs in again (a cycle) and out everywhere.
+    browsers[0].post_form("/login", "user=alice").await;
+    assert_eq!(browsers[0].get("/me").await.body, "alice");
+}
+
+async fn an_expired_session_is_never_listed(kind: Kind) {
+    let h = Harness::new(kind, |l| l.with_idle_timeout(Duration::seconds(2))).await;
+    let (mut active, mut idle) = (h.browser(), h.browser());
+    active.post_form("/login", "user=alice").await;
+    idle.post_form("/login", "user=alice").await;
+    assert_eq!(devices(&mut active).await.len(), 2);
+    let started = std::time::Instant::now();
+    while started.elapsed() < StdDuration::from_millis(2600) {
+        assert_eq!(active.get("/me").await.body, "alice");
+        tokio::time::sleep(StdDuration::from_millis(200)).await;
+    }
+    let listed = devices(&mut active).await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["current"], true);
 }
 
 async fn flash_is_read_exactly_once(kind: Kind) {

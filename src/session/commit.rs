@@ -236,6 +236,7 @@ mod tests {
             Arc::clone(&shared),
             Some(token.as_str()),
             true,
+            crate::devices::Client::default(),
             Span::none(),
         );
         let update = commit(session.end(), &shared, true).await.unwrap();

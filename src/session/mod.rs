@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tracing::Span;
 
+use crate::devices::Client;
 use crate::error::{CorruptValue, Error};
 use crate::metrics::{Event, Op};
 use crate::shared::Shared;
@@ -57,10 +58,11 @@ impl Session {
         shared: Arc<Shared>,
         cookie: Option<&str>,
         had_cookie: bool,
+        client: Client,
         span: Span,
     ) -> Self {
         Self {
-            inner: Arc::new(State::new(shared, cookie, had_cookie, span)),
+            inner: Arc::new(State::new(shared, cookie, had_cookie, client, span)),
         }
     }
 
@@ -282,6 +284,9 @@ impl Session {
         }
         let mut pending = self.inner.pending();
         pending.changes.user = Some(user);
+        for (field, value) in self.inner.client.login_fields() {
+            pending.changes.fields.insert(field.to_owned(), value);
+        }
         if pending.intent == Intent::Keep {
             pending.intent = Intent::Cycle;
         }
@@ -375,8 +380,7 @@ impl Session {
                 Some((Event::Destroy, "destroyed every session of the user"))
             })
             .await?;
-        self.destroy();
-        self.inner.pending().intent = Intent::Destroyed;
+        self.destroyed();
         Ok(Some(user))
     }
 
@@ -392,6 +396,22 @@ impl Session {
     /// ```
     pub fn id_prefix(&self) -> Option<&str> {
         self.inner.incoming().map(|(_, key)| key.log_prefix())
+    }
+
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.inner.shared
+    }
+
+    /// The key id of the session the request's cookie names, if it named one.
+    pub(crate) fn key_id(&self) -> Option<&crate::id::KeyId> {
+        self.inner.incoming().map(|(_, key)| key)
+    }
+
+    /// Records that the session was deleted from the store already: the end of the request only
+    /// removes its cookie.
+    pub(crate) fn destroyed(&self) {
+        self.destroy();
+        self.inner.pending().intent = Intent::Destroyed;
     }
 
     /// Ends the request: what it recorded, taken for `commit`.
@@ -449,7 +469,7 @@ mod tests {
 
     fn session() -> Session {
         let layer = SessionLayer::new(MemoryStore::default());
-        Session::new(layer.shared(), None, false, Span::none())
+        Session::new(layer.shared(), None, false, Client::default(), Span::none())
     }
 
     #[tokio::test]

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use tokio::sync::OnceCell;
 use tracing::Span;
 
+use crate::devices::Client;
 use crate::error::Error;
 use crate::id::{KeyId, Token};
 use crate::metrics::{Event, Op};
@@ -94,6 +95,8 @@ impl Ending<'_> {
 /// The state behind a [`Session`](super::Session) handle, shared by its clones.
 pub(super) struct State {
     pub(super) shared: Arc<Shared>,
+    /// What the request tells about its client, for a login to record.
+    pub(super) client: Client,
     incoming: Option<Incoming>,
     had_cookie: bool,
     /// The request's `session` span; its `key` field is recorded once a key id is known.
@@ -108,11 +111,13 @@ impl State {
         shared: Arc<Shared>,
         cookie: Option<&str>,
         had_cookie: bool,
+        client: Client,
         span: Span,
     ) -> Self {
         let hashed = shared.config.hash_ids;
         Self {
             shared,
+            client,
             incoming: cookie.and_then(Token::parse).map(|token| Incoming {
                 token,
                 hashed,

@@ -33,8 +33,26 @@ pub(crate) const EPOCH_FIELD: &str = "$epoch";
 /// [`Session::csrf_token`](crate::Session::csrf_token), so loads keep it with the user fields.
 pub(crate) const CSRF_FIELD: &str = "$csrf";
 
+/// From the request that logged the session in: its `User-Agent` (at most [`USER_AGENT_MAX`]
+/// bytes) and, when the layer records them, its client's IP. Listed by
+/// [`Session::devices`](crate::Session::devices); raw text, not JSON.
+pub(crate) const USER_AGENT_FIELD: &str = "$ua";
+pub(crate) const IP_FIELD: &str = "$ip";
+/// The most of a `User-Agent` a session keeps: a header can be kilobytes, a device list needs a line.
+pub(crate) const USER_AGENT_MAX: usize = 256;
+/// When a request last loaded the session (unix ms): set at login and moved by each TTL roll, so
+/// reads write nothing more for it.
+pub(crate) const SEEN_FIELD: &str = "$seen";
+/// The session's handle in its user's device list: random, set at login, carried along by a cycle,
+/// and neither the token nor the key id, so a listed handle gives no way into the session.
+pub(crate) const HANDLE_FIELD: &str = "$handle";
+
 /// Every metadata field, by the name the Lua scripts know it under (`field.user`, …).
-pub(crate) const METADATA: [(&str, &str); 9] = [
+pub(crate) const METADATA: [(&str, &str); 13] = [
+    ("user_agent", USER_AGENT_FIELD),
+    ("ip", IP_FIELD),
+    ("seen", SEEN_FIELD),
+    ("handle", HANDLE_FIELD),
     ("csrf", CSRF_FIELD),
     ("user", USER_FIELD),
     ("created", CREATED_FIELD),

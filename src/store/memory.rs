@@ -6,11 +6,11 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::layout::{
-    is_metadata, number, size_of, StoredHash, CREATED_FIELD, DEADLINE_FIELD, USER_FIELD,
-    VERSION_FIELD,
+    is_metadata, number, size_of, StoredHash, CREATED_FIELD, DEADLINE_FIELD, HANDLE_FIELD,
+    IP_FIELD, SEEN_FIELD, USER_AGENT_FIELD, USER_FIELD, VERSION_FIELD,
 };
 use super::ttl::{next_ttl, now_ms};
-use super::{Changes, Incremented, Loaded, SaveMode, Saved};
+use super::{Changes, Incremented, Listed, Loaded, SaveMode, Saved};
 use crate::config::Limits;
 use crate::id::KeyId;
 
@@ -70,6 +70,9 @@ impl MemoryStore {
         let record = state.live(key.as_str(), now)?;
         let (ttl, touched) = next_ttl(limits, now, record.deadline(), Some(record.expires_at));
         record.expires_at = now + ttl;
+        if touched {
+            record.fields.insert(SEEN_FIELD.to_owned(), now.to_string());
+        }
         let mut stored = StoredHash::with_capacity(record.fields.len());
         for (field, value) in &record.fields {
             stored.add(field, value);
@@ -137,7 +140,10 @@ impl MemoryStore {
             return Saved::TooLarge;
         }
 
-        let (ttl, _) = next_ttl(limits, now, number(&fields, DEADLINE_FIELD), expires_at);
+        let (ttl, rolled) = next_ttl(limits, now, number(&fields, DEADLINE_FIELD), expires_at);
+        if rolled {
+            fields.insert(SEEN_FIELD.to_owned(), now.to_string());
+        }
         if let Some(source) = source {
             state.sessions.remove(source.as_str());
             if let Some(old_user) = &old_user {
@@ -196,7 +202,10 @@ impl MemoryStore {
             return Incremented::TooLarge;
         }
         bump_version(&mut fields);
-        let (ttl, _) = next_ttl(limits, now, record.deadline(), Some(record.expires_at));
+        let (ttl, rolled) = next_ttl(limits, now, record.deadline(), Some(record.expires_at));
+        if rolled {
+            fields.insert(SEEN_FIELD.to_owned(), now.to_string());
+        }
         record.expires_at = now + ttl;
         record.fields = fields;
         let (user, expires_at) = (record.fields.get(USER_FIELD).cloned(), record.expires_at);
@@ -212,6 +221,67 @@ impl MemoryStore {
             if let Some(user) = record.fields.get(USER_FIELD) {
                 state.unindex(user, key.as_str());
             }
+        }
+    }
+
+    pub(crate) fn devices(&self, user: &str) -> Vec<Listed> {
+        let now = now_ms();
+        let mut state = self.lock();
+        let keys: Vec<String> = state
+            .users
+            .get(user)
+            .map(|keys| keys.keys().cloned().collect())
+            .unwrap_or_default();
+        keys.into_iter()
+            .filter_map(|key| {
+                let fields = &state.live(&key, now)?.fields;
+                let created = number(fields, CREATED_FIELD)?;
+                Some(Listed {
+                    created,
+                    seen: number(fields, SEEN_FIELD).unwrap_or(created),
+                    user_agent: fields.get(USER_AGENT_FIELD).cloned(),
+                    ip: fields.get(IP_FIELD).cloned(),
+                    handle: fields.get(HANDLE_FIELD)?.clone(),
+                    key_id: key,
+                })
+            })
+            .collect()
+    }
+
+    pub(crate) fn end_device(&self, user: &str, handle: &str) -> Vec<String> {
+        let mut state = self.lock();
+        let keys: Vec<String> = state
+            .users
+            .get(user)
+            .map(|keys| keys.keys().cloned().collect())
+            .unwrap_or_default();
+        let ended: Vec<String> = keys
+            .into_iter()
+            .filter(|key| {
+                state
+                    .sessions
+                    .get(key)
+                    .and_then(|r| r.fields.get(HANDLE_FIELD))
+                    == Some(&handle.to_owned())
+            })
+            .collect();
+        for key in &ended {
+            state.sessions.remove(key);
+            state.unindex(user, key);
+        }
+        ended
+    }
+
+    pub(crate) fn end_other_devices(&self, user: &str, current: &KeyId) {
+        let mut state = self.lock();
+        let keys: Vec<String> = state
+            .users
+            .get(user)
+            .map(|keys| keys.keys().cloned().collect())
+            .unwrap_or_default();
+        for key in keys.iter().filter(|key| key.as_str() != current.as_str()) {
+            state.sessions.remove(key);
+            state.unindex(user, key);
         }
     }
 

@@ -5,13 +5,16 @@
 mod layout;
 mod memory;
 mod redis;
-mod ttl;
+pub(crate) mod ttl;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use self::layout::is_metadata;
-pub(crate) use self::layout::{CSRF_FIELD, FLASH_PREFIX, RESERVED_PREFIX};
+pub(crate) use self::layout::{
+    CSRF_FIELD, FLASH_PREFIX, HANDLE_FIELD, IP_FIELD, RESERVED_PREFIX, SEEN_FIELD,
+    USER_AGENT_FIELD, USER_AGENT_MAX,
+};
 pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;
 use crate::config::Limits;
@@ -77,6 +80,19 @@ impl Changes {
             user: self.user.clone(),
         }
     }
+}
+
+/// One of a user's live sessions, as the stores list them for the device list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Listed {
+    pub(crate) key_id: String,
+    /// Unix ms.
+    pub(crate) created: i64,
+    /// When a request last loaded it (unix ms), as of its last TTL roll.
+    pub(crate) seen: i64,
+    pub(crate) user_agent: Option<String>,
+    pub(crate) ip: Option<String>,
+    pub(crate) handle: String,
 }
 
 /// How a save relates to what the store already holds.
@@ -220,6 +236,39 @@ impl Backend {
             Self::Redis(store) => Box::pin(store.destroy(key)).await,
             Self::Memory(store) => {
                 store.destroy(key);
+                Ok(())
+            }
+        }
+    }
+
+    /// The live sessions bound to `user` (those logged in, which carry a device handle).
+    pub(crate) async fn devices(&self, user: &str) -> Result<Vec<Listed>, Error> {
+        match self {
+            Self::Redis(store) => Box::pin(store.devices(user)).await,
+            Self::Memory(store) => Ok(store.devices(user)),
+        }
+    }
+
+    /// Ends `user`'s sessions that carry `handle`, returning their key ids: none when no session of
+    /// the user has it.
+    pub(crate) async fn end_device(&self, user: &str, handle: &str) -> Result<Vec<String>, Error> {
+        match self {
+            Self::Redis(store) => Box::pin(store.end_device(user, handle)).await,
+            Self::Memory(store) => Ok(store.end_device(user, handle)),
+        }
+    }
+
+    /// Ends every session bound to `user` but `current` (the asking session).
+    pub(crate) async fn end_other_devices(
+        &self,
+        user: &str,
+        current: &KeyId,
+        limits: &Limits,
+    ) -> Result<(), Error> {
+        match self {
+            Self::Redis(store) => Box::pin(store.end_other_devices(user, current, limits)).await,
+            Self::Memory(store) => {
+                store.end_other_devices(user, current);
                 Ok(())
             }
         }

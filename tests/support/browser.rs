@@ -34,6 +34,8 @@ pub struct Browser {
     app: Router,
     pub cookie: Option<String>,
     cookie_name: String,
+    /// Sent as `User-Agent` with every request, when set.
+    user_agent: Option<String>,
 }
 
 impl Browser {
@@ -42,6 +44,7 @@ impl Browser {
             app,
             cookie: None,
             cookie_name: "sid".into(),
+            user_agent: None,
         }
     }
 
@@ -49,6 +52,14 @@ impl Browser {
         Self {
             cookie,
             ..Self::new(app)
+        }
+    }
+
+    /// This browser, sending `user_agent` as its `User-Agent`.
+    pub fn with_user_agent(self, user_agent: &str) -> Self {
+        Self {
+            user_agent: Some(user_agent.to_owned()),
+            ..self
         }
     }
 
@@ -129,6 +140,9 @@ impl Browser {
         }
         if let Some(content_type) = content_type {
             request = request.header(header::CONTENT_TYPE, content_type);
+        }
+        if let Some(user_agent) = &self.user_agent {
+            request = request.header(header::USER_AGENT, user_agent);
         }
         let reply = call(
             &self.app,

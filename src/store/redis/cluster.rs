@@ -280,11 +280,14 @@ impl RedisStore {
     /// cycled meanwhile, not listed, is refused when it comes to be indexed: see
     /// [`Self::cycle_across_slots`]), then each session is deleted with its own single-key
     /// command, in bounded batches, and only those entries removed from the index. The epoch is
-    /// kept for at least the idle timeout.
+    /// kept for at least the idle timeout. With `keep_current` ("log out other devices") the
+    /// asking session stays: left out of the deletes, it records the new epoch, so that its own
+    /// later cycles are still admitted.
     pub(super) async fn revoke(
         &self,
         user: &str,
         current: &KeyId,
+        keep_current: bool,
         limits: &Limits,
         ended: &mut Ended,
     ) -> Result<(), Error> {
@@ -294,13 +297,28 @@ impl RedisStore {
         };
         let script = scripts::RevokeArgs::script();
         let reply = self.run(script, vec![index.clone()], args.into_values());
-        let ids = scripts::ids_reply(reply.await?, "revoke")?;
+        let (epoch, mut ids) = scripts::revoke_reply(reply.await?)?;
+        if keep_current {
+            ids.retain(|id| id != current.as_str());
+        }
         self.delete_sessions(&ids, ended).await?;
         if !ids.is_empty() {
             let client = self.client().with_options(&write_options());
             let _: () = self.bounded(client.zrem(index.as_str(), ids)).await?;
         }
-        self.delete_sessions(&[current.as_str().to_owned()], ended)
+        if !keep_current {
+            return self
+                .delete_sessions(&[current.as_str().to_owned()], ended)
+                .await;
+        }
+        let current_key = self.session_key(current);
+        ended.push(&current_key);
+        let args = scripts::StampArgs {
+            epoch: Value::from(epoch),
+        };
+        let script = scripts::StampArgs::script();
+        self.run(script, vec![current_key], args.into_values())
             .await
+            .map(drop)
     }
 }

@@ -17,6 +17,7 @@
 
 mod cluster;
 mod conn;
+mod devices;
 mod fast_update;
 mod loader;
 mod near_cache;

@@ -318,7 +318,7 @@ impl RedisStore {
         let mut ended = self.near.ended();
         let destroyed = match self.inline_index() {
             true => self.destroy_user_at_once(user, current, &mut ended).await,
-            false => self.revoke(user, current, limits, &mut ended).await,
+            false => self.revoke(user, current, false, limits, &mut ended).await,
         };
         self.near.end(ended);
         destroyed
@@ -405,7 +405,7 @@ impl RedisStore {
         flag(self.near.is_on())
     }
 
-    fn prefix(&self) -> Value {
+    pub(super) fn prefix(&self) -> Value {
         Value::from(&*self.key_prefix)
     }
 }

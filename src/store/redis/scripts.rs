@@ -14,6 +14,7 @@ use fred::types::Value;
 
 use crate::error::Error;
 use crate::store::layout::METADATA;
+use crate::store::Listed;
 
 macro_rules! scripts {
     ($($(#[$doc:meta])* $name:ident = $script:literal { $($field:ident),* $(,)? })*) => {$(
@@ -85,6 +86,12 @@ scripts! {
     RevokeArgs = "revoke" { ttl }
     /// `stamp.lua`: record the user's epoch in a session just logged in (cluster).
     StampArgs = "stamp" { epoch }
+    /// `devices.lua`: a user's live sessions for the device list (one server).
+    DevicesArgs = "devices" { prefix }
+    /// `end_device.lua`: the user's sessions that carry a handle, ended (one server).
+    EndDeviceArgs = "end_device" { prefix, handle }
+    /// `end_others.lua`: every session of the user but the asking one, ended (one server).
+    EndOthersArgs = "end_others" { prefix, keep }
 }
 
 const LIB: &str = include_str!("lua/lib.lua");
@@ -290,6 +297,40 @@ pub(super) fn index_reply(reply: Value) -> Result<Option<(i64, Vec<String>)>, Er
     }
 }
 
+/// `devices.lua`, or the same six items per session gathered on a cluster: the sessions that carry a
+/// handle (every session logged in does).
+pub(super) fn devices_reply(reply: Value) -> Result<Vec<Listed>, Error> {
+    let Value::Array(values) = reply else {
+        return Ok(Vec::new());
+    };
+    let mut reply = Reply::new(Value::Array(values), "devices")?;
+    let mut listed = Vec::new();
+    while let Some(key_id) = reply.nullable()? {
+        let created = reply.nullable()?.and_then(|ms| ms.parse().ok());
+        let seen = reply.nullable()?.and_then(|ms| ms.parse().ok());
+        let (user_agent, ip, handle) = (reply.nullable()?, reply.nullable()?, reply.nullable()?);
+        if let (Some(created), Some(handle)) = (created, handle) {
+            listed.push(Listed {
+                key_id,
+                created,
+                // Set at login on this process's clock, a moment before Redis's `$created`.
+                seen: seen.unwrap_or(created).max(created),
+                user_agent,
+                ip,
+                handle,
+            });
+        }
+    }
+    Ok(listed)
+}
+
+/// `revoke.lua`: the user's new epoch, and the key ids the index held.
+pub(super) fn revoke_reply(reply: Value) -> Result<(String, Vec<String>), Error> {
+    let mut reply = Reply::new(reply, "revoke")?;
+    let epoch = reply.status()?;
+    Ok((epoch, reply.rest()))
+}
+
 /// A script's array reply, read in order.
 struct Reply {
     values: std::vec::IntoIter<Value>,
@@ -326,6 +367,17 @@ impl Reply {
             .ok_or_else(|| unexpected_reply(self.script))?;
         let text = text_of(value).ok_or_else(|| unexpected_reply(self.script))?;
         Ok(Some(text).filter(|text| !text.is_empty()))
+    }
+
+    /// The next value as text, `None` for a nil (a field that is absent); `Ok(None)` also once the
+    /// reply is exhausted.
+    fn nullable(&mut self) -> Result<Option<String>, Error> {
+        match self.values.next() {
+            None | Some(Value::Null) => Ok(None),
+            Some(value) => text_of(value)
+                .map(Some)
+                .ok_or_else(|| unexpected_reply(self.script)),
+        }
     }
 
     /// The remaining values, as text.

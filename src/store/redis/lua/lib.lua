@@ -172,6 +172,8 @@ local function write_live(key, m, now, size, writes)
     -- Readers decide from this whether the TTL needs rolling, without a script of their own.
     writes[#writes + 1] = field.expires
     writes[#writes + 1] = now + ttl
+    writes[#writes + 1] = field.seen
+    writes[#writes + 1] = now
   end
   call_batched('HSET', key, writes)
   if roll then

@@ -16,7 +16,7 @@
 -- arg.ttl   the least time the epoch must be kept, ms (the idle timeout: longer than any cycle
 --           that may be under way)
 --
--- Returns the key ids that the index held.
+-- Returns the new epoch, then the key ids that the index held.
 
 local now = now_ms()
 local epoch = math.max(now, index_epoch(KEYS[1]) + 1)
@@ -25,4 +25,6 @@ redis.call('ZADD', KEYS[1], '+inf', field.epoch .. ':' .. string.format('%d', ep
 if redis.call('PTTL', KEYS[1]) < tonumber(arg.ttl) then
   redis.call('PEXPIRE', KEYS[1], arg.ttl)
 end
-return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(+inf')
+local reply = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(+inf')
+table.insert(reply, 1, string.format('%d', epoch))
+return reply

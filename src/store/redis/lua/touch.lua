@@ -1,5 +1,6 @@
--- Roll a session's idle TTL, when a read found it running low. Reads themselves are a plain HGETALL;
--- this runs only when the `$expires` they saw says the TTL is below the touch threshold.
+-- Roll a session's idle TTL (and `$seen`: when a request last loaded it), when a read found it
+-- running low. Reads themselves are a plain HGETALL; this runs only when the `$expires` they saw
+-- says the TTL is below the touch threshold.
 --
 -- KEYS[1]            the session hash
 -- arg.idle           idle timeout, ms
@@ -19,7 +20,7 @@ local user = m[2]
 -- Given no stored expiry, next_ttl always rolls: to the idle timeout, or the deadline if nearer.
 local ttl = next_ttl(now, tonumber(arg.idle), tonumber(m[3]), nil, 0)
 redis.call('PEXPIRE', KEYS[1], ttl)
-redis.call('HSET', KEYS[1], field.expires, now + ttl)
+redis.call('HSET', KEYS[1], field.expires, now + ttl, field.seen, now)
 if user and arg.inline_index == '1' then
   index_add(index_key(arg.prefix, user), arg.key_id, now, ttl, math.floor(tonumber(arg.idle) / 10))
 end
