@@ -82,6 +82,30 @@ fn demo_serves_the_contract_on_redis() {
     );
 }
 
+/// `SESSION_RECORD_IP=1`: the demo serves with each connection's peer address, and a login's
+/// device shows it; without it, the device list has no `ip` at all.
+#[test]
+fn the_demo_lists_the_client_ip_only_with_session_record_ip() {
+    let server = RedisServer::start();
+    for (record, ip, user) in [("1", Some("127.0.0.1"), "alice"), ("0", None, "bob")] {
+        let env = [
+            ("REDIS_URL", server.url()),
+            ("SESSION_RECORD_IP", record.to_owned()),
+        ];
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let demo = Demo::start(&env);
+        let (status, set_cookie, _) =
+            support::request(demo.0.port, "POST", "/login", None, &format!("user={user}"));
+        assert_eq!(status, 204);
+        let token = token_of(&set_cookie.expect("the login's cookie"));
+        let (status, _, body) = demo.request("GET", "/sessions", Some(&token));
+        assert_eq!(status, 200, "{body}");
+        let listed: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+        assert_eq!(listed.len(), 1, "{body}");
+        assert_eq!(listed[0].get("ip").and_then(|ip| ip.as_str()), ip, "{body}");
+    }
+}
+
 #[test]
 fn demo_without_redis_url_uses_the_default_redis_or_falls_back_to_memory() {
     let default_redis_answers = TcpStream::connect("127.0.0.1:6379").is_ok();

@@ -313,6 +313,56 @@ async fn an_increment_is_one_round_trip_without_a_load() {
     assert_eq!(received.writes(), vec!["hincrby", "hset"], "{received:?}");
 }
 
+/// The device list is one script on one server (after the load that finds the user): the index
+/// and every session it names read in one step, as are ending one device and all the others.
+#[tokio::test]
+async fn the_device_list_and_ending_devices_are_one_script_each() {
+    let server = RedisServer::start();
+    let (app, _) = support::app_on(support::store_on(&server).await, |l| l).await;
+    let mut browsers: Vec<Browser> = (0..3).map(|_| Browser::new(app.clone())).collect();
+    for browser in &mut browsers {
+        browser.post_form("/login", "user=alice").await;
+    }
+    // Warm the script cache.
+    browsers[2].get("/sessions").await;
+
+    let mut monitor = Monitor::start(&server).await;
+    let listed = browsers[0].get("/sessions").await;
+    let received = monitor.take().await;
+    let devices: Vec<serde_json::Value> = serde_json::from_str(&listed.body).unwrap();
+    assert_eq!(devices.len(), 3);
+    assert_eq!(
+        (received.round_trips(), received.script_calls("devices")),
+        (2, 1),
+        "{received:?}"
+    );
+    assert!(!received
+        .0
+        .iter()
+        .any(|c| !c.from_script && c.name == "hmget"));
+
+    let other = devices.iter().find(|d| d["current"] == false).unwrap()["id"].clone();
+    let path = format!("/sessions/{}", other.as_str().unwrap());
+    assert_eq!(
+        browsers[0].delete(&path).await.status,
+        StatusCode::NO_CONTENT
+    );
+    let received = monitor.take().await;
+    assert_eq!(
+        (received.round_trips(), received.script_calls("end_device")),
+        (2, 1),
+        "{received:?}"
+    );
+    let reply = browsers[0].post_form("/logout-others", "").await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    let received = monitor.take().await;
+    assert_eq!(
+        (received.round_trips(), received.script_calls("end_others")),
+        (2, 1),
+        "{received:?}"
+    );
+}
+
 #[tokio::test]
 async fn logout_everywhere_is_one_script_that_leaves_nothing_of_the_user() {
     let server = RedisServer::start();
