@@ -1,4 +1,5 @@
-//! Log in, see a flash message once, log out (here or everywhere): sessions in a browser.
+//! Log in, see a flash message once, see your devices and sign one out, log out (here or
+//! everywhere): sessions in a browser.
 //!
 //! Run with: `cargo run --example login` (Redis on 127.0.0.1:6379, e.g. `docker compose up -d
 //! redis`), then open <http://127.0.0.1:3000/>. Ctrl-C or SIGTERM stops it gracefully.
@@ -39,6 +40,15 @@ struct LoginForm {
 struct CsrfForm {
     #[serde(default)]
     csrf: String,
+}
+
+/// A device's "Sign out" button: which session to end.
+#[derive(Deserialize)]
+struct EndDeviceForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    handle: String,
 }
 
 /// `/?signed-out` after a logout: a fixed notice carried in the URL, not in a session.
@@ -109,6 +119,57 @@ async fn logout_everywhere(
     Ok(Redirect::to("/?signed-out").into_response())
 }
 
+/// The user's sessions, each with a "Sign out" button.
+async fn devices(session: Session) -> Result<Response, Error> {
+    if session.user().await?.is_none() {
+        return Ok(Redirect::to("/").into_response());
+    }
+    let csrf = session.csrf_token().await?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as i64);
+    let mut items = String::new();
+    for device in session.devices().await? {
+        let agent = device.user_agent.as_deref().unwrap_or("Unknown browser");
+        let this = if device.current {
+            " (this browser)"
+        } else {
+            ""
+        };
+        items.push_str(&format!(
+            r#"<li class="device{current}"><span class="agent">{agent}</span>, last seen {ago} s ago{this}
+  <form method="post" action="/devices/end">
+    <input type="hidden" name="csrf" value="{csrf}">
+    <input type="hidden" name="handle" value="{handle}">
+    <button class="end" type="submit">Sign out</button>
+  </form>
+</li>
+"#,
+            current = if device.current { " current" } else { "" },
+            agent = escape(agent),
+            ago = (now - device.last_seen).max(0) / 1000,
+            handle = escape(&device.handle),
+        ));
+    }
+    Ok(page(
+        StatusCode::OK,
+        &format!(
+            "<h2>Your devices</h2>\n<ul id=\"devices\">\n{items}</ul>\n<a href=\"/\">Back</a>"
+        ),
+    ))
+}
+
+/// Ends one of the user's sessions: this one is a logout.
+async fn end_device(session: Session, Form(form): Form<EndDeviceForm>) -> Result<Response, Error> {
+    session.verify_csrf(&form.csrf).await?;
+    session.end_device(&form.handle).await?;
+    Ok(match session.user().await? {
+        Some(_) => Redirect::to("/devices"),
+        None => Redirect::to("/?signed-out"),
+    }
+    .into_response())
+}
+
 fn login_form(notice: Option<&str>, csrf: &str) -> String {
     format!(
         r#"{notice}<form method="post" action="/login">
@@ -131,7 +192,8 @@ fn signed_in(name: &str, flash: Option<&str>, csrf: &str) -> String {
 <form method="post" action="/logout-everywhere">
   <input type="hidden" name="csrf" value="{csrf}">
   <button id="logout-everywhere" type="submit">Log out everywhere</button>
-</form>"#,
+</form>
+<p><a id="devices-link" href="/devices">Your devices</a></p>"#,
         flash = flash.map(flash_html).unwrap_or_default(),
         name = escape(name),
     )
@@ -205,6 +267,8 @@ async fn main() -> Result<(), String> {
         .route("/login", post(login))
         .route("/logout", post(logout))
         .route("/logout-everywhere", post(logout_everywhere))
+        .route("/devices", get(devices))
+        .route("/devices/end", post(end_device))
         .layer(SessionLayer::new(store).with_secure(secure))
         // No other site may frame these pages (clickjacking).
         .layer(SetResponseHeaderLayer::overriding(

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use axum::http::StatusCode;
 use axum_redis_session::{RedisStore, SessionLayer};
 use cookie::SameSite;
+use fantoccini::Locator;
 use support::{
     example_binary, free_port, request, session_key, session_keys, token_of, Browser, ChromeDriver,
     ExampleProcess, Gate, Nginx, RawReply, RedisServer, TlsFiles, Window, WireReply,
@@ -531,6 +532,56 @@ async fn log_out_everywhere_ends_the_other_browsers_session() {
     c.refresh().await.unwrap();
     assert_eq!(c.text("#signed-in").await, "Signed in as bob");
     assert_eq!(signed_in_sessions(&server), vec![key_of(&c).await]);
+}
+
+/// The devices page lists both of alice's browsers, by Chrome's user agent, one of them as this
+/// browser; signing the other out from it logs that browser out and leaves this one signed in.
+#[tokio::test]
+async fn the_devices_page_lists_both_browsers_and_signs_the_other_out() {
+    let server = RedisServer::start();
+    let app = ExampleProcess::start("login", &[("REDIS_URL", &server.url())]);
+    let home = format!("http://127.0.0.1:{}/", app.port);
+    let driver = ChromeDriver::start();
+    let (a, b) = (driver.open().await, driver.open().await);
+    for window in [&a, &b] {
+        window.goto(&home).await.unwrap();
+        log_in(window, "alice").await;
+        assert_eq!(window.text("#signed-in").await, "Signed in as alice");
+    }
+    a.find("#devices-link").await.click().await.unwrap();
+    a.find("#devices").await;
+    let listed = a
+        .find_all(Locator::Css("#devices li.device"))
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 2, "{}", a.source().await.unwrap());
+    for device in &listed {
+        let agent = device.find(Locator::Css(".agent")).await.unwrap();
+        assert!(agent.text().await.unwrap().contains("Chrome"));
+    }
+    let current = a
+        .find_all(Locator::Css("#devices li.device.current"))
+        .await
+        .unwrap();
+    assert_eq!(current.len(), 1);
+    assert!(current[0].text().await.unwrap().contains("(this browser)"));
+
+    a.find("#devices li.device:not(.current) button.end")
+        .await
+        .click()
+        .await
+        .unwrap();
+    a.find("#devices").await;
+    let listed = a
+        .find_all(Locator::Css("#devices li.device"))
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1, "{}", a.source().await.unwrap());
+    b.refresh().await.unwrap();
+    assert_login_form(&b).await;
+    a.goto(&home).await.unwrap();
+    assert_eq!(a.text("#signed-in").await, "Signed in as alice");
+    assert_eq!(signed_in_sessions(&server), vec![key_of(&a).await]);
 }
 
 #[tokio::test]
