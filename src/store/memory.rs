@@ -227,11 +227,7 @@ impl MemoryStore {
     pub(crate) fn devices(&self, user: &str) -> Vec<Listed> {
         let now = now_ms();
         let mut state = self.lock();
-        let keys: Vec<String> = state
-            .users
-            .get(user)
-            .map(|keys| keys.keys().cloned().collect())
-            .unwrap_or_default();
+        let keys = state.keys_of(user);
         keys.into_iter()
             .filter_map(|key| {
                 let fields = &state.live(&key, now)?.fields;
@@ -250,11 +246,7 @@ impl MemoryStore {
 
     pub(crate) fn end_device(&self, user: &str, handle: &str) -> Vec<String> {
         let mut state = self.lock();
-        let keys: Vec<String> = state
-            .users
-            .get(user)
-            .map(|keys| keys.keys().cloned().collect())
-            .unwrap_or_default();
+        let keys = state.keys_of(user);
         let ended: Vec<String> = keys
             .into_iter()
             .filter(|key| {
@@ -274,11 +266,7 @@ impl MemoryStore {
 
     pub(crate) fn end_other_devices(&self, user: &str, current: &KeyId) {
         let mut state = self.lock();
-        let keys: Vec<String> = state
-            .users
-            .get(user)
-            .map(|keys| keys.keys().cloned().collect())
-            .unwrap_or_default();
+        let keys = state.keys_of(user);
         for key in keys.iter().filter(|key| key.as_str() != current.as_str()) {
             state.sessions.remove(key);
             state.unindex(user, key);
@@ -310,6 +298,14 @@ impl State {
             }
         }
         self.sessions.get_mut(key)
+    }
+
+    /// The key ids bound to `user`.
+    fn keys_of(&self, user: &str) -> Vec<String> {
+        self.users
+            .get(user)
+            .map(|keys| keys.keys().cloned().collect())
+            .unwrap_or_default()
     }
 
     fn index(&mut self, user: &str, key: &str, expires_at: i64) {

@@ -14,6 +14,5 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(+inf')) do
     ended[#ended + 1] = id
   end
 end
-delete_sessions(arg.prefix, ended)
-call_batched('ZREM', KEYS[1], ended)
+end_indexed(KEYS[1], arg.prefix, ended)
 return ended

@@ -14,6 +14,5 @@ for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
     others[#others + 1] = id
   end
 end
-delete_sessions(arg.prefix, others)
-call_batched('ZREM', KEYS[1], others)
+end_indexed(KEYS[1], arg.prefix, others)
 return others

@@ -45,6 +45,13 @@ local function delete_sessions(prefix, ids)
   end
 end
 
+-- Ends the sessions with key ids `ids` of one user (one server): deletes them and their entries
+-- in the user's `index`.
+local function end_indexed(index, prefix, ids)
+  delete_sessions(prefix, ids)
+  call_batched('ZREM', index, ids)
+end
+
 -- On a cluster, a user's index also holds the user's revocation epoch: the member
 -- `field.epoch .. ':' .. n`, scored +inf so that expiry pruning and the cap never take it, and so
 -- that every other member (a key id, scored by its expiry) is found by scores below +inf. It is 0
