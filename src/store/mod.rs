@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use self::layout::is_metadata;
-pub(crate) use self::layout::{CSRF_FIELD, FLASH_PREFIX, RESERVED_PREFIX};
+pub(crate) use self::layout::{FLASH_PREFIX, RESERVED_PREFIX};
 pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;
 use crate::config::Limits;
@@ -50,11 +50,15 @@ pub(crate) struct Changes {
     pub(crate) fields: BTreeMap<String, Option<String>>,
     /// Bind the session to this user id.
     pub(crate) user: Option<String>,
+    /// The session must exist once the request ends, even if nothing else changed: a CSRF token
+    /// was derived from its id. Read by the end of the request only; a store has nothing to write
+    /// for it.
+    pub(crate) persist: bool,
 }
 
 impl Changes {
     pub(crate) fn is_empty(&self) -> bool {
-        !self.clear && self.fields.is_empty() && self.user.is_none()
+        !self.clear && self.fields.is_empty() && self.user.is_none() && !self.persist
     }
 
     /// These changes applied to a whole stored session (metadata included), as the fields of a new
@@ -72,9 +76,9 @@ impl Changes {
             };
         }
         Self {
-            clear: false,
             fields,
             user: self.user.clone(),
+            ..Self::default()
         }
     }
 }
