@@ -1012,18 +1012,20 @@ async fn malformed_csrf_tokens_are_refused_with_403(kind: Kind) {
     );
 }
 
-/// A session that exists but never asked for a token gets one from eight requests at once: with
-/// nothing stored, there is no first use to race on.
+/// A session that exists but never asked for a token gets one from eight requests at once, all
+/// of which loaded it before any asked: with nothing stored, there is no first use to race on.
 async fn concurrent_first_csrf_tokens_of_one_session_all_verify(kind: Kind) {
     let h = Harness::default(kind).await;
     let mut browser = h.browser();
     browser.get("/counter").await;
     let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..8 {
+    for _ in 0..support::CSRF_TOGETHER {
         let mut browser = browser.clone();
-        tasks.spawn(async move { browser.get("/csrf").await });
+        tasks.spawn(async move { browser.get("/test/csrf-together").await });
     }
-    let replies = tasks.join_all().await;
+    let replies = tokio::time::timeout(StdDuration::from_secs(10), tasks.join_all())
+        .await
+        .expect("every request reached the barrier");
     for reply in &replies {
         assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
         assert_eq!(reply.set_cookie(), None, "the same session: {reply:?}");
