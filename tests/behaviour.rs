@@ -942,11 +942,18 @@ async fn csrf_tokens_of_another_session_or_from_before_login_are_refused(kind: K
     );
 
     // A login cycles the id, and the secret with it.
+    let old_cookie = browser.cookie.clone();
     browser.post_form("/login", "user=alice").await;
     assert_eq!(
         csrf_check(&browser, Some(&before)).await,
         StatusCode::FORBIDDEN,
         "from before the login"
+    );
+    let replayed = Browser::with_cookie(h.app.clone(), old_cookie);
+    assert_eq!(
+        csrf_check(&replayed, Some(&before)).await,
+        StatusCode::FORBIDDEN,
+        "nor with the cookie it was issued for: that id no longer names a session"
     );
     let after = browser.get("/csrf").await.body;
     assert_eq!(
