@@ -58,12 +58,12 @@ async fn counter(session: Session) -> Result<String, Error> {
     Ok(count.to_string())
 }
 
-/// The session's CSRF token, creating the session if it has none.
+/// A CSRF token of the session (masked anew on every call), creating the session if it has none.
 async fn csrf_token(session: Session) -> Result<String, Error> {
     session.csrf_token().await
 }
 
-/// 204 when `X-CSRF-Token` is the session's token; the extractor answers 403 otherwise.
+/// 204 when `X-CSRF-Token` holds a CSRF token of the session; the extractor answers 403 otherwise.
 async fn csrf_check(_: CsrfVerified) -> StatusCode {
     StatusCode::NO_CONTENT
 }

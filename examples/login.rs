@@ -9,7 +9,7 @@
 //! browser will not send the session cookie back).
 //!
 //! There is no password: the point is what the session does at login and logout. A real login
-//! checks credentials before `login`. Every form carries the session's CSRF token.
+//! checks credentials before `login`. Every form carries a CSRF token of the session.
 
 use std::env;
 
@@ -35,7 +35,7 @@ struct LoginForm {
     csrf: String,
 }
 
-/// Every form posts the session's CSRF token, so another site cannot make a browser post it.
+/// Every form posts a CSRF token of the session, so another site cannot make a browser post it.
 #[derive(Deserialize)]
 struct CsrfForm {
     #[serde(default)]

@@ -149,7 +149,10 @@ suite!(
     the_user_reads_none_once_the_session_is_destroyed,
     sessions_per_user_are_capped_at_login,
     logout_everywhere_also_ends_the_asking_session,
-    csrf_token_is_created_once_checked_and_rotated_at_login,
+    csrf_tokens_differ_on_every_call_and_all_verify,
+    csrf_tokens_of_another_session_or_from_before_login_are_refused,
+    malformed_csrf_tokens_are_refused_with_403,
+    concurrent_first_csrf_tokens_of_one_session_all_verify,
     three_devices_are_listed_with_their_browsers_and_one_is_current,
     ending_a_device_by_its_handle_ends_only_that_session,
     logout_others_leaves_only_the_current_session,
@@ -1057,58 +1060,160 @@ async fn logout_everywhere_also_ends_the_asking_session(kind: Kind) {
     }
 }
 
-async fn csrf_token_is_created_once_checked_and_rotated_at_login(kind: Kind) {
+/// `POST /csrf/check` as `browser`, with `token` in `X-CSRF-Token` (or no such header).
+async fn csrf_check(browser: &Browser, token: Option<&str>) -> StatusCode {
+    let headers: Vec<(&str, &str)> = token.map(|t| ("x-csrf-token", t)).into_iter().collect();
+    browser
+        .post_with_headers("/csrf/check", &headers)
+        .await
+        .status
+}
+
+/// Characters of a CSRF token: 64 bytes (a mask, then the masked secret) in unpadded base64url.
+const CSRF_TOKEN_LEN: usize = 86;
+
+async fn csrf_tokens_differ_on_every_call_and_all_verify(kind: Kind) {
     let h = Harness::default(kind).await;
     let mut browser = h.browser();
-    let token = browser.get("/csrf").await;
-    assert_eq!(token.status, StatusCode::OK);
-    assert_eq!(token.body.len(), 32);
+    let first = browser.get("/csrf").await;
+    assert_eq!(first.status, StatusCode::OK);
     assert!(
-        token.set_cookie().is_some(),
-        "the session it lives in was created"
+        first.set_cookie().is_some(),
+        "the session the token belongs to was created"
+    );
+    let second = browser.get("/csrf").await;
+    assert_eq!(second.set_cookie(), None, "and kept: {second:?}");
+    assert_ne!(second.body, first.body, "masked anew on every call");
+    for token in [&first.body, &second.body] {
+        assert_eq!(token.len(), CSRF_TOKEN_LEN, "{token}");
+        assert!(
+            token
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+            "base64url: {token}"
+        );
+        assert_eq!(
+            csrf_check(&browser, Some(token)).await,
+            StatusCode::NO_CONTENT
+        );
+    }
+    assert_eq!(csrf_check(&browser, None).await, StatusCode::FORBIDDEN);
+}
+
+async fn csrf_tokens_of_another_session_or_from_before_login_are_refused(kind: Kind) {
+    let h = Harness::default(kind).await;
+    let mut browser = h.browser();
+    let before = browser.get("/csrf").await.body;
+    let other = h.browser().get("/csrf").await.body;
+    assert_eq!(
+        csrf_check(&browser, Some(&other)).await,
+        StatusCode::FORBIDDEN,
+        "another session's"
     );
     assert_eq!(
-        browser.get("/csrf").await.body,
-        token.body,
-        "the same token"
-    );
-    let check = |browser: &Browser, value: Option<&str>| {
-        let browser = browser.clone();
-        let value = value.map(str::to_owned);
-        async move {
-            let mut headers = vec![];
-            if let Some(value) = &value {
-                headers.push(("x-csrf-token", value.as_str()));
-            }
-            browser
-                .post_with_headers("/csrf/check", &headers)
-                .await
-                .status
-        }
-    };
-    assert_eq!(
-        check(&browser, Some(&token.body)).await,
+        csrf_check(&browser, Some(&before)).await,
         StatusCode::NO_CONTENT
     );
-    assert_eq!(check(&browser, None).await, StatusCode::FORBIDDEN);
-    let mut wrong = token.body.clone().into_bytes();
-    wrong[31] = if wrong[31] == b'0' { b'1' } else { b'0' };
-    let wrong = String::from_utf8(wrong).unwrap();
-    assert_eq!(check(&browser, Some(&wrong)).await, StatusCode::FORBIDDEN);
-    // Another session's token is no good here.
-    let other = h.browser().get("/csrf").await.body;
-    assert_eq!(check(&browser, Some(&other)).await, StatusCode::FORBIDDEN);
 
-    // A login cycles the id and the token with it.
+    // A login cycles the id, and the secret with it.
+    let old_cookie = browser.cookie.clone();
     browser.post_form("/login", "user=alice").await;
     assert_eq!(
-        check(&browser, Some(&token.body)).await,
-        StatusCode::FORBIDDEN
+        csrf_check(&browser, Some(&before)).await,
+        StatusCode::FORBIDDEN,
+        "from before the login"
     );
-    let rotated = browser.get("/csrf").await.body;
-    assert_ne!(rotated, token.body);
+    let replayed = Browser::with_cookie(h.app.clone(), old_cookie);
     assert_eq!(
-        check(&browser, Some(&rotated)).await,
+        csrf_check(&replayed, Some(&before)).await,
+        StatusCode::FORBIDDEN,
+        "nor with the cookie it was issued for: that id no longer names a session"
+    );
+    let after = browser.get("/csrf").await.body;
+    assert_eq!(
+        csrf_check(&browser, Some(&after)).await,
         StatusCode::NO_CONTENT
     );
+
+    // A token issued after a login in the same request is already the new id's.
+    let issued = browser.post_form("/test/login-then-csrf", "bob").await;
+    assert_eq!(issued.status, StatusCode::OK);
+    assert!(issued.set_cookie().is_some(), "a new id: {issued:?}");
+    assert_eq!(
+        csrf_check(&browser, Some(&issued.body)).await,
+        StatusCode::NO_CONTENT,
+        "issued by the login's own request"
+    );
+    assert_eq!(
+        csrf_check(&browser, Some(&after)).await,
+        StatusCode::FORBIDDEN,
+        "from before the second login"
+    );
+    // So is one issued by a request that starts its session and logs in.
+    let mut newcomer = h.browser();
+    let issued = newcomer.post_form("/test/login-then-csrf", "carol").await;
+    assert_eq!(
+        csrf_check(&newcomer, Some(&issued.body)).await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(newcomer.get("/me").await.body, "carol");
+}
+
+async fn malformed_csrf_tokens_are_refused_with_403(kind: Kind) {
+    let h = Harness::default(kind).await;
+    let mut browser = h.browser();
+    let token = browser.get("/csrf").await.body;
+    assert_eq!(token.len(), CSRF_TOKEN_LEN, "{token}");
+    // One bit of the mask flipped: well-formed, but it unmasks to another secret.
+    let mut flipped = token.clone().into_bytes();
+    flipped[0] = if flipped[0] == b'A' { b'B' } else { b'A' };
+    let flipped = String::from_utf8(flipped).unwrap();
+    let cases = [
+        String::new(),
+        token[1..].to_owned(),
+        format!("{token}A"),
+        "!".repeat(CSRF_TOKEN_LEN),
+        format!("+{}", &token[1..]),
+        format!("{}=", &token[..CSRF_TOKEN_LEN - 1]),
+        "0".repeat(32),
+        flipped,
+        "A".repeat(1 << 20),
+    ];
+    for garbage in &cases {
+        assert_eq!(
+            csrf_check(&browser, Some(garbage)).await,
+            StatusCode::FORBIDDEN,
+            "{garbage:.100}"
+        );
+    }
+    assert_eq!(
+        csrf_check(&browser, Some(&token)).await,
+        StatusCode::NO_CONTENT,
+        "the session's own still verifies"
+    );
+}
+
+/// A session that exists but never asked for a token gets one from eight requests at once, all
+/// of which loaded it before any asked: with nothing stored, there is no first use to race on.
+async fn concurrent_first_csrf_tokens_of_one_session_all_verify(kind: Kind) {
+    let h = Harness::default(kind).await;
+    let mut browser = h.browser();
+    browser.get("/counter").await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..support::CSRF_TOGETHER {
+        let mut browser = browser.clone();
+        tasks.spawn(async move { browser.get("/test/csrf-together").await });
+    }
+    let replies = tokio::time::timeout(StdDuration::from_secs(10), tasks.join_all())
+        .await
+        .expect("every request reached the barrier");
+    for reply in &replies {
+        assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+        assert_eq!(reply.set_cookie(), None, "the same session: {reply:?}");
+        assert_eq!(
+            csrf_check(&browser, Some(&reply.body)).await,
+            StatusCode::NO_CONTENT,
+            "{reply:?}"
+        );
+    }
 }

@@ -364,13 +364,14 @@ fn signed_in_sessions(server: &RedisServer) -> Vec<String> {
         .collect()
 }
 
-/// The CSRF token a page's forms carry.
+/// The CSRF token a page's first form carries.
 fn csrf_of(page: &str) -> String {
-    let start = page
-        .find(r#"name="csrf" value=""#)
-        .expect("a form with a CSRF token")
-        + 19;
-    page[start..start + 32].to_owned()
+    let (_, rest) = page
+        .split_once(r#"name="csrf" value=""#)
+        .expect("a form with a CSRF token");
+    let token = &rest[..rest.find('"').expect("the value's closing quote")];
+    assert_eq!(token.len(), 86, "a masked token in base64url: {token}");
+    token.to_owned()
 }
 
 /// The key ids in a user's index (sorted set `session:user:{user}`), sorted.
@@ -416,17 +417,23 @@ async fn log_in_see_the_flash_once_and_log_out_in_a_real_browser() {
     let home = format!("http://127.0.0.1:{}/", app.port);
     let driver = ChromeDriver::start();
 
-    // Browser A, fresh: the login form, and an anonymous session holding only its CSRF token.
+    // Browser A, fresh: the login form, and an anonymous session for its CSRF token, which holds
+    // no trace of the token: it is derived from the cookie, and masked anew on every page.
     let a = driver.open().await;
     a.goto(&home).await.unwrap();
     assert_login_form(&a).await;
     let anonymous = key_of(&a).await;
     assert_eq!(session_keys(&server), vec![anonymous.clone()]);
     assert_eq!(signed_in_sessions(&server), Vec::<String>::new());
-    assert_eq!(
-        server.cli(&["hget", &anonymous, "$csrf"]).trim(),
-        csrf_of(&a.source().await.unwrap()),
-        "the form's token is the session's"
+    let first = csrf_of(&a.source().await.unwrap());
+    a.refresh().await.unwrap();
+    let second = csrf_of(&a.source().await.unwrap());
+    assert_ne!(first, second, "a fresh mask on every page");
+    assert_eq!(key_of(&a).await, anonymous, "for the same session");
+    let stored = server.cli(&["hgetall", &anonymous]);
+    assert!(
+        !stored.contains("$csrf") && !stored.contains(&first) && !stored.contains(&second),
+        "{stored}"
     );
 
     log_in(&a, "alice").await;
@@ -639,18 +646,26 @@ fn logging_in_again_moves_the_session_to_a_new_id_and_every_post_needs_its_token
     );
     let anonymous = token_of(wire.header("set-cookie").expect("a session for the token"));
     let token = csrf_of(&wire.body);
+    let (_, _, elsewhere) = request(app.port, "GET", "/", None, "");
 
-    // Without the token, or with another, a login is refused and signs nobody in.
+    // Without the token, with another session's, or with something else, a login is refused and
+    // signs nobody in.
     for form in [
         "user=alice".to_owned(),
+        format!("user=alice&csrf={}", csrf_of(&elsewhere)),
         format!("user=alice&csrf={}", "0".repeat(32)),
+        format!("user=alice&csrf={}", &token[1..]),
+        format!("user=alice&csrf={}", "A".repeat(1 << 20)),
     ] {
         let (status, _, _) = request(app.port, "POST", "/login", Some(&anonymous), &form);
-        assert_eq!(status, 403, "{form}");
+        assert_eq!(status, 403, "{form:.100}");
     }
     assert_eq!(signed_in_sessions(&server), Vec::<String>::new());
 
-    let form = format!("user=alice&csrf={token}");
+    // Any page's token will do: here a later one of the same session.
+    let (_, _, page) = request(app.port, "GET", "/", Some(&anonymous), "");
+    assert_ne!(csrf_of(&page), token);
+    let form = format!("user=alice&csrf={}", csrf_of(&page));
     let (status, set_cookie, _) = request(app.port, "POST", "/login", Some(&anonymous), &form);
     assert_eq!(status, 303);
     let first = token_of(&set_cookie.expect("login sets the cookie"));

@@ -1,7 +1,8 @@
 //! What a session is in Redis, as another program sees it: one hash per session under the SHA-256
 //! of its token, the user's index of key ids, a TTL on every key that rolls as the session is used,
 //! legacy unhashed ids, what a typical session costs in memory, sessions spread over a cluster's
-//! masters and moving between them as ids cycle, no token ever sent to Redis, and the layout
+//! masters and moving between them as ids cycle, no token ever sent to Redis, no CSRF field or
+//! secret either (and an old hash's `$csrf` ignored), and the layout
 //! guide's "Reading a session from Python" snippet, taken from docs/layout.md as it stands, run under
 //! `/usr/bin/python3` (with Debian's `python3-redis`) against a session the demo's routes wrote.
 
@@ -185,6 +186,94 @@ async fn no_token_ever_reaches_redis() {
             "token {token} seen by MONITOR"
         );
     }
+}
+
+/// The secret a CSRF token hides: its last 32 bytes XOR its first 32 (the mask).
+fn csrf_secret(token: &str) -> Vec<u8> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .expect("a CSRF token is base64url");
+    let (mask, hidden) = bytes.split_at(32);
+    mask.iter().zip(hidden).map(|(m, h)| m ^ h).collect()
+}
+
+#[tokio::test]
+async fn redis_never_holds_a_csrf_field_or_secret() {
+    use base64::Engine;
+    let server = RedisServer::start();
+    let (app, _) = support::app_on(support::store_on(&server).await, |l| l).await;
+    let redis = server.probe().await;
+    let mut monitor = Monitor::start(&server).await;
+    let mut browser = Browser::new(app);
+    // A token that starts the session, one for a session with data, one after a login.
+    let mut tokens = vec![browser.get("/csrf").await.body];
+    browser.put("/kv/a", "b").await;
+    tokens.push(browser.get("/csrf").await.body);
+    browser.post_form("/login", "user=alice").await;
+    tokens.push(browser.get("/csrf").await.body);
+
+    let key = session_key("session:", browser.cookie.as_ref().unwrap());
+    let hash: HashMap<String, String> = redis.hgetall(&key).await.unwrap();
+    assert_eq!(hash["a"], "\"b\"", "the session: {hash:?}");
+    assert!(!hash.contains_key("$csrf"), "{hash:?}");
+    // Each secret as raw bytes, hex, base64url and base64, and each token as issued.
+    let mut needles: Vec<Vec<u8>> = Vec::new();
+    for token in &tokens {
+        let secret = csrf_secret(token);
+        let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+        needles.push(hex.into_bytes());
+        for engine in [
+            base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            base64::engine::general_purpose::STANDARD_NO_PAD,
+        ] {
+            needles.push(engine.encode(&secret).into_bytes());
+        }
+        needles.push(secret);
+        needles.push(token.clone().into_bytes());
+    }
+    for needle in &needles {
+        for value in hash.values() {
+            assert_ne!(value.as_bytes(), needle, "a field holds a CSRF secret");
+            assert!(!value.contains(&*String::from_utf8_lossy(needle)));
+        }
+    }
+    let received = monitor.take().await;
+    assert!(received.0.len() > 3, "the scenario reached Redis");
+    for needle in &needles {
+        let needle = String::from_utf8_lossy(needle);
+        assert!(!received.any_line_contains(&needle), "MONITOR saw {needle}");
+    }
+}
+
+/// `POST /csrf/check` as `browser`, with `token` in `X-CSRF-Token`.
+async fn csrf_check(browser: &Browser, token: &str) -> StatusCode {
+    let headers = [("x-csrf-token", token)];
+    browser
+        .post_with_headers("/csrf/check", &headers)
+        .await
+        .status
+}
+
+/// A session written by a version that kept its CSRF token in the hash still loads; its `$csrf`
+/// is no CSRF token any more, and stays out of the way.
+#[tokio::test]
+async fn an_old_hash_with_a_csrf_field_still_loads_and_its_token_is_refused() {
+    let server = RedisServer::start();
+    let (app, _) = support::app_on(support::store_on(&server).await, |l| l).await;
+    let redis = server.probe().await;
+    let mut browser = Browser::new(app);
+    browser.put("/kv/a", "1").await;
+    let key = session_key("session:", browser.cookie.as_ref().unwrap());
+    let stale = "0123456789abcdef0123456789abcdef";
+    let () = redis.hset(&key, ("$csrf", stale)).await.unwrap();
+
+    assert_eq!(browser.get("/kv/a").await.body, "1");
+    assert_eq!(csrf_check(&browser, stale).await, StatusCode::FORBIDDEN);
+    let token = browser.get("/csrf").await.body;
+    assert_eq!(csrf_check(&browser, &token).await, StatusCode::NO_CONTENT);
+    browser.put("/kv/b", "2").await;
+    assert_eq!(browser.get("/kv/b").await.body, "2");
 }
 
 /// The capacity figures of docs/scaling.md: `MEMORY USAGE` of a typical session and of its user's

@@ -412,8 +412,6 @@ async fn a_save_never_reads_the_whole_session_and_keeps_its_size_exact() {
     browser.put("/kv/k3", "a longer value than before").await;
     browser.delete("/kv/k4").await;
     browser.put("/kv/new", "fresh").await;
-    // Crate metadata (the CSRF token) goes through save.lua's update, the rest through update.lua.
-    browser.get("/csrf").await;
     browser.put("/kv/k5", "").await;
     let received = monitor.take().await;
     assert!(
@@ -436,6 +434,31 @@ async fn a_save_never_reads_the_whole_session_and_keeps_its_size_exact() {
         }
     }
     assert_eq!(stored, Some(user_bytes), "{fields}");
+}
+
+/// A CSRF token is derived, not stored: issuing and checking tokens on a session costs its load
+/// and nothing else.
+#[tokio::test]
+async fn csrf_tokens_cost_one_load_and_no_write() {
+    let server = RedisServer::start();
+    let (app, _) = support::app_on(support::store_on(&server).await, |l| l).await;
+    let mut browser = Browser::new(app);
+    browser.put("/kv/a", "1").await;
+    let mut monitor = Monitor::start(&server).await;
+    let first = browser.get("/csrf").await.body;
+    let second = browser.get("/csrf").await.body;
+    for token in [&first, &second] {
+        let headers = [("x-csrf-token", token.as_str())];
+        let reply = browser.post_with_headers("/csrf/check", &headers).await;
+        assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    }
+    let received = monitor.take().await;
+    assert_eq!(received.writes(), Vec::<&str>::new(), "{received:?}");
+    assert_eq!(
+        received.round_trips(),
+        4,
+        "one load per request: {received:?}"
+    );
 }
 
 #[tokio::test]

@@ -14,7 +14,7 @@ use crate::error::Error;
 use crate::id::Token;
 use crate::metrics::{Event, Op};
 use crate::shared::Shared;
-use crate::store::{Changes, SaveMode, Saved, CSRF_FIELD};
+use crate::store::{Changes, SaveMode, Saved};
 
 /// Attempts at a fresh id before giving up; a collision among 122-bit ids means a broken RNG.
 const CREATE_ATTEMPTS: usize = 3;
@@ -55,8 +55,9 @@ pub(crate) async fn commit(
         span: end.span,
         key: incoming.map(|(_, key)| key.log_prefix()),
         read: end.found != Found::NotLoaded,
+        fresh: end.fresh,
     };
-    let has_data = !changes.fields.is_empty() || changes.user.is_some();
+    let has_data = !changes.fields.is_empty() || changes.user.is_some() || changes.persist;
 
     if matches!(end.intent, Intent::Destroy | Intent::Destroyed) {
         if let (Intent::Destroy, Some((_, key))) = (end.intent, existing) {
@@ -81,9 +82,6 @@ pub(crate) async fn commit(
     };
 
     if end.intent == Intent::Cycle {
-        // A new id, a new CSRF token: the old one is not carried over (the next use makes one).
-        let mut changes = changes;
-        changes.fields.entry(CSRF_FIELD.to_owned()).or_insert(None);
         let moved = writer.save_under_fresh_id(SaveMode::Cycle { from: key }, &changes);
         let cycled = writer
             .observe(Op::Cycle, moved, |cycled| {
@@ -131,6 +129,8 @@ struct Writer<'a> {
     key: Option<&'a str>,
     /// Whether the request read its session.
     read: bool,
+    /// The token this request drew for the session's fresh id, if it did (see `Ending::fresh`).
+    fresh: Option<&'a Token>,
 }
 
 impl Writer<'_> {
@@ -182,8 +182,12 @@ impl Writer<'_> {
         changes: &Changes,
     ) -> Result<Option<CookieUpdate>, Error> {
         let config = &self.shared.config;
+        let mut drawn = self.fresh;
         for _ in 0..CREATE_ATTEMPTS {
-            let token = Token::generate();
+            // The token a CSRF token of this request was derived from comes first, so that it
+            // verifies once the session lives under it. After a collision (a broken random
+            // source) the next draw is new, and that CSRF token fails, as it should.
+            let token = drawn.take().cloned().unwrap_or_else(Token::generate);
             let key = token.key_id(config.hash_ids);
             match self
                 .shared

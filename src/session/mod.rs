@@ -14,6 +14,7 @@ use tracing::Span;
 
 use crate::devices::Client;
 use crate::error::{CorruptValue, Error};
+use crate::id::Token;
 use crate::metrics::{Event, Op};
 use crate::shared::Shared;
 use crate::store::{Changes, Incremented, FLASH_PREFIX, RESERVED_PREFIX};
@@ -431,6 +432,16 @@ impl Session {
     /// Records a field's new JSON text, or its removal.
     pub(crate) fn write_json(&self, field: String, json: Option<String>) {
         self.inner.write_json(field, json);
+    }
+
+    /// The cookie's token, when a live session is stored under it: what the request came with.
+    pub(crate) async fn live_token(&self) -> Result<Option<&Token>, Error> {
+        self.inner.live_token().await
+    }
+
+    /// The token the session will have once the request ends, making sure it then exists.
+    pub(crate) async fn token_at_end(&self) -> Result<&Token, Error> {
+        self.inner.token_at_end().await
     }
 
     /// A field's JSON text, from this request's changes when it has any, else from the store.

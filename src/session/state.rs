@@ -82,6 +82,9 @@ pub(crate) struct Ending<'a> {
     pub(crate) had_cookie: bool,
     /// The request's `session` span; its `key` field names the session the request ends with.
     pub(crate) span: &'a Span,
+    /// The token drawn for the session's next fresh id, if the request asked for it (a CSRF token
+    /// was derived from it): the first a save under a fresh id must try.
+    pub(crate) fresh: Option<&'a Token>,
     incoming: Option<&'a Incoming>,
 }
 
@@ -103,6 +106,8 @@ pub(super) struct State {
     span: Span,
     /// `Some(None)` once a load found no live session under the incoming id.
     loaded: OnceCell<Option<Loaded>>,
+    /// The token for the session's next fresh id, drawn when the request first needs to know it.
+    fresh: OnceLock<Token>,
     pending: Mutex<Pending>,
 }
 
@@ -126,6 +131,7 @@ impl State {
             had_cookie,
             span,
             loaded: OnceCell::new(),
+            fresh: OnceLock::new(),
             pending: Mutex::new(Pending {
                 changes: Changes::default(),
                 intent: Intent::Keep,
@@ -150,6 +156,25 @@ impl State {
     /// session was under the cookie's id.
     pub(super) fn loaded(&self) -> Option<Option<&Loaded>> {
         self.loaded.get().map(Option::as_ref)
+    }
+
+    /// The cookie's token, when a live session is stored under it (loading the session to know).
+    pub(super) async fn live_token(&self) -> Result<Option<&Token>, Error> {
+        let live = self.load().await?.is_some();
+        Ok(self.incoming().map(|(token, _)| token).filter(|_| live))
+    }
+
+    /// The token the session will have once the request ends: the cookie's, when the request
+    /// keeps the live session stored under it; else the fresh one its end will save the session
+    /// under, which is drawn now, and the session is then saved even if nothing else changes.
+    pub(super) async fn token_at_end(&self) -> Result<&Token, Error> {
+        if self.pending().intent == Intent::Keep {
+            if let Some(token) = self.live_token().await? {
+                return Ok(token);
+            }
+        }
+        self.pending().changes.persist = true;
+        Ok(self.fresh.get_or_init(Token::generate))
     }
 
     /// Records that no session lives under the cookie's id, found without a load.
@@ -239,6 +264,7 @@ impl State {
             base: self.loaded().flatten().filter(|_| !applied),
             had_cookie: self.had_cookie,
             span: &self.span,
+            fresh: self.fresh.get(),
             incoming: self.incoming.as_ref(),
         }
     }

@@ -29,9 +29,6 @@ pub(crate) const VERSION_FIELD: &str = "$version";
 /// Its new id after a cycle enters the user's index only while this is still the user's epoch, so
 /// that a logout-everywhere racing the cycle cannot miss it (see `revoke.lua` and `index.lua`).
 pub(crate) const EPOCH_FIELD: &str = "$epoch";
-/// The session's CSRF token (raw text, not JSON): crate metadata that handlers read through
-/// [`Session::csrf_token`](crate::Session::csrf_token), so loads keep it with the user fields.
-pub(crate) const CSRF_FIELD: &str = "$csrf";
 
 /// From the request that logged the session in: its `User-Agent` (at most [`USER_AGENT_MAX`]
 /// bytes) and, when the layer records them, its client's IP. Listed by
@@ -48,12 +45,11 @@ pub(crate) const SEEN_FIELD: &str = "$seen";
 pub(crate) const HANDLE_FIELD: &str = "$handle";
 
 /// Every metadata field, by the name the Lua scripts know it under (`field.user`, …).
-pub(crate) const METADATA: [(&str, &str); 13] = [
+pub(crate) const METADATA: [(&str, &str); 12] = [
     ("user_agent", USER_AGENT_FIELD),
     ("ip", IP_FIELD),
     ("seen", SEEN_FIELD),
     ("handle", HANDLE_FIELD),
-    ("csrf", CSRF_FIELD),
     ("user", USER_FIELD),
     ("created", CREATED_FIELD),
     ("deadline", DEADLINE_FIELD),
@@ -88,8 +84,9 @@ pub(crate) fn size_of<'a>(fields: impl IntoIterator<Item = (&'a String, &'a Stri
         .sum()
 }
 
-/// A session hash as a read splits it: what the session holds (user fields, flash values, the CSRF
-/// token) and the metadata the read needs, decoded on the way; other metadata is not kept.
+/// A session hash as a read splits it: what the session holds (user fields and flash values) and the
+/// metadata the read needs, decoded on the way; other metadata is not kept, nor are `$` fields this
+/// version no longer writes (`$csrf`, from before CSRF secrets were derived from the token).
 #[derive(Debug, Default)]
 pub(crate) struct StoredHash {
     pub(crate) fields: HashMap<String, String>,
@@ -117,7 +114,7 @@ impl StoredHash {
             EXPIRES_FIELD => self.expires_at = value.parse().ok(),
             VERSION_FIELD => self.version = value.parse().unwrap_or(0),
             SIZE_FIELD => self.size = value.parse().ok(),
-            _ if is_metadata(field) && field != CSRF_FIELD => {}
+            _ if is_metadata(field) => {}
             _ => {
                 self.fields.insert(field.to_owned(), value.to_owned());
             }
@@ -142,4 +139,32 @@ impl StoredHash {
 /// A metadata field of a stored hash as a number.
 pub(crate) fn number(hash: &HashMap<String, String>, field: &str) -> Option<i64> {
     hash.get(field).and_then(|value| value.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_read_keeps_user_fields_and_flash_values_and_no_other_dollar_field() {
+        let mut stored = StoredHash::default();
+        for (field, value) in [
+            ("count", "1"),
+            ("$flash:notice", "\"hi\""),
+            ("$user", "alice"),
+            ("$created", "1700000000000"),
+            ("$epoch", "3"),
+            // What an older version kept: its CSRF token.
+            ("$csrf", "0123456789abcdef0123456789abcdef"),
+        ] {
+            stored.add(field, value);
+        }
+        let kept = HashMap::from([
+            ("count".to_owned(), "1".to_owned()),
+            ("$flash:notice".to_owned(), "\"hi\"".to_owned()),
+        ]);
+        assert_eq!(stored.fields, kept);
+        assert_eq!(stored.user.as_deref(), Some("alice"));
+        assert!(stored.live);
+    }
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use self::layout::is_metadata;
 pub(crate) use self::layout::{
-    CSRF_FIELD, FLASH_PREFIX, HANDLE_FIELD, IP_FIELD, RESERVED_PREFIX, SEEN_FIELD,
+    FLASH_PREFIX, HANDLE_FIELD, IP_FIELD, RESERVED_PREFIX, SEEN_FIELD,
     USER_AGENT_FIELD, USER_AGENT_MAX,
 };
 pub use self::memory::MemoryStore;
@@ -53,11 +53,15 @@ pub(crate) struct Changes {
     pub(crate) fields: BTreeMap<String, Option<String>>,
     /// Bind the session to this user id.
     pub(crate) user: Option<String>,
+    /// The session must exist once the request ends, even if nothing else changed: a CSRF token
+    /// was derived from its id. Read by the end of the request only; a store has nothing to write
+    /// for it.
+    pub(crate) persist: bool,
 }
 
 impl Changes {
     pub(crate) fn is_empty(&self) -> bool {
-        !self.clear && self.fields.is_empty() && self.user.is_none()
+        !self.clear && self.fields.is_empty() && self.user.is_none() && !self.persist
     }
 
     /// These changes applied to a whole stored session (metadata included), as the fields of a new
@@ -75,9 +79,9 @@ impl Changes {
             };
         }
         Self {
-            clear: false,
             fields,
             user: self.user.clone(),
+            ..Self::default()
         }
     }
 }

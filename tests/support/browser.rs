@@ -170,13 +170,18 @@ async fn call(app: &Router, request: Request<Body>) -> Reply {
     }
 }
 
+/// How many requests `GET /test/csrf-together` waits for: each loads its session, then all ask for a
+/// CSRF token at once, the worst interleaving of concurrent first uses.
+pub const CSRF_TOGETHER: usize = 8;
+
 /// The fields `PUT /test/many` sets, each to the request's body.
 pub const MANY_FIELDS: [&str; 8] = ["f0", "f1", "f2", "f3", "f4", "f5", "f6", "f7"];
 
 /// The demo's routes under `layer`, plus test-only routes for behaviours the contract has no route
 /// for: a handler that fails after writing, handlers that wait for a signal mid-request (a read then
-/// a write, a blind write, a login that cycles the id), one request that sets several fields, and
-/// one that cycles the id without a login.
+/// a write, a blind write, a login that cycles the id), one request that sets several fields, one
+/// that cycles the id without a login, one that logs in and answers a CSRF token, and one that
+/// answers a CSRF token once [`CSRF_TOGETHER`] requests have loaded their sessions.
 pub fn app(layer: SessionLayer, gate: Gate) -> Router {
     use axum::routing::{get, post, put};
     use axum_redis_session::Session;
@@ -208,6 +213,16 @@ pub fn app(layer: SessionLayer, gate: Gate) -> Router {
         session.login("alice")?;
         session.insert("note", body)?;
         Ok::<_, axum_redis_session::Error>(StatusCode::NO_CONTENT)
+    });
+    let login_then_csrf = post(|session: Session, user: String| async move {
+        session.login(user)?;
+        session.csrf_token().await
+    });
+    let together = Arc::new(tokio::sync::Barrier::new(CSRF_TOGETHER));
+    let csrf_together = get(move |session: Session| async move {
+        session.user().await?;
+        together.wait().await;
+        session.csrf_token().await
     });
     let logout_then_fail = post(|session: Session| async move {
         session.destroy();
@@ -242,6 +257,8 @@ pub fn app(layer: SessionLayer, gate: Gate) -> Router {
         .route("/test/slow-incr", slow_incr)
         .route("/test/login-fresh", login_fresh)
         .route("/test/login-with-note", login_with_note)
+        .route("/test/login-then-csrf", login_then_csrf)
+        .route("/test/csrf-together", csrf_together)
         .route("/test/logout-then-fail", logout_then_fail)
         .route("/test/destroy-then-user", destroy_then_user)
         .route("/test/slow-counter", slow_read_write)

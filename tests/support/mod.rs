@@ -20,7 +20,7 @@ mod webdriver;
 use axum_redis_session::fred::prelude::*;
 use axum_redis_session::RedisStore;
 
-pub use browser::{app, app_on, Browser, Gate, Reply, MANY_FIELDS};
+pub use browser::{app, app_on, Browser, Gate, Reply, CSRF_TOGETHER, MANY_FIELDS};
 pub use captured::Captured;
 pub use instance::Instance;
 pub use process::{

@@ -198,7 +198,7 @@ mod tests {
                 user: Some("alice".into()),
                 ..plain.clone()
             },
-            changes(&[("$csrf", Some("t"))]),
+            changes(&[("$epoch", Some("1"))]),
         ] {
             assert!(no_plan(&changes, &base, 1_000), "{changes:?}");
         }

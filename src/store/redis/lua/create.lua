@@ -76,7 +76,8 @@ end
 local removed_from = first_extra + 2 * tonumber(arg.sets)
 for i = first_extra, removed_from - 1, 2 do
   local name, value = ARGV[i], ARGV[i + 1]
-  -- Metadata the request changes (the CSRF token) is not counted in the size.
+  -- Metadata among the changes (a cluster's cycle sends the whole moved session) is not counted in
+  -- the size.
   if not is_metadata(name) then
     size = size - held(name) + #name + #value
   end

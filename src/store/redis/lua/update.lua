@@ -62,7 +62,8 @@ for i = first_extra, removed_from - 1, 2 do
   local name, value = ARGV[i], ARGV[i + 1]
   writes[#writes + 1] = name
   writes[#writes + 1] = value
-  -- Metadata the request changes (the CSRF token) is not counted in the size.
+  -- Metadata is never counted in the size (no request changes any today; this keeps the count
+  -- right if one ever does).
   if not is_metadata(name) then
     size = size + #name + #value
   end
