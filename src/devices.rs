@@ -10,7 +10,8 @@ use http::header::USER_AGENT;
 use http::{HeaderName, HeaderValue, Request};
 
 use crate::error::Error;
-use crate::id::Token;
+use crate::hooks::{SessionEvent, SessionEventKind};
+use crate::id::{log_prefix, Token};
 use crate::metrics::{Event, Op};
 use crate::session::Session;
 use crate::store::ttl::now_ms;
@@ -181,6 +182,15 @@ impl Session {
             })
             .await?;
         let current = self.key_id().map(|key| key.as_str().to_owned());
+        for id in &ended {
+            // Ending the asking session is its logout; any other is revoked from here.
+            let kind = if Some(id) == current.as_ref() {
+                SessionEventKind::Destroy
+            } else {
+                SessionEventKind::Revoke
+            };
+            shared.notify(|| SessionEvent::new(kind, log_prefix(id), None, Some(&user)));
+        }
         if ended.iter().any(|id| Some(id) == current.as_ref()) {
             self.destroyed();
         }
@@ -214,6 +224,8 @@ impl Session {
                 |()| Some((Event::Destroy, "every other session of the user ended")),
             )
             .await?;
+        let kind = SessionEventKind::RevokeOthers;
+        shared.notify(|| SessionEvent::new(kind, current.log_prefix(), None, Some(&user)));
         Ok(Some(user))
     }
 }

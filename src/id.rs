@@ -72,8 +72,14 @@ impl KeyId {
 
     /// A short prefix that identifies the session in logs without revealing anything usable.
     pub(crate) fn log_prefix(&self) -> &str {
-        &self.0[..8]
+        log_prefix(&self.0)
     }
+}
+
+/// The log prefix of a key id the store handed back: its first 8 characters (none of an id too
+/// short to have them, which no session has).
+pub(crate) fn log_prefix(key_id: &str) -> &str {
+    key_id.get(..8).unwrap_or_default()
 }
 
 #[cfg(test)]

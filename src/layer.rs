@@ -11,6 +11,7 @@ use tower_layer::Layer;
 use crate::config::Config;
 use crate::devices::ClientIp;
 use crate::error::Error;
+use crate::hooks::{Hooks, SessionEvent};
 use crate::metrics::Metrics;
 use crate::service::SessionService;
 use crate::shared::Shared;
@@ -45,6 +46,7 @@ impl fmt::Debug for SessionLayer {
             .field("store", &self.shared.store)
             .field("config", &self.shared.config)
             .field("error_handler", &self.shared.error_handler.is_some())
+            .field("hook", &self.shared.hooks.is_some())
             .finish()
     }
 }
@@ -66,6 +68,7 @@ impl SessionLayer {
                 config: Arc::new(Config::default()),
                 error_handler: None,
                 metrics,
+                hooks: None,
             }),
         }
     }
@@ -285,6 +288,31 @@ impl SessionLayer {
         handler: impl Fn(&Error) -> Response + Send + Sync + 'static,
     ) -> Self {
         Arc::make_mut(&mut self.shared).error_handler = Some(Arc::new(handler));
+        self
+    }
+
+    /// Calls `hook` with each [`SessionEvent`] (created, login, cycle, destroy, destroy-everywhere,
+    /// revoke) once the store has done it, for an audit log. Default: none, at no cost.
+    ///
+    /// The hook runs on a thread of its own, one event at a time, in the order the events
+    /// happened; requests hand it their events through a queue of 1024 and never wait for it. When
+    /// the queue is full, an event is dropped and counted
+    /// ([`MetricsSnapshot::hook_events_dropped`](crate::MetricsSnapshot::hook_events_dropped),
+    /// `session_hook_events_dropped_total`). A panic in the hook is caught and logged; the next
+    /// event gets the hook again. Being called from one thread, it may keep state of its own (`FnMut`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use axum_redis_session::{MemoryStore, SessionEvent, SessionLayer};
+    ///
+    /// let layer = SessionLayer::new(MemoryStore::default()).with_hook(|event: &SessionEvent| {
+    ///     let user = event.user.as_deref();
+    ///     tracing::info!(kind = ?event.kind, session = event.key.as_str(), user, "audit");
+    /// });
+    /// ```
+    pub fn with_hook(mut self, hook: impl FnMut(&SessionEvent) + Send + 'static) -> Self {
+        Arc::make_mut(&mut self.shared).hooks = Some(Hooks::start(hook));
         self
     }
 

@@ -11,7 +11,13 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Router;
 use axum_redis_session::fred::prelude::Config;
-use axum_redis_session::{Backend, MemoryStore, MetricsSnapshot, SessionLayer};
+use axum_redis_session::SessionEventKind::{
+    Created, Cycle, Destroy, DestroyEverywhere, Login, Revoke, RevokeOthers,
+};
+use axum_redis_session::{
+    Backend, MemoryStore, MetricsSnapshot, SessionEvent, SessionEventKind, SessionLayer,
+};
+use support::{session_key, unissued_token};
 use support::{Browser, Cluster, Gate, RedisServer, SentinelGroup, TlsFiles};
 use time::Duration;
 
@@ -157,6 +163,11 @@ suite!(
     ending_a_device_by_its_handle_ends_only_that_session,
     logout_others_leaves_only_the_current_session,
     an_expired_session_is_never_listed,
+    a_hook_hears_each_create_cycle_login_and_logout_once,
+    a_hook_hears_logouts_everywhere_and_revokes_naming_the_sessions,
+    a_hook_hears_nothing_of_refused_failed_or_read_only_requests,
+    a_slow_hook_never_delays_a_response,
+    a_panicking_hook_leaves_the_app_serving_and_hears_later_events,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1216,4 +1227,230 @@ async fn concurrent_first_csrf_tokens_of_one_session_all_verify(kind: Kind) {
             "{reply:?}"
         );
     }
+}
+
+/// What a lifecycle hook heard, in the order it heard it.
+struct Heard(tokio::sync::mpsc::UnboundedReceiver<SessionEvent>);
+
+/// A hook that hands every event it hears to the [`Heard`] returned with it.
+fn hear() -> (impl FnMut(&SessionEvent) + Send + 'static, Heard) {
+    let (sender, received) = tokio::sync::mpsc::unbounded_channel();
+    let hook = move |event: &SessionEvent| {
+        let _ = sender.send(event.clone());
+    };
+    (hook, Heard(received))
+}
+
+/// The key id prefix of the session whose cookie carries `token`: how logs name it.
+fn prefix(token: &str) -> String {
+    session_key("", token)[..8].to_owned()
+}
+
+/// The session token a browser holds.
+fn token(browser: &Browser) -> String {
+    browser.cookie.clone().expect("a session cookie")
+}
+
+impl Heard {
+    /// The next event the hook hears (it hears them on a thread of its own, soon after).
+    async fn next(&mut self) -> SessionEvent {
+        tokio::time::timeout(StdDuration::from_secs(5), self.0.recv())
+            .await
+            .expect("the hook hears an event within 5 s")
+            .expect("the hook is alive")
+    }
+
+    /// Asserts that the next event is `kind`, for the session whose cookie is `token`, moved
+    /// from `previous`'s, bound to `user`; and that it names sessions by their key id prefix only,
+    /// never by a token or a whole key id.
+    async fn expect(
+        &mut self,
+        kind: SessionEventKind,
+        token: &str,
+        previous: Option<&str>,
+        user: Option<&str>,
+    ) {
+        let event = self.next().await;
+        let shown = format!("{event:?}");
+        for secret in [Some(token), previous].into_iter().flatten() {
+            assert!(!shown.contains(secret), "a token in {shown}");
+            assert!(
+                !shown.contains(&session_key("", secret)),
+                "a key id in {shown}"
+            );
+        }
+        assert_eq!(
+            (event.kind, event.key, event.previous, event.user.as_deref()),
+            (kind, prefix(token), previous.map(prefix), user),
+            "{shown}"
+        );
+    }
+
+    /// Asserts that the hook hears nothing more for a while.
+    async fn silent(&mut self) {
+        let more = tokio::time::timeout(StdDuration::from_millis(300), self.0.recv()).await;
+        assert!(more.is_err(), "heard {more:?}");
+    }
+}
+
+async fn a_hook_hears_each_create_cycle_login_and_logout_once(kind: Kind) {
+    let (hook, mut heard) = hear();
+    let h = Harness::new(kind, |l| l.with_hook(hook)).await;
+    let mut browser = h.browser();
+    browser.get("/counter").await;
+    let created = token(&browser);
+    heard.expect(Created, &created, None, None).await;
+    // Reads and updates are no lifecycle events: the next one heard is the cycle.
+    browser.get("/counter/peek").await;
+    browser.get("/counter").await;
+    browser.post_form("/test/cycle", "").await;
+    let cycled = token(&browser);
+    heard.expect(Cycle, &cycled, Some(&created), None).await;
+    // A login is one event: not also a cycle.
+    browser.post_form("/login", "user=alice").await;
+    let alice = token(&browser);
+    heard
+        .expect(Login, &alice, Some(&cycled), Some("alice"))
+        .await;
+    // A cycle that read the session knows its user.
+    browser.post_form("/test/read-then-cycle", "").await;
+    let moved = token(&browser);
+    heard
+        .expect(Cycle, &moved, Some(&alice), Some("alice"))
+        .await;
+    // A logout names the session's user though the request never read it.
+    browser.post_form("/logout", "").await;
+    heard.expect(Destroy, &moved, None, Some("alice")).await;
+    // A login without a session writes a new one: one login, not also a create.
+    let mut fresh = h.browser();
+    fresh.post_form("/test/login-fresh", "bob").await;
+    heard.expect(Login, &token(&fresh), None, Some("bob")).await;
+    heard.silent().await;
+}
+
+async fn a_hook_hears_logouts_everywhere_and_revokes_naming_the_sessions(kind: Kind) {
+    let (hook, mut heard) = hear();
+    let h = Harness::new(kind, |l| l.with_hook(hook)).await;
+    let (mut laptop, mut phone, mut tablet, mut desk) =
+        (h.browser(), h.browser(), h.browser(), h.browser());
+    for browser in [&mut laptop, &mut phone, &mut tablet, &mut desk] {
+        browser.post_form("/login", "user=alice").await;
+        heard
+            .expect(Login, &token(browser), None, Some("alice"))
+            .await;
+    }
+    let (laptop_token, phone_token) = (token(&laptop), token(&phone));
+
+    // Another session ended by its handle: a revoke, naming that session.
+    let path = format!("/sessions/{}", own_handle(&mut phone).await);
+    assert_eq!(laptop.delete(&path).await.status, StatusCode::NO_CONTENT);
+    heard
+        .expect(Revoke, &phone_token, None, Some("alice"))
+        .await;
+    // The asking session's own handle: a logout.
+    let path = format!("/sessions/{}", own_handle(&mut laptop).await);
+    assert_eq!(laptop.delete(&path).await.status, StatusCode::NO_CONTENT);
+    heard
+        .expect(Destroy, &laptop_token, None, Some("alice"))
+        .await;
+    // The other devices logged out: one event, naming the session that stays.
+    let status = tablet.post_form("/logout-others", "").await.status;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    heard
+        .expect(RevokeOthers, &token(&tablet), None, Some("alice"))
+        .await;
+    assert_eq!(desk.get("/me").await.status, StatusCode::UNAUTHORIZED);
+    // Logged out everywhere: one event, naming the asking session.
+    let tablet_token = token(&tablet);
+    let status = tablet.post_form("/logout-everywhere", "").await.status;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    heard
+        .expect(DestroyEverywhere, &tablet_token, None, Some("alice"))
+        .await;
+    heard.silent().await;
+}
+
+async fn a_hook_hears_nothing_of_refused_failed_or_read_only_requests(kind: Kind) {
+    let (hook, mut heard) = hear();
+    let h = Harness::new(kind, |l| l.with_max_bytes(300).with_hook(hook)).await;
+    let mut browser = h.browser();
+    let big = "x".repeat(400);
+    // Nothing written: a new session too large (413), a login too large, a failed handler (500).
+    assert_eq!(
+        browser.put("/kv/big", &big).await.status,
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
+    let status = browser
+        .post_form("/test/login-with-note", &big)
+        .await
+        .status;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    let status = browser.get("/test/fail").await.status;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    // Nothing there: a read and a logout under an id nobody issued.
+    let mut stranger = Browser::with_cookie(h.app.clone(), Some(unissued_token(1)));
+    assert_eq!(stranger.get("/counter/peek").await.status, StatusCode::OK);
+    stranger.post_form("/logout", "").await;
+    // So the first event heard is this create.
+    browser.get("/counter").await;
+    let live = token(&browser);
+    heard.expect(Created, &live, None, None).await;
+
+    // A read, an update and a refused update of a live session, then its logout: only the logout.
+    browser.get("/counter/peek").await;
+    browser.get("/counter").await;
+    assert_eq!(
+        browser.put("/kv/big", &big).await.status,
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
+    browser.post_form("/logout", "").await;
+    heard.expect(Destroy, &live, None, None).await;
+    // A logout of the session already ended finds nothing to end.
+    Browser::with_cookie(h.app.clone(), Some(live))
+        .post_form("/logout", "")
+        .await;
+    let mut next = h.browser();
+    next.get("/counter").await;
+    heard.expect(Created, &token(&next), None, None).await;
+    heard.silent().await;
+}
+
+async fn a_slow_hook_never_delays_a_response(kind: Kind) {
+    let (mut forward, mut heard) = hear();
+    let slow = move |event: &SessionEvent| {
+        std::thread::sleep(StdDuration::from_secs(1));
+        forward(event);
+    };
+    let h = Harness::new(kind, |l| l.with_hook(slow)).await;
+    for _ in 0..3 {
+        let started = std::time::Instant::now();
+        assert_eq!(h.browser().get("/counter").await.body, "1");
+        let elapsed = started.elapsed();
+        assert!(elapsed < StdDuration::from_millis(500), "{elapsed:?}");
+    }
+    for _ in 0..3 {
+        assert_eq!(heard.next().await.kind, Created);
+    }
+}
+
+async fn a_panicking_hook_leaves_the_app_serving_and_hears_later_events(kind: Kind) {
+    let (mut forward, mut heard) = hear();
+    let panicking = move |event: &SessionEvent| {
+        assert_ne!(event.kind, Created, "a hook that panics at new sessions");
+        forward(event);
+    };
+    let h = Harness::new(kind, |l| l.with_hook(panicking)).await;
+    let mut browser = h.browser();
+    assert_eq!(browser.get("/counter").await.body, "1");
+    assert_eq!(h.browser().get("/counter").await.body, "1");
+    let created = token(&browser);
+    assert_eq!(
+        browser.post_form("/login", "user=alice").await.status,
+        StatusCode::NO_CONTENT
+    );
+    heard
+        .expect(Login, &token(&browser), Some(&created), Some("alice"))
+        .await;
+    assert_eq!(browser.get("/counter").await.body, "2");
+    assert_eq!(h.metrics().hook_events_dropped, 0);
 }

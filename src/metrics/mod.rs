@@ -123,6 +123,8 @@ pub(crate) enum Event {
     Cycle,
     Destroy,
     DuplicateCookie,
+    /// A lifecycle event the hook's queue had no room for.
+    HookEventDropped,
     Failed(ErrorKind),
 }
 
@@ -152,6 +154,7 @@ impl Event {
             Self::Cycle => (Counter::Cycles, None, None),
             Self::Destroy => (Counter::Destroys, None, None),
             Self::DuplicateCookie => (Counter::DuplicateCookies, None, None),
+            Self::HookEventDropped => (Counter::HookEventsDropped, None, None),
             Self::Failed(ErrorKind::Store) => (Counter::StoreErrors, None, None),
             Self::Failed(ErrorKind::TooLarge) => (Counter::TooLarge, None, None),
             Self::Failed(ErrorKind::Ended) => (Counter::Ended, None, None),

@@ -87,6 +87,12 @@ pub(super) const DUPLICATE_COOKIES: Family = family(
     Kind::Counter,
     None,
 );
+pub(super) const HOOK_EVENTS_DROPPED: Family = family(
+    "session_hook_events_dropped_total",
+    "Lifecycle events not delivered to the hook: its queue was full.",
+    Kind::Counter,
+    None,
+);
 /// Recorded in microseconds, exposed in seconds.
 pub(super) const STORE_SECONDS: Family = family(
     "session_store_seconds",
@@ -127,7 +133,7 @@ pub(super) const NEAR_CACHE_SERVING: Family = family(
 );
 
 /// Every family, in the order of the Prometheus text.
-pub(super) const FAMILIES: [&Family; 13] = [
+pub(super) const FAMILIES: [&Family; 14] = [
     &LOADS,
     &NEAR_CACHE_HITS,
     &LOAD_OUTCOMES,
@@ -135,6 +141,7 @@ pub(super) const FAMILIES: [&Family; 13] = [
     &DESTROYS,
     &ERRORS,
     &DUPLICATE_COOKIES,
+    &HOOK_EVENTS_DROPPED,
     &STORE_SECONDS,
     &SIZE_BYTES,
     &NEAR_CACHE_ENTRIES,
@@ -160,11 +167,12 @@ pub(super) enum Counter {
     Ended,
     Invalid,
     DuplicateCookies,
+    HookEventsDropped,
 }
 
 impl Counter {
     /// In the order of the Prometheus text, which lists a family's series in this order.
-    pub(super) const ALL: [Self; 14] = [
+    pub(super) const ALL: [Self; 15] = [
         Self::Loads,
         Self::CacheHits,
         Self::Misses,
@@ -179,6 +187,7 @@ impl Counter {
         Self::Ended,
         Self::Invalid,
         Self::DuplicateCookies,
+        Self::HookEventsDropped,
     ];
 
     /// The family the series belongs to, and the value of that family's label.
@@ -198,6 +207,7 @@ impl Counter {
             Self::Ended => (&ERRORS, Some("ended")),
             Self::Invalid => (&ERRORS, Some("invalid")),
             Self::DuplicateCookies => (&DUPLICATE_COOKIES, None),
+            Self::HookEventsDropped => (&HOOK_EVENTS_DROPPED, None),
         }
     }
 }

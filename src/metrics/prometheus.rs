@@ -96,6 +96,7 @@ fn count(s: &MetricsSnapshot, counter: Counter) -> u64 {
         Counter::Ended => s.ended,
         Counter::Invalid => s.invalid,
         Counter::DuplicateCookies => s.duplicate_cookies,
+        Counter::HookEventsDropped => s.hook_events_dropped,
     }
 }
 

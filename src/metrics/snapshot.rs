@@ -91,6 +91,9 @@ pub struct MetricsSnapshot {
     pub invalid: u64,
     /// Requests that carried the session cookie more than once, and so were given no session.
     pub duplicate_cookies: u64,
+    /// Lifecycle events not delivered to the hook
+    /// ([`SessionLayer::with_hook`](crate::SessionLayer::with_hook)) because its queue was full.
+    pub hook_events_dropped: u64,
     /// Store round-trip times by operation.
     pub store_latency: StoreLatency,
     /// Bytes of user fields (names and values) a session holds after each create, update or
@@ -160,6 +163,7 @@ impl Metrics {
             ended: read(Counter::Ended),
             invalid: read(Counter::Invalid),
             duplicate_cookies: read(Counter::DuplicateCookies),
+            hook_events_dropped: read(Counter::HookEventsDropped),
             store_latency: StoreLatency {
                 load: latency(Op::Load),
                 update: latency(Op::Update),

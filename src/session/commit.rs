@@ -1,6 +1,7 @@
 //! The end of a request: what the handler recorded becomes one store write (create, update, cycle
 //! or destroy), and the answer says what the session cookie must become. It works from the
-//! [`Ending`] the session handed over and never calls back into the handle.
+//! [`Ending`] the session handed over and never calls back into the handle. Each write that
+//! succeeds is also told to the lifecycle hook, if one is set.
 
 use std::future::Future;
 use std::mem;
@@ -11,6 +12,7 @@ use super::state::{Ending, Found, Intent};
 use crate::config::Limits;
 use crate::cookie::CookieUpdate;
 use crate::error::Error;
+use crate::hooks::{SessionEvent, SessionEventKind};
 use crate::id::Token;
 use crate::metrics::{Event, Op};
 use crate::shared::Shared;
@@ -56,16 +58,22 @@ pub(crate) async fn commit(
         key: incoming.map(|(_, key)| key.log_prefix()),
         read: end.found != Found::NotLoaded,
         fresh: end.fresh,
+        user: end.user,
     };
     let has_data = !changes.fields.is_empty() || changes.user.is_some() || changes.persist;
 
     if matches!(end.intent, Intent::Destroy | Intent::Destroyed) {
         if let (Intent::Destroy, Some((_, key))) = (end.intent, existing) {
-            writer
-                .observe(Op::Destroy, shared.store.destroy(key), |()| {
+            let destroyed = writer
+                .observe(Op::Destroy, shared.store.destroy(key), |_| {
                     Some((Event::Destroy, "session destroyed"))
                 })
                 .await?;
+            // Only a session that was there was logged out.
+            if let Some(user) = destroyed {
+                let kind = SessionEventKind::Destroy;
+                shared.notify(|| SessionEvent::new(kind, key.log_prefix(), None, user.as_deref()));
+            }
         }
         if has_data {
             return writer.create(&changes).await.map(Some);
@@ -131,6 +139,8 @@ struct Writer<'a> {
     read: bool,
     /// The token this request drew for the session's fresh id, if it did (see `Ending::fresh`).
     fresh: Option<&'a Token>,
+    /// The user the request's load found, if it read its session.
+    user: Option<&'a str>,
 }
 
 impl Writer<'_> {
@@ -199,6 +209,8 @@ impl Writer<'_> {
                     self.shared.metrics.record_size(size);
                     // From here on the request's span names the session it ends with.
                     self.span.record("key", key.log_prefix());
+                    self.shared
+                        .notify(|| self.written(mode, changes, key.log_prefix()));
                     return Ok(Some(CookieUpdate::Set { token, ttl_ms }));
                 }
                 Saved::Collision => tracing::warn!("fresh session id collided; retrying"),
@@ -207,6 +219,25 @@ impl Writer<'_> {
             }
         }
         Err(exhausted())
+    }
+
+    /// The event of a session written under the fresh id `key`: a login is one `Login`, whether
+    /// it created the session or moved it; else a new session or a cycle.
+    fn written(&self, mode: SaveMode<'_>, changes: &Changes, key: &str) -> SessionEvent {
+        let (kind, previous, user) = match (&changes.user, mode) {
+            (Some(user), SaveMode::Cycle { from }) => (
+                SessionEventKind::Login,
+                Some(from.log_prefix()),
+                Some(user.as_str()),
+            ),
+            (Some(user), _) => (SessionEventKind::Login, None, Some(user.as_str())),
+            (None, SaveMode::Cycle { from }) => {
+                (SessionEventKind::Cycle, Some(from.log_prefix()), self.user)
+            }
+            // Not the loaded user's: after a logout, a new session starts with none.
+            (None, _) => (SessionEventKind::Created, None, None),
+        };
+        SessionEvent::new(kind, key, previous, user)
     }
 }
 

@@ -14,6 +14,7 @@ use tracing::Span;
 
 use crate::devices::Client;
 use crate::error::{CorruptValue, Error};
+use crate::hooks::{SessionEvent, SessionEventKind};
 use crate::id::Token;
 use crate::metrics::{Event, Op};
 use crate::shared::Shared;
@@ -381,6 +382,10 @@ impl Session {
                 Some((Event::Destroy, "destroyed every session of the user"))
             })
             .await?;
+        let kind = SessionEventKind::DestroyEverywhere;
+        self.inner
+            .shared
+            .notify(|| SessionEvent::new(kind, current.log_prefix(), None, Some(&user)));
         self.destroyed();
         Ok(Some(user))
     }

@@ -78,6 +78,8 @@ pub(crate) struct Ending<'a> {
     /// The session as the load found it, unless the request has since changed it in the store
     /// itself (an increment): what the store may write from without reading it again.
     pub(crate) base: Option<&'a Loaded>,
+    /// The user the load found the session bound to, for the lifecycle hook's events.
+    pub(crate) user: Option<&'a str>,
     /// Whether the request carried a session cookie at all, valid or not.
     pub(crate) had_cookie: bool,
     /// The request's `session` span; its `key` field names the session the request ends with.
@@ -262,6 +264,10 @@ impl State {
             intent,
             found,
             base: self.loaded().flatten().filter(|_| !applied),
+            user: self
+                .loaded()
+                .flatten()
+                .and_then(|loaded| loaded.user.as_deref()),
             had_cookie: self.had_cookie,
             span: &self.span,
             fresh: self.fresh.get(),

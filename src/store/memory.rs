@@ -215,13 +215,16 @@ impl MemoryStore {
         Incremented::To(value)
     }
 
-    pub(crate) fn destroy(&self, key: &KeyId) {
+    /// `None` when no live session was there, else the user it was bound to, if any.
+    pub(crate) fn destroy(&self, key: &KeyId) -> Option<Option<String>> {
         let mut state = self.lock();
-        if let Some(record) = state.sessions.remove(key.as_str()) {
-            if let Some(user) = record.fields.get(USER_FIELD) {
-                state.unindex(user, key.as_str());
-            }
+        state.live(key.as_str(), now_ms())?;
+        let mut record = state.sessions.remove(key.as_str())?;
+        let user = record.fields.remove(USER_FIELD);
+        if let Some(user) = &user {
+            state.unindex(user, key.as_str());
         }
+        Some(user)
     }
 
     pub(crate) fn devices(&self, user: &str) -> Vec<Listed> {

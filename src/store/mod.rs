@@ -234,14 +234,12 @@ impl Backend {
         }
     }
 
-    /// Deletes a session and its index entry; deleting a missing session is not an error.
-    pub(crate) async fn destroy(&self, key: &KeyId) -> Result<(), Error> {
+    /// Deletes a session and its index entry; deleting a missing session is not an error. `None`
+    /// when no session was there, else the user it was bound to, if any.
+    pub(crate) async fn destroy(&self, key: &KeyId) -> Result<Option<Option<String>>, Error> {
         match self {
             Self::Redis(store) => Box::pin(store.destroy(key)).await,
-            Self::Memory(store) => {
-                store.destroy(key);
-                Ok(())
-            }
+            Self::Memory(store) => Ok(store.destroy(key)),
         }
     }
 

@@ -179,9 +179,10 @@ pub const MANY_FIELDS: [&str; 8] = ["f0", "f1", "f2", "f3", "f4", "f5", "f6", "f
 
 /// The demo's routes under `layer`, plus test-only routes for behaviours the contract has no route
 /// for: a handler that fails after writing, handlers that wait for a signal mid-request (a read then
-/// a write, a blind write, a login that cycles the id), one request that sets several fields, one
-/// that cycles the id without a login, one that logs in and answers a CSRF token, and one that
-/// answers a CSRF token once [`CSRF_TOGETHER`] requests have loaded their sessions.
+/// a write, a blind write, a login that cycles the id), one request that sets several fields, two
+/// that cycle the id without a login (one after reading the session's user), one that logs in and
+/// answers a CSRF token, and one that answers a CSRF token once [`CSRF_TOGETHER`] requests have
+/// loaded their sessions.
 pub fn app(layer: SessionLayer, gate: Gate) -> Router {
     use axum::routing::{get, post, put};
     use axum_redis_session::Session;
@@ -245,6 +246,11 @@ pub fn app(layer: SessionLayer, gate: Gate) -> Router {
         session.cycle_id();
         StatusCode::NO_CONTENT
     });
+    let read_then_cycle = post(|session: Session| async move {
+        session.user().await?;
+        session.cycle_id();
+        Ok::<_, axum_redis_session::Error>(StatusCode::NO_CONTENT)
+    });
     // Several fields in one request, so that a half-applied save would show.
     let many = put(|session: Session, body: String| async move {
         for field in MANY_FIELDS {
@@ -267,6 +273,7 @@ pub fn app(layer: SessionLayer, gate: Gate) -> Router {
         .route("/test/slow-login", slow_login)
         .route("/test/many", many)
         .route("/test/cycle", cycle)
+        .route("/test/read-then-cycle", read_then_cycle)
         .merge(prefs_routes(gate.clone()))
         .layer(layer.clone());
     demo::app(layer).merge(extra)

@@ -280,14 +280,15 @@ impl RedisStore {
     }
 
     /// Deletes a session and its index entry.
-    pub(crate) async fn destroy(&self, key: &KeyId) -> Result<(), Error> {
+    /// `None` when there was no session, else its owner, if any.
+    pub(crate) async fn destroy(&self, key: &KeyId) -> Result<Option<Option<String>>, Error> {
         let mut ended = self.near.ended();
         let destroyed = self.take(key, &mut ended).await;
         self.near.end(ended);
         destroyed
     }
 
-    async fn take(&self, key: &KeyId, ended: &mut Ended) -> Result<(), Error> {
+    async fn take(&self, key: &KeyId, ended: &mut Ended) -> Result<Option<Option<String>>, Error> {
         let inline_index = self.inline_index();
         let args = scripts::DestroyArgs {
             prefix: self.prefix(),
@@ -300,10 +301,11 @@ impl RedisStore {
         let reply = self
             .run(script, vec![redis_key], args.into_values())
             .await?;
-        if let (false, Some(Some(owner))) = (inline_index, scripts::destroy_reply(reply)?) {
-            self.update_index(&owner, Some(key), None).await?;
+        let destroyed = scripts::destroy_reply(reply)?;
+        if let (false, Some(Some(owner))) = (inline_index, &destroyed) {
+            self.update_index(owner, Some(key), None).await?;
         }
-        Ok(())
+        Ok(destroyed)
     }
 
     /// Deletes every session of `user`, and `current` (the session asking) even if the index
