@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use tokio::sync::OnceCell;
 use tracing::Span;
 
+use super::lock::Held;
 use crate::error::Error;
 use crate::id::{KeyId, Token};
 use crate::metrics::{Event, Op};
@@ -34,6 +35,8 @@ pub(super) struct Pending {
     /// Values this request has already written to the store itself (increments): what later
     /// reads in the request see, though the load before them did not.
     pub(super) applied: HashMap<String, String>,
+    /// The session's lock, once this request has taken it (`Session::lock`).
+    pub(super) lock: Option<Arc<Held>>,
 }
 
 /// The well-formed token a request's cookie carried, and its key id. No `Debug`: with hashing
@@ -77,6 +80,9 @@ pub(crate) struct Ending<'a> {
     /// The session as the load found it, unless the request has since changed it in the store
     /// itself (an increment): what the store may write from without reading it again.
     pub(crate) base: Option<&'a Loaded>,
+    /// The fencing token of the session's lock while this request holds it: its save is refused
+    /// if another request has taken the lock since.
+    pub(crate) fence: Option<u64>,
     /// Whether the request carried a session cookie at all, valid or not.
     pub(crate) had_cookie: bool,
     /// The request's `session` span; its `key` field names the session the request ends with.
@@ -125,6 +131,7 @@ impl State {
                 changes: Changes::default(),
                 intent: Intent::Keep,
                 applied: HashMap::new(),
+                lock: None,
             }),
         }
     }
@@ -208,15 +215,33 @@ impl State {
         Ok(loaded.as_ref())
     }
 
+    /// Whether the request has recorded something that the end of the request is yet to save.
+    pub(super) fn has_unsaved_changes(&self) -> bool {
+        let pending = self.pending();
+        !pending.changes.is_empty() || pending.intent != Intent::Keep
+    }
+
+    /// Releases the session's lock if this request took it: at the end of the request, after
+    /// its save.
+    pub(super) async fn release_lock(&self) {
+        let held = self.pending().lock.take();
+        if let Some(held) = held {
+            held.release().await;
+        }
+    }
+
     /// Ends the request: takes what it recorded, leaving nothing pending, with what the end needs
     /// to know about the cookie and the load. The key id is not hashed here.
     pub(super) fn end(&self) -> Ending<'_> {
-        let (changes, intent, applied) = {
+        let (changes, intent, applied, fence) = {
             let mut pending = self.pending();
+            let fence = pending.lock.as_ref().filter(|held| !held.is_released());
+            let fence = fence.map(|held| held.token);
             (
                 mem::take(&mut pending.changes),
                 mem::replace(&mut pending.intent, Intent::Keep),
                 !pending.applied.is_empty(),
+                fence,
             )
         };
         let found = match self.loaded() {
@@ -232,6 +257,7 @@ impl State {
             intent,
             found,
             base: self.loaded().flatten().filter(|_| !applied),
+            fence,
             had_cookie: self.had_cookie,
             span: &self.span,
             incoming: self.incoming.as_ref(),

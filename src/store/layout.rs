@@ -32,9 +32,15 @@ pub(crate) const EPOCH_FIELD: &str = "$epoch";
 /// The session's CSRF token (raw text, not JSON): crate metadata that handlers read through
 /// [`Session::csrf_token`](crate::Session::csrf_token), so loads keep it with the user fields.
 pub(crate) const CSRF_FIELD: &str = "$csrf";
+/// The session's lock while a request holds it (`Session::lock`): `{token}:{expires}`, the holder's
+/// fencing token and when the lock frees itself unless renewed (unix ms, the store's clock).
+pub(crate) const LOCK_FIELD: &str = "$lock";
+/// The last fencing token handed out: each lock taken gets this plus one, so a save carrying an
+/// older token knows another holder has come since.
+pub(crate) const FENCE_FIELD: &str = "$fence";
 
 /// Every metadata field, by the name the Lua scripts know it under (`field.user`, …).
-pub(crate) const METADATA: [(&str, &str); 9] = [
+pub(crate) const METADATA: [(&str, &str); 11] = [
     ("csrf", CSRF_FIELD),
     ("user", USER_FIELD),
     ("created", CREATED_FIELD),
@@ -44,6 +50,8 @@ pub(crate) const METADATA: [(&str, &str); 9] = [
     ("version", VERSION_FIELD),
     ("epoch", EPOCH_FIELD),
     ("flash", FLASH_PREFIX),
+    ("lock", LOCK_FIELD),
+    ("fence", FENCE_FIELD),
 ];
 
 /// The key of the session with key id `id`.
@@ -54,6 +62,17 @@ pub(crate) fn session_key(prefix: &str, id: &str) -> String {
 /// The key of `user`'s index: the key ids of the user's sessions, scored by expiry.
 pub(crate) fn index_key(prefix: &str, user: &str) -> String {
     [prefix, "user:", user].concat()
+}
+
+/// A `$lock` value: the holder's fencing token and when the lock expires (unix ms).
+pub(crate) fn lock_value(token: u64, expires_at: i64) -> String {
+    format!("{token}:{expires_at}")
+}
+
+/// The holder's token and the expiry a `$lock` value holds; `None` for anything else.
+pub(crate) fn lock_holder(value: &str) -> Option<(u64, i64)> {
+    let (token, expires_at) = value.split_once(':')?;
+    Some((token.parse().ok()?, expires_at.parse().ok()?))
 }
 
 /// Crate metadata, as opposed to user keys and flash values.
