@@ -86,7 +86,10 @@ async fn critical(session: Session, uri: Uri) -> Result<Response, Error> {
         Some(text) => match text.parse::<u64>() {
             Ok(n) => n,
             Err(_) => {
-                let reply = (StatusCode::INTERNAL_SERVER_ERROR, "critical is not a number");
+                let reply = (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "critical is not a number",
+                );
                 return Ok(reply.into_response());
             }
         },

@@ -740,7 +740,10 @@ async fn a_lock_holds_up_only_lockers_of_its_own_session(kind: Kind) {
     }
     assert_eq!(hold.await.unwrap().body, "1");
     let (reply, took) = waiting.await.unwrap();
-    assert_eq!(reply.body, "2", "the second locker read what the first wrote");
+    assert_eq!(
+        reply.body, "2",
+        "the second locker read what the first wrote"
+    );
     assert!(
         took >= StdDuration::from_millis(200),
         "the second locker waited for the first: {took:?}"
@@ -805,7 +808,11 @@ async fn a_lock_is_released_at_the_end_of_a_request_a_panic_or_a_dropped_request
     assert_eq!(try_lock(&browser).await.status, StatusCode::CONFLICT);
     h.gate.release();
     assert_eq!(held.await.unwrap().body, "1");
-    assert_eq!(try_lock(&browser).await.body, "2", "free as soon as it answered");
+    assert_eq!(
+        try_lock(&browser).await.body,
+        "2",
+        "free as soon as it answered"
+    );
 
     // A handler that panics while it holds the lock.
     let mut holder = browser.clone();
@@ -814,7 +821,11 @@ async fn a_lock_is_released_at_the_end_of_a_request_a_panic_or_a_dropped_request
     assert_eq!(try_lock(&browser).await.status, StatusCode::CONFLICT);
     h.gate.release();
     assert!(panicking.await.unwrap_err().is_panic());
-    assert_eq!(free_within_a_second(&browser).await, "3", "nothing of the panic saved");
+    assert_eq!(
+        free_within_a_second(&browser).await,
+        "3",
+        "nothing of the panic saved"
+    );
 
     // A request whose future is dropped (the client went away) while it holds the lock.
     let mut holder = browser.clone();
@@ -848,9 +859,17 @@ async fn a_holder_that_overran_its_lock_cannot_overwrite_the_next_holder(kind: K
         "the next holder got the expired lock"
     );
     let late = stalled.join().unwrap();
-    assert_eq!(late.status, StatusCode::CONFLICT, "the overrun save refused: {late:?}");
+    assert_eq!(
+        late.status,
+        StatusCode::CONFLICT,
+        "the overrun save refused: {late:?}"
+    );
     assert_eq!(late.body, "session lock lost");
-    assert_eq!(browser.clone().get("/kv/critical").await.body, "1", "the next holder's write stands");
+    assert_eq!(
+        browser.clone().get("/kv/critical").await.body,
+        "1",
+        "the next holder's write stands"
+    );
 }
 
 async fn futures_join<T>(tasks: impl Iterator<Item = tokio::task::JoinHandle<T>>) -> Vec<T> {

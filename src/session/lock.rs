@@ -233,7 +233,11 @@ pub(super) async fn lock(session: &Session) -> Result<SessionLock, Error> {
     let mut pause = FIRST_PAUSE;
     let (token, sent) = loop {
         let sent = Instant::now();
-        let left = match shared.store.lock_session(key, LockOp::Take { ttl_ms }).await? {
+        let left = match shared
+            .store
+            .lock_session(key, LockOp::Take { ttl_ms })
+            .await?
+        {
             Locked::Ours(token) => break (token, sent),
             Locked::Gone if state.loaded().is_some() => return Err(Error::Ended),
             Locked::Gone => {

@@ -10,7 +10,7 @@ use super::layout::{
     DEADLINE_FIELD, FENCE_FIELD, LOCK_FIELD, USER_FIELD, VERSION_FIELD,
 };
 use super::ttl::{next_ttl, now_ms};
-use super::{Changes, Incremented, LockOp, Loaded, Locked, SaveMode, Saved};
+use super::{Changes, Incremented, Loaded, LockOp, Locked, SaveMode, Saved};
 use crate::config::Limits;
 use crate::id::KeyId;
 

@@ -263,7 +263,9 @@ fn slow_counter(gate: Gate, wide: usize) -> axum::routing::MethodRouter {
 }
 
 /// `critical`'s value as the demo's `/critical` keeps it (text; 0 when absent).
-async fn critical_of(session: &axum_redis_session::Session) -> Result<u64, axum_redis_session::Error> {
+async fn critical_of(
+    session: &axum_redis_session::Session,
+) -> Result<u64, axum_redis_session::Error> {
     let text = session.get::<String>("critical").await?;
     Ok(text.map_or(0, |text| text.parse().expect("critical holds a number")))
 }
@@ -304,7 +306,13 @@ fn lock_routes(gate: Gate) -> Router {
         .route(
             "/test/lock-frozen",
             post(move |session: Session, uri: axum::http::Uri| async move {
-                let ms: u64 = uri.query().unwrap().strip_prefix("ms=").unwrap().parse().unwrap();
+                let ms: u64 = uri
+                    .query()
+                    .unwrap()
+                    .strip_prefix("ms=")
+                    .unwrap()
+                    .parse()
+                    .unwrap();
                 let _lock = session.lock().await?;
                 let value = critical_of(&session).await? + 1;
                 gate.arrived.notify_one();

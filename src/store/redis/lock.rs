@@ -18,7 +18,10 @@ impl RedisStore {
         };
         let args = scripts::LockArgs {
             op: Value::from_static_str(name),
-            token: token.map_or_else(|| Value::from_static_str(""), |t| Value::from(t.to_string())),
+            token: token.map_or_else(
+                || Value::from_static_str(""),
+                |t| Value::from(t.to_string()),
+            ),
             ttl: ttl.map_or_else(|| Value::from_static_str(""), Value::from),
         };
         let redis_key = self.session_key(key);
@@ -28,7 +31,11 @@ impl RedisStore {
         let mut ended = self.near.ended();
         ended.push(&redis_key);
         let reply = self
-            .run(scripts::LockArgs::script(), vec![redis_key], args.into_values())
+            .run(
+                scripts::LockArgs::script(),
+                vec![redis_key],
+                args.into_values(),
+            )
             .await;
         self.near.end(ended);
         scripts::lock_reply(reply?)

@@ -461,7 +461,10 @@ pub(super) fn cap_arg(cap: Option<u32>) -> Value {
 
 /// A save's fencing token as a script argument: '' for a request that does not hold the lock.
 pub(super) fn fence_arg(fence: Option<u64>) -> Value {
-    fence.map_or_else(|| Value::from_static_str(""), |token| Value::from(token.to_string()))
+    fence.map_or_else(
+        || Value::from_static_str(""),
+        |token| Value::from(token.to_string()),
+    )
 }
 
 pub(super) fn flag(on: bool) -> Value {
