@@ -155,6 +155,7 @@ suite!(
     waiting_past_the_lock_bound_answers_409,
     a_lock_is_released_at_the_end_of_a_request_a_panic_or_a_dropped_request,
     a_holder_that_overran_its_lock_cannot_overwrite_the_next_holder,
+    a_lock_is_renewed_for_as_long_as_its_holder_runs,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -695,12 +696,15 @@ async fn critical_session(h: &Harness) -> Browser {
 async fn critical_sections_of_one_session_run_one_at_a_time(kind: Kind) {
     let h = Harness::default(kind).await;
     let browser = critical_session(&h).await;
-    let requests = (0..8).map(|_| {
-        let mut b = browser.clone();
-        tokio::spawn(async move { b.post_form("/critical?hold_ms=50", "").await })
-    });
+    // Collected, so that all eight are in flight before the first is awaited.
+    let requests: Vec<_> = (0..8)
+        .map(|_| {
+            let mut b = browser.clone();
+            tokio::spawn(async move { b.post_form("/critical?hold_ms=50", "").await })
+        })
+        .collect();
     let mut values: Vec<u64> = Vec::new();
-    for reply in futures_join(requests).await {
+    for reply in futures_join(requests.into_iter()).await {
         assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
         values.push(reply.body.parse().unwrap());
     }
@@ -869,6 +873,25 @@ async fn a_holder_that_overran_its_lock_cannot_overwrite_the_next_holder(kind: K
         browser.clone().get("/kv/critical").await.body,
         "1",
         "the next holder's write stands"
+    );
+}
+
+async fn a_lock_is_renewed_for_as_long_as_its_holder_runs(kind: Kind) {
+    let h = Harness::new(kind, |l| l.with_lock_ttl(Duration::milliseconds(200))).await;
+    let browser = critical_session(&h).await;
+    let mut holder = browser.clone();
+    // Five TTLs long: only renewals keep the lock this request's.
+    let hold = tokio::spawn(async move { holder.post_form("/critical?hold_ms=1000", "").await });
+    tokio::time::sleep(StdDuration::from_millis(100)).await;
+    let started = std::time::Instant::now();
+    let next = browser.clone().post_form("/critical?hold_ms=0", "").await;
+    let held = hold.await.unwrap();
+    assert_eq!((held.status, held.body.as_str()), (StatusCode::OK, "1"));
+    assert_eq!((next.status, next.body.as_str()), (StatusCode::OK, "2"));
+    assert!(
+        started.elapsed() >= StdDuration::from_millis(800),
+        "the next locker waited for the whole section: {:?}",
+        started.elapsed()
     );
 }
 
