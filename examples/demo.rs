@@ -13,7 +13,7 @@ use std::str::FromStr;
 use std::time::Duration as StdDuration;
 
 use axum::extract::{Form, Path};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::Router;
@@ -45,6 +45,7 @@ pub fn app(layer: SessionLayer) -> Router {
         .route("/sessions", get(sessions))
         .route("/sessions/{id}", delete(end_session))
         .route("/logout-others", post(logout_others))
+        .route("/critical", post(critical))
         .layer(layer)
 }
 
@@ -71,6 +72,36 @@ async fn csrf_check(_: CsrfVerified) -> StatusCode {
 /// The atomic counter: concurrent requests on one session each add exactly one.
 async fn increment(session: Session) -> Result<String, Error> {
     Ok(session.increment("count", 1).await?.to_string())
+}
+
+/// Under the session's lock: reads `critical` (0 when absent), waits `hold_ms`, writes it plus one
+/// (as text, so `GET /kv/critical` shows it). Concurrent calls on one session serialise.
+async fn critical(session: Session, uri: Uri) -> Result<Response, Error> {
+    let query = uri.query().unwrap_or("");
+    let hold = query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("hold_ms="))
+        .map_or(Ok(0), str::parse::<u64>);
+    let Ok(hold) = hold else {
+        return Ok((StatusCode::BAD_REQUEST, "hold_ms must be a number").into_response());
+    };
+    let _lock = session.lock().await?;
+    let current = match session.get::<String>("critical").await? {
+        None => 0,
+        Some(text) => match text.parse::<u64>() {
+            Ok(n) => n,
+            Err(_) => {
+                let reply = (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "critical is not a number",
+                );
+                return Ok(reply.into_response());
+            }
+        },
+    };
+    tokio::time::sleep(StdDuration::from_millis(hold)).await;
+    session.insert("critical", (current + 1).to_string())?;
+    Ok((current + 1).to_string().into_response())
 }
 
 async fn peek(session: Session) -> Result<String, Error> {

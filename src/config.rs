@@ -21,6 +21,26 @@ pub(crate) struct Config {
     pub(crate) hash_ids: bool,
     /// Where a login finds the client's IP for the device list; `None`: no IP recorded.
     pub(crate) client_ip: Option<ClientIp>,
+    pub(crate) lock: LockSettings,
+}
+
+/// How `Session::lock` waits for a session's lock, and how long a lock lives unless renewed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct LockSettings {
+    /// The longest a request waits for another's lock before `Error::LockBusy`.
+    pub(crate) wait: Duration,
+    /// A lock frees itself this long after its holder last renewed it (renewals come three times
+    /// per TTL): how long a holder that died blocks the session.
+    pub(crate) ttl: Duration,
+}
+
+impl Default for LockSettings {
+    fn default() -> Self {
+        Self {
+            wait: Duration::seconds(5),
+            ttl: Duration::seconds(3),
+        }
+    }
 }
 
 /// A session's lifetime and size bounds: all a store call needs from the layer's settings.
@@ -49,6 +69,7 @@ impl Default for Config {
             save_on_server_error: false,
             hash_ids: true,
             client_ip: None,
+            lock: LockSettings::default(),
         }
     }
 }
@@ -143,9 +164,22 @@ impl Config {
                 "a __Secure- cookie requires Secure",
             )?;
         }
+        check(
+            (Duration::ZERO..=MAX_LOCK).contains(&self.lock.wait),
+            "lock_wait",
+            "must be between zero and an hour",
+        )?;
+        check(
+            (Duration::milliseconds(100)..=MAX_LOCK).contains(&self.lock.ttl),
+            "lock_ttl",
+            "must be between 100 milliseconds and an hour",
+        )?;
         self.limits.validate()
     }
 }
+
+/// A lock is for a critical section of a request, not for holding a session for longer.
+const MAX_LOCK: Duration = Duration::hours(1);
 
 fn check(ok: bool, option: &'static str, reason: &'static str) -> Result<(), Error> {
     if ok {

@@ -58,6 +58,16 @@ pub enum Error {
     /// not saved (saving them would bring it back). Responds 409.
     #[error("session ended while the request was using it")]
     Ended,
+    /// [`Session::lock`](crate::Session::lock) waited for as long as the layer's
+    /// [`with_lock_wait`](crate::SessionLayer::with_lock_wait) while another request held the
+    /// session's lock. Responds 409.
+    #[error("session is locked by another request")]
+    LockBusy,
+    /// This request held the session's lock, but lost it before its changes were saved: the lock
+    /// expired (its renewal could not reach the store) and another request has taken it since.
+    /// Nothing was saved, so the other holder's work stands. Responds 409.
+    #[error("session lock lost before the save")]
+    LockLost,
     /// [`Session::login`](crate::Session::login) was given an empty user id; nothing was recorded.
     /// Responds 400.
     #[error("the user id given to login is empty")]
@@ -87,7 +97,7 @@ impl Error {
         match self {
             Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Ended => StatusCode::CONFLICT,
+            Self::Ended | Self::LockBusy | Self::LockLost => StatusCode::CONFLICT,
             Self::Csrf => StatusCode::FORBIDDEN,
             Self::EmptyUser => StatusCode::BAD_REQUEST,
             Self::Corrupt { .. }
@@ -103,6 +113,8 @@ impl Error {
             Self::Store(_) => "session store unavailable",
             Self::TooLarge { .. } => "session too large",
             Self::Ended => "session ended",
+            Self::LockBusy => "session busy",
+            Self::LockLost => "session lock lost",
             Self::Csrf => "CSRF token missing or wrong",
             Self::EmptyUser => "empty user id",
             _ => "internal error",

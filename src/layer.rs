@@ -271,6 +271,35 @@ impl SessionLayer {
         self.config(|c| c.client_ip = Some(source))
     }
 
+    /// The longest [`Session::lock`](crate::Session::lock) waits while another request holds the
+    /// session's lock, before it fails with [`Error::LockBusy`] (409). `Duration::ZERO` tries once.
+    /// Default: 5 seconds.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let layer = axum_redis_session::SessionLayer::new(axum_redis_session::MemoryStore::default());
+    /// let layer = layer.with_lock_wait(time::Duration::seconds(2));
+    /// ```
+    pub fn with_lock_wait(self, wait: Duration) -> Self {
+        self.config(|c| c.lock.wait = wait)
+    }
+
+    /// How long a session's lock lives unless renewed. Its holder renews it three times per this
+    /// while the guard lives, so it stays held however long the critical section runs; it frees
+    /// itself this long after a holder died (or stalled). Between 100 ms and an hour. Default:
+    /// 3 seconds.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let layer = axum_redis_session::SessionLayer::new(axum_redis_session::MemoryStore::default());
+    /// let layer = layer.with_lock_ttl(time::Duration::seconds(10));
+    /// ```
+    pub fn with_lock_ttl(self, ttl: Duration) -> Self {
+        self.config(|c| c.lock.ttl = ttl)
+    }
+
     /// Shapes the response for every session error: those handlers return and those the layer
     /// produces when a save fails. Default: the status of [`Error::status`] with a short plain body.
     ///

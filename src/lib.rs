@@ -45,7 +45,7 @@ pub use hooks::{SessionEvent, SessionEventKind};
 pub use layer::SessionLayer;
 pub use metrics::{HistogramSnapshot, Metrics, MetricsSnapshot, NearCacheSnapshot, StoreLatency};
 pub use service::{ResponseFuture, SessionService};
-pub use session::Session;
+pub use session::{Session, SessionLock};
 pub use store::{Backend, MemoryStore, RedisStore};
 pub use time;
 pub use typed::TypedSession;

@@ -199,6 +199,8 @@ async fn finish(mut response: Response, session: &Session, shared: &Shared) -> R
             None
         }
     };
+    // After the save, so that the next holder of the session's lock reads what this request wrote.
+    session.release_lock().await;
     // Session errors, whether a handler returned them or the save above failed.
     if let Some(ErrorResponse(error)) = response.extensions().get::<ErrorResponse>().cloned() {
         let kind = ErrorKind::of(&error);

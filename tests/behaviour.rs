@@ -168,6 +168,12 @@ suite!(
     a_hook_hears_nothing_of_refused_failed_or_read_only_requests,
     a_slow_hook_never_delays_a_response,
     a_panicking_hook_leaves_the_app_serving_and_hears_later_events,
+    critical_sections_of_one_session_run_one_at_a_time,
+    a_lock_holds_up_only_lockers_of_its_own_session,
+    waiting_past_the_lock_bound_answers_409,
+    a_lock_is_released_at_the_end_of_a_request_a_panic_or_a_dropped_request,
+    a_holder_that_overran_its_lock_cannot_overwrite_the_next_holder,
+    a_lock_is_renewed_for_as_long_as_its_holder_runs,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -865,6 +871,215 @@ async fn typed_sessions_keep_concurrent_changes_to_different_fields(kind: Kind) 
         browser.get("/kv/theme").await.body,
         "dark",
         "each field is a session key of its own"
+    );
+}
+
+/// `POST /critical` on a session of its own: the lock is there for its other requests.
+async fn critical_session(h: &Harness) -> Browser {
+    let mut browser = h.browser();
+    browser.put("/kv/start", "1").await;
+    browser
+}
+
+async fn critical_sections_of_one_session_run_one_at_a_time(kind: Kind) {
+    let h = Harness::default(kind).await;
+    let browser = critical_session(&h).await;
+    // Collected, so that all eight are in flight before the first is awaited.
+    let requests: Vec<_> = (0..8)
+        .map(|_| {
+            let mut b = browser.clone();
+            tokio::spawn(async move { b.post_form("/critical?hold_ms=50", "").await })
+        })
+        .collect();
+    let mut values: Vec<u64> = Vec::new();
+    for reply in futures_join(requests.into_iter()).await {
+        assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+        values.push(reply.body.parse().unwrap());
+    }
+    values.sort_unstable();
+    assert_eq!(values, (1..=8).collect::<Vec<_>>(), "each value once");
+    let mut browser = browser;
+    assert_eq!(browser.get("/kv/critical").await.body, "8");
+}
+
+async fn a_lock_holds_up_only_lockers_of_its_own_session(kind: Kind) {
+    let h = Harness::default(kind).await;
+    let mut holder = critical_session(&h).await;
+    let mut other = critical_session(&h).await;
+    let mut same = holder.clone();
+    let mut waiter = holder.clone();
+    let hold = tokio::spawn(async move { holder.post_form("/critical?hold_ms=400", "").await });
+    tokio::time::sleep(StdDuration::from_millis(100)).await;
+    let waiting = tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        let reply = waiter.post_form("/critical?hold_ms=0", "").await;
+        (reply, started.elapsed())
+    });
+    // Well under a hold: a lock on another session, a read of the held session that asks for none.
+    for (browser, path, body) in [
+        (&mut other, "/critical?hold_ms=0", "1"),
+        (&mut same, "/kv/start", "1"),
+    ] {
+        let started = std::time::Instant::now();
+        let reply = if path.starts_with("/critical") {
+            browser.post_form(path, "").await
+        } else {
+            browser.get(path).await
+        };
+        let took = started.elapsed();
+        assert_eq!((reply.status, reply.body.as_str()), (StatusCode::OK, body));
+        assert!(took < StdDuration::from_millis(130), "{path} took {took:?}");
+    }
+    assert_eq!(hold.await.unwrap().body, "1");
+    let (reply, took) = waiting.await.unwrap();
+    assert_eq!(
+        reply.body, "2",
+        "the second locker read what the first wrote"
+    );
+    assert!(
+        took >= StdDuration::from_millis(200),
+        "the second locker waited for the first: {took:?}"
+    );
+}
+
+async fn waiting_past_the_lock_bound_answers_409(kind: Kind) {
+    let wait = StdDuration::from_millis(300);
+    let h = Harness::new(kind, |l| l.with_lock_wait(Duration::milliseconds(300))).await;
+    let browser = critical_session(&h).await;
+    let mut holder = browser.clone();
+    let hold = tokio::spawn(async move { holder.post_form("/test/lock-gate", "").await });
+    h.gate.wait_arrival().await;
+    let started = std::time::Instant::now();
+    let refused = browser.clone().post_form("/critical?hold_ms=0", "").await;
+    let took = started.elapsed();
+    assert_eq!(refused.status, StatusCode::CONFLICT, "{refused:?}");
+    assert!(
+        took >= wait && took < wait + StdDuration::from_millis(300),
+        "409 after the bound: {took:?}"
+    );
+    h.gate.release();
+    assert_eq!(hold.await.unwrap().body, "1");
+    assert_eq!(browser.clone().get("/kv/critical").await.body, "1");
+}
+
+async fn a_lock_is_released_at_the_end_of_a_request_a_panic_or_a_dropped_request(kind: Kind) {
+    // A lock that leaked would hold the session for its TTL (10 s); none of this may wait for it.
+    let h = Harness::new(kind, |l| {
+        l.with_lock_wait(Duration::ZERO)
+            .with_lock_ttl(Duration::seconds(10))
+    })
+    .await;
+    let browser = critical_session(&h).await;
+    let try_lock = |browser: &Browser| {
+        let mut browser = browser.clone();
+        async move { browser.post_form("/critical?hold_ms=0", "").await }
+    };
+    // Taken by this request until the next one can get it, polled for a second at most.
+    let free_within_a_second = |browser: &Browser| {
+        let browser = browser.clone();
+        async move {
+            let started = std::time::Instant::now();
+            loop {
+                let reply = try_lock(&browser).await;
+                if reply.status == StatusCode::OK {
+                    return reply.body;
+                }
+                assert!(
+                    started.elapsed() < StdDuration::from_secs(1),
+                    "the lock was not released: {reply:?}"
+                );
+                tokio::time::sleep(StdDuration::from_millis(20)).await;
+            }
+        }
+    };
+
+    // The end of the request, with the guard dropped by the handler's end, not by the test.
+    let mut holder = browser.clone();
+    let held = tokio::spawn(async move { holder.post_form("/test/lock-gate", "").await });
+    h.gate.wait_arrival().await;
+    assert_eq!(try_lock(&browser).await.status, StatusCode::CONFLICT);
+    h.gate.release();
+    assert_eq!(held.await.unwrap().body, "1");
+    assert_eq!(
+        try_lock(&browser).await.body,
+        "2",
+        "free as soon as it answered"
+    );
+
+    // A handler that panics while it holds the lock.
+    let mut holder = browser.clone();
+    let panicking = tokio::spawn(async move { holder.post_form("/test/lock-panic", "").await });
+    h.gate.wait_arrival().await;
+    assert_eq!(try_lock(&browser).await.status, StatusCode::CONFLICT);
+    h.gate.release();
+    assert!(panicking.await.unwrap_err().is_panic());
+    assert_eq!(
+        free_within_a_second(&browser).await,
+        "3",
+        "nothing of the panic saved"
+    );
+
+    // A request whose future is dropped (the client went away) while it holds the lock.
+    let mut holder = browser.clone();
+    let dropped = tokio::spawn(async move { holder.post_form("/test/lock-gate", "").await });
+    h.gate.wait_arrival().await;
+    assert_eq!(try_lock(&browser).await.status, StatusCode::CONFLICT);
+    dropped.abort();
+    assert!(dropped.await.unwrap_err().is_cancelled());
+    assert_eq!(free_within_a_second(&browser).await, "4");
+}
+
+async fn a_holder_that_overran_its_lock_cannot_overwrite_the_next_holder(kind: Kind) {
+    let h = Harness::new(kind, |l| l.with_lock_ttl(Duration::milliseconds(200))).await;
+    let browser = critical_session(&h).await;
+    // The stalled holder runs on a runtime of its own, whose one thread the handler blocks: nothing
+    // renews its lock, as in a process paused (by GC, swap or a debugger) past the lock's TTL.
+    let mut stalled = browser.clone();
+    let stalled = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move { stalled.post_form("/test/lock-frozen?ms=1500", "").await })
+    });
+    h.gate.wait_arrival().await;
+    tokio::time::sleep(StdDuration::from_millis(500)).await;
+    let next = browser.clone().post_form("/critical?hold_ms=0", "").await;
+    assert_eq!(
+        (next.status, next.body.as_str()),
+        (StatusCode::OK, "1"),
+        "the next holder got the expired lock"
+    );
+    let late = stalled.join().unwrap();
+    assert_eq!(
+        late.status,
+        StatusCode::CONFLICT,
+        "the overrun save refused: {late:?}"
+    );
+    assert_eq!(late.body, "session lock lost");
+    assert_eq!(
+        browser.clone().get("/kv/critical").await.body,
+        "1",
+        "the next holder's write stands"
+    );
+}
+
+async fn a_lock_is_renewed_for_as_long_as_its_holder_runs(kind: Kind) {
+    let h = Harness::new(kind, |l| l.with_lock_ttl(Duration::milliseconds(200))).await;
+    let browser = critical_session(&h).await;
+    let mut holder = browser.clone();
+    // Five TTLs long: only renewals keep the lock this request's.
+    let hold = tokio::spawn(async move { holder.post_form("/critical?hold_ms=1000", "").await });
+    tokio::time::sleep(StdDuration::from_millis(100)).await;
+    let started = std::time::Instant::now();
+    let next = browser.clone().post_form("/critical?hold_ms=0", "").await;
+    let held = hold.await.unwrap();
+    assert_eq!((held.status, held.body.as_str()), (StatusCode::OK, "1"));
+    assert_eq!((next.status, next.body.as_str()), (StatusCode::OK, "2"));
+    assert!(
+        started.elapsed() >= StdDuration::from_millis(800),
+        "the next locker waited for the whole section: {:?}",
+        started.elapsed()
     );
 }
 

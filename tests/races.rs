@@ -622,3 +622,87 @@ async fn racing_plain_writes_pass_the_size_limit_by_at_most_their_bound() {
         StatusCode::PAYLOAD_TOO_LARGE
     );
 }
+
+/// Lockers and plain writers racing on one session: the critical sections run one at a time (each
+/// value once, one lock taken per section), the plain writes are neither held up nor lost, and the
+/// lock is free once they are done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_lockers_serialise_while_plain_writes_go_through() {
+    let server = RedisServer::start();
+    let (app, _) = support::app_on(support::store_on(&server).await, |l| l).await;
+    let mut browser = Browser::new(app);
+    browser.put("/kv/start", "1").await;
+    let lockers: Vec<_> = (0..16)
+        .map(|_| {
+            let mut b = browser.clone();
+            tokio::spawn(async move { b.post_form("/critical?hold_ms=10", "").await })
+        })
+        .collect();
+    let writers: Vec<_> = (0..16)
+        .map(|i| {
+            let mut b = browser.clone();
+            tokio::spawn(async move { b.put(&format!("/kv/w{i}"), &i.to_string()).await.status })
+        })
+        .collect();
+    for writer in writers {
+        assert_eq!(writer.await.unwrap(), StatusCode::NO_CONTENT);
+    }
+    let mut values: Vec<u64> = Vec::new();
+    for locker in lockers {
+        let reply = locker.await.unwrap();
+        assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+        values.push(reply.body.parse().unwrap());
+    }
+    values.sort_unstable();
+    assert_eq!(values, (1..=16).collect::<Vec<_>>());
+    for i in 0..16 {
+        assert_eq!(browser.get(&format!("/kv/w{i}")).await.body, i.to_string());
+    }
+    let key = session_key("session:", browser.cookie.as_deref().unwrap());
+    let redis = server.probe().await;
+    let (lock, fence): (Option<String>, Option<String>) =
+        redis.hmget(&key, vec!["$lock", "$fence"]).await.unwrap();
+    assert_eq!(
+        (lock, fence.as_deref()),
+        (None, Some("16")),
+        "free, after 16 locks"
+    );
+}
+
+/// A lock taken over while its holder still runs (as after the holder's lock expired): the old
+/// holder's save is refused with 409 and writes nothing, and its release leaves the new holder's
+/// lock in place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_whose_lock_was_taken_over_writes_nothing_and_frees_nothing() {
+    let server = RedisServer::start();
+    let (app, gate) = support::app_on(support::store_on(&server).await, |l| l).await;
+    let mut browser = Browser::new(app);
+    browser.put("/kv/critical", "5").await;
+    let key = session_key("session:", browser.cookie.as_deref().unwrap());
+    let mut holder = browser.clone();
+    let held = tokio::spawn(async move { holder.post_form("/test/lock-gate", "").await });
+    gate.wait_arrival().await;
+    let redis = server.probe().await;
+    let (lock, fence): (String, String) = redis.hmget(&key, vec!["$lock", "$fence"]).await.unwrap();
+    assert!(lock.starts_with("1:"), "{lock}");
+    assert_eq!(fence, "1");
+    // Another holder's lock, as `lock.lua` writes it when it takes an expired one.
+    let theirs = format!("2:{}", support::unix_ms() + 60_000);
+    let _: () = redis
+        .hset(&key, vec![("$lock", theirs.as_str()), ("$fence", "2")])
+        .await
+        .unwrap();
+    gate.release();
+    let late = held.await.unwrap();
+    assert_eq!(
+        (late.status, late.body.as_str()),
+        (StatusCode::CONFLICT, "session lock lost")
+    );
+    assert_eq!(
+        browser.get("/kv/critical").await.body,
+        "5",
+        "nothing of it saved"
+    );
+    let lock: String = redis.hget(&key, "$lock").await.unwrap();
+    assert_eq!(lock, theirs, "the other holder's lock is left alone");
+}

@@ -635,3 +635,95 @@ async fn round_trips_on_a_cluster_counted_on_every_master() {
         ]
     );
 }
+
+/// The `n`th named argument (from 1) of the one call of `script` that `received` holds:
+/// `EVALSHA sha 1 key name arg1 arg2 …`.
+fn script_arg(received: &Received, script: &str, n: usize) -> String {
+    let calls: Vec<Vec<String>> = received
+        .0
+        .iter()
+        .filter(|c| !c.from_script && c.name == "evalsha")
+        .map(|c| c.args())
+        .filter(|args| args.get(4).map(String::as_str) == Some(script))
+        .collect();
+    assert_eq!(calls.len(), 1, "one call of {script}: {received:?}");
+    calls[0][4 + n].clone()
+}
+
+/// Requests that do not lock send what they sent before the lock existed: the same round trips,
+/// no read of the lock's fields, and an empty fencing token in the save. A request that locks adds
+/// its take and its release, each one single-key script, and its save carries the token.
+#[tokio::test]
+async fn only_a_request_that_locks_pays_for_the_lock() {
+    let server = RedisServer::start();
+    let (app, _) = support::app_on(support::store_on(&server).await, |l| l).await;
+    let mut browser = Browser::new(app);
+    // A session, and every script the requests below use cached by the server.
+    browser.get("/counter").await;
+    browser.get("/counter").await;
+    browser.put("/kv/a", "1").await;
+    browser.post_form("/critical?hold_ms=0", "").await;
+    let mut monitor = Monitor::start(&server).await;
+    let untouched_by_the_lock = |received: &Received| {
+        assert_eq!(received.script_calls("lock"), 0, "{received:?}");
+        assert!(
+            !received.any_line_contains("$fence") && !received.any_line_contains("$lock"),
+            "{received:?}"
+        );
+    };
+
+    assert_eq!(browser.get("/counter").await.body, "3");
+    let read_write = monitor.take().await;
+    let names: Vec<&str> = read_write
+        .0
+        .iter()
+        .filter(|c| !c.from_script)
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(names, ["hgetall", "evalsha"], "{read_write:?}");
+    assert_eq!(read_write.script_calls(FAST_UPDATE_LUA), 1);
+    // fast_update.lua's named arguments: delta, track, fence.
+    assert_eq!(script_arg(&read_write, FAST_UPDATE_LUA, 3), "");
+    untouched_by_the_lock(&read_write);
+
+    // A write without a read: no session as read to plan the lean script from.
+    assert_eq!(
+        browser.put("/kv/b", "2").await.status,
+        StatusCode::NO_CONTENT
+    );
+    let blind_write = monitor.take().await;
+    assert_eq!(blind_write.round_trips(), 1, "{blind_write:?}");
+    // update.lua's ninth named argument is the fence.
+    assert_eq!(script_arg(&blind_write, UPDATE_LUA, 9), "");
+    untouched_by_the_lock(&blind_write);
+
+    assert_eq!(browser.post_form("/critical?hold_ms=0", "").await.body, "2");
+    let locked = monitor.take().await;
+    let calls: Vec<String> = locked
+        .calls()
+        .iter()
+        .map(|call| {
+            let args = call[0].args();
+            match call[0].name.as_str() {
+                "evalsha" => args[4].clone(),
+                name => name.to_owned(),
+            }
+        })
+        .collect();
+    assert_eq!(
+        calls,
+        ["lock", "hgetall", FAST_UPDATE_LUA, "lock"],
+        "{locked:?}"
+    );
+    let fence = server.cli(&[
+        "hget",
+        &session_key("session:", browser.cookie.as_deref().unwrap()),
+        "$fence",
+    ]);
+    assert_eq!(fence.trim(), "2", "the second lock taken on the session");
+    assert_eq!(
+        script_arg(&locked, FAST_UPDATE_LUA, 3),
+        "2",
+        "the save carries the token"
+    );
+}

@@ -106,7 +106,10 @@ pub(crate) async fn commit(
 
     let saved = shared.store.save(
         key,
-        SaveMode::Update { base: end.base },
+        SaveMode::Update {
+            base: end.base,
+            fence: end.fence,
+        },
         &changes,
         &config.limits,
     );
@@ -126,6 +129,7 @@ pub(crate) async fn commit(
         Saved::Gone => writer.gone(&changes, has_data).await,
         Saved::TooLarge => Err(too_large(&config.limits)),
         Saved::Collision => Err(exhausted()),
+        Saved::Fenced => Err(Error::LockLost),
     }
 }
 
@@ -216,6 +220,8 @@ impl Writer<'_> {
                 Saved::Collision => tracing::warn!("fresh session id collided; retrying"),
                 Saved::Gone => return Ok(None),
                 Saved::TooLarge => return Err(too_large(&config.limits)),
+                // Only an update carries a fencing token.
+                Saved::Fenced => return Err(Error::LockLost),
             }
         }
         Err(exhausted())

@@ -3,6 +3,7 @@
 //! in `state`; `commit` turns it into the store write once the handler is done.
 
 mod commit;
+mod lock;
 mod state;
 
 use std::fmt;
@@ -22,6 +23,7 @@ use crate::store::{Changes, Incremented, FLASH_PREFIX, RESERVED_PREFIX};
 use state::{Ending, Intent, State};
 
 pub(crate) use commit::commit;
+pub use lock::SessionLock;
 
 /// The current request's session, handed to handlers by its extractor.
 ///
@@ -388,6 +390,44 @@ impl Session {
             .notify(|| SessionEvent::new(kind, current.log_prefix(), None, Some(&user)));
         self.destroyed();
         Ok(Some(user))
+    }
+
+    /// Takes the session's lock, for a critical section: a read-modify-write across several keys,
+    /// a step that must run once. While the returned guard holds it, other requests of this
+    /// session that call `lock` wait, up to the layer's
+    /// [`with_lock_wait`](crate::SessionLayer::with_lock_wait) (5 s by default), then fail with
+    /// [`Error::LockBusy`] (409). Requests that do not call it never wait, and are not held back
+    /// by it: the lock is advisory, between lockers.
+    ///
+    /// The lock is in the store, with a TTL
+    /// ([`with_lock_ttl`](crate::SessionLayer::with_lock_ttl)) that is renewed while the guard
+    /// lives, so it frees itself only when its holder died; and with a fencing token, so that a
+    /// holder that stalled past its TTL cannot overwrite the next holder's work: this request's
+    /// save is then refused with [`Error::LockLost`] (409). Read the session after taking the
+    /// lock, not before: what the previous holder wrote is saved by then. See [`SessionLock`] for
+    /// when it is released. A second call while a guard of this request lives shares its lock. On
+    /// a request with no stored session yet there is nothing to share, and the guard comes at once.
+    ///
+    /// Increments ([`increment`](Self::increment)) and a login or logout under the lock are
+    /// applied as always, without the fencing check.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # async fn handler(session: axum_redis_session::Session) -> Result<(), axum_redis_session::Error> {
+    /// let _lock = session.lock().await?;
+    /// let step: u32 = session.get("wizard_step").await?.unwrap_or(0);
+    /// session.insert("wizard_step", step + 1)?;
+    /// session.insert("answers_complete", step + 1 >= 3)?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn lock(&self) -> Result<SessionLock, Error> {
+        lock::lock(self).await
+    }
+
+    /// Releases the session's lock if the request took it; the end of the request, after its save.
+    pub(crate) async fn release_lock(&self) {
+        self.inner.release_lock().await;
     }
 
     /// A short prefix of the store-side key id, safe to log; `None` when the request carried no

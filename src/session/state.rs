@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use tokio::sync::OnceCell;
 use tracing::Span;
 
+use super::lock::Held;
 use crate::devices::Client;
 use crate::error::Error;
 use crate::id::{KeyId, Token};
@@ -35,6 +36,8 @@ pub(super) struct Pending {
     /// Values this request has already written to the store itself (increments): what later
     /// reads in the request see, though the load before them did not.
     pub(super) applied: HashMap<String, String>,
+    /// The session's lock, once this request has taken it (`Session::lock`).
+    pub(super) lock: Option<Arc<Held>>,
 }
 
 /// The well-formed token a request's cookie carried, and its key id. No `Debug`: with hashing
@@ -80,6 +83,9 @@ pub(crate) struct Ending<'a> {
     pub(crate) base: Option<&'a Loaded>,
     /// The user the load found the session bound to, for the lifecycle hook's events.
     pub(crate) user: Option<&'a str>,
+    /// The fencing token of the session's lock while this request holds it: its save is refused
+    /// if another request has taken the lock since.
+    pub(crate) fence: Option<u64>,
     /// Whether the request carried a session cookie at all, valid or not.
     pub(crate) had_cookie: bool,
     /// The request's `session` span; its `key` field names the session the request ends with.
@@ -138,6 +144,7 @@ impl State {
                 changes: Changes::default(),
                 intent: Intent::Keep,
                 applied: HashMap::new(),
+                lock: None,
             }),
         }
     }
@@ -240,15 +247,33 @@ impl State {
         Ok(loaded.as_ref())
     }
 
+    /// Whether the request has recorded something that the end of the request is yet to save.
+    pub(super) fn has_unsaved_changes(&self) -> bool {
+        let pending = self.pending();
+        !pending.changes.is_empty() || pending.intent != Intent::Keep
+    }
+
+    /// Releases the session's lock if this request took it: at the end of the request, after
+    /// its save.
+    pub(super) async fn release_lock(&self) {
+        let held = self.pending().lock.take();
+        if let Some(held) = held {
+            held.release().await;
+        }
+    }
+
     /// Ends the request: takes what it recorded, leaving nothing pending, with what the end needs
     /// to know about the cookie and the load. The key id is not hashed here.
     pub(super) fn end(&self) -> Ending<'_> {
-        let (changes, intent, applied) = {
+        let (changes, intent, applied, fence) = {
             let mut pending = self.pending();
+            let fence = pending.lock.as_ref().filter(|held| !held.is_released());
+            let fence = fence.map(|held| held.token);
             (
                 mem::take(&mut pending.changes),
                 mem::replace(&mut pending.intent, Intent::Keep),
                 !pending.applied.is_empty(),
+                fence,
             )
         };
         let found = match self.loaded() {
@@ -268,6 +293,7 @@ impl State {
                 .loaded()
                 .flatten()
                 .and_then(|loaded| loaded.user.as_deref()),
+            fence,
             had_cookie: self.had_cookie,
             span: &self.span,
             fresh: self.fresh.get(),

@@ -44,8 +44,15 @@ pub(crate) const SEEN_FIELD: &str = "$seen";
 /// and neither the token nor the key id, so a listed handle gives no way into the session.
 pub(crate) const HANDLE_FIELD: &str = "$handle";
 
+/// The session's lock while a request holds it (`Session::lock`): `{token}:{expires}`, the holder's
+/// fencing token and when the lock frees itself unless renewed (unix ms, the store's clock).
+pub(crate) const LOCK_FIELD: &str = "$lock";
+/// The last fencing token handed out: each lock taken gets this plus one, so a save carrying an
+/// older token knows another holder has come since.
+pub(crate) const FENCE_FIELD: &str = "$fence";
+
 /// Every metadata field, by the name the Lua scripts know it under (`field.user`, …).
-pub(crate) const METADATA: [(&str, &str); 12] = [
+pub(crate) const METADATA: [(&str, &str); 14] = [
     ("user_agent", USER_AGENT_FIELD),
     ("ip", IP_FIELD),
     ("seen", SEEN_FIELD),
@@ -58,6 +65,8 @@ pub(crate) const METADATA: [(&str, &str); 12] = [
     ("version", VERSION_FIELD),
     ("epoch", EPOCH_FIELD),
     ("flash", FLASH_PREFIX),
+    ("lock", LOCK_FIELD),
+    ("fence", FENCE_FIELD),
 ];
 
 /// The key of the session with key id `id`.
@@ -68,6 +77,17 @@ pub(crate) fn session_key(prefix: &str, id: &str) -> String {
 /// The key of `user`'s index: the key ids of the user's sessions, scored by expiry.
 pub(crate) fn index_key(prefix: &str, user: &str) -> String {
     [prefix, "user:", user].concat()
+}
+
+/// A `$lock` value: the holder's fencing token and when the lock expires (unix ms).
+pub(crate) fn lock_value(token: u64, expires_at: i64) -> String {
+    format!("{token}:{expires_at}")
+}
+
+/// The holder's token and the expiry a `$lock` value holds; `None` for anything else.
+pub(crate) fn lock_holder(value: &str) -> Option<(u64, i64)> {
+    let (token, expires_at) = value.split_once(':')?;
+    Some((token.parse().ok()?, expires_at.parse().ok()?))
 }
 
 /// Crate metadata, as opposed to user keys and flash values.

@@ -6,11 +6,12 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::layout::{
-    is_metadata, number, size_of, StoredHash, CREATED_FIELD, DEADLINE_FIELD, HANDLE_FIELD,
-    IP_FIELD, SEEN_FIELD, USER_AGENT_FIELD, USER_FIELD, VERSION_FIELD,
+    is_metadata, lock_holder, lock_value, number, size_of, StoredHash, CREATED_FIELD,
+    DEADLINE_FIELD, FENCE_FIELD, HANDLE_FIELD, IP_FIELD, LOCK_FIELD, SEEN_FIELD, USER_AGENT_FIELD,
+    USER_FIELD, VERSION_FIELD,
 };
 use super::ttl::{next_ttl, now_ms};
-use super::{Changes, Incremented, Listed, Loaded, SaveMode, Saved};
+use super::{Changes, Incremented, Listed, Loaded, LockOp, Locked, SaveMode, Saved};
 use crate::config::Limits;
 use crate::id::KeyId;
 
@@ -112,10 +113,19 @@ impl MemoryStore {
             }
             Some(source) => match state.live(source.as_str(), now) {
                 Some(record) => {
-                    if matches!(mode, SaveMode::Update { .. }) {
+                    if let SaveMode::Update { fence, .. } = mode {
+                        if fence.is_some_and(|token| !holds_fence(record, token)) {
+                            return Saved::Fenced;
+                        }
                         expires_at = Some(record.expires_at);
                     }
-                    (record.fields.clone(), size_of(&record.fields))
+                    let mut fields = record.fields.clone();
+                    if let SaveMode::Cycle { .. } = mode {
+                        // The lock belongs to the old id, whose holder releases it there.
+                        fields.remove(LOCK_FIELD);
+                        fields.remove(FENCE_FIELD);
+                    }
+                    (fields, size_of(&record.fields))
                 }
                 None => return Saved::Gone,
             },
@@ -213,6 +223,42 @@ impl MemoryStore {
             state.index(&user, key.as_str(), expires_at);
         }
         Incremented::To(value)
+    }
+
+    /// The same steps as `lock.lua`, on the same fields.
+    pub(crate) fn lock_session(&self, key: &KeyId, op: LockOp) -> Locked {
+        let now = now_ms();
+        let mut state = self.lock();
+        let Some(record) = state.live(key.as_str(), now) else {
+            return Locked::Gone;
+        };
+        let holder = record.fields.get(LOCK_FIELD).and_then(|v| lock_holder(v));
+        let (token, expires_at) = match (op, holder) {
+            (LockOp::Take { .. }, Some((_, expires_at))) if expires_at > now => {
+                return Locked::Busy {
+                    left_ms: expires_at - now,
+                }
+            }
+            (LockOp::Take { ttl_ms }, _) => {
+                let token = number(&record.fields, FENCE_FIELD).unwrap_or(0) as u64 + 1;
+                record
+                    .fields
+                    .insert(FENCE_FIELD.to_owned(), token.to_string());
+                (token, Some(now + ttl_ms))
+            }
+            (LockOp::Renew { token, ttl_ms }, Some((held, _))) if held == token => {
+                (token, Some(now + ttl_ms))
+            }
+            (LockOp::Release { token }, Some((held, _))) if held == token => (token, None),
+            (LockOp::Renew { .. } | LockOp::Release { .. }, _) => return Locked::NotOurs,
+        };
+        match expires_at {
+            Some(at) => record
+                .fields
+                .insert(LOCK_FIELD.to_owned(), lock_value(token, at)),
+            None => record.fields.remove(LOCK_FIELD),
+        };
+        Locked::Ours(token)
     }
 
     /// `None` when no live session was there, else the user it was bound to, if any.
@@ -368,6 +414,12 @@ fn bump_version(fields: &mut HashMap<String, String>) -> u64 {
         .map_or(0, |v| v + 1);
     fields.insert(VERSION_FIELD.to_owned(), version.to_string());
     version
+}
+
+/// Whether `token` is still the session's last fencing token: no other request has taken its lock
+/// since the one that handed it out.
+fn holds_fence(record: &Record, token: u64) -> bool {
+    record.fields.get(FENCE_FIELD) == Some(&token.to_string())
 }
 
 /// A change is refused when it leaves the session over the limit and larger than it was.

@@ -11,9 +11,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use self::layout::is_metadata;
+use self::layout::{FENCE_FIELD, LOCK_FIELD};
 pub(crate) use self::layout::{
-    FLASH_PREFIX, HANDLE_FIELD, IP_FIELD, RESERVED_PREFIX, SEEN_FIELD,
-    USER_AGENT_FIELD, USER_AGENT_MAX,
+    FLASH_PREFIX, HANDLE_FIELD, IP_FIELD, RESERVED_PREFIX, SEEN_FIELD, USER_AGENT_FIELD,
+    USER_AGENT_MAX,
 };
 pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;
@@ -65,10 +66,12 @@ impl Changes {
     }
 
     /// These changes applied to a whole stored session (metadata included), as the fields of a new
-    /// session: what a session moved to another key must hold.
+    /// session: what a session moved to another key must hold. Its lock stays behind: it belongs
+    /// to the old id, whose holder releases it there.
     pub(crate) fn moved_onto(&self, stored: impl IntoIterator<Item = (String, String)>) -> Self {
         let mut fields: BTreeMap<String, Option<String>> = stored
             .into_iter()
+            .filter(|(field, _)| field != LOCK_FIELD && field != FENCE_FIELD)
             .filter(|(field, _)| !self.clear || is_metadata(field))
             .map(|(field, value)| (field, Some(value)))
             .collect();
@@ -106,8 +109,13 @@ pub(crate) enum SaveMode<'a> {
     New,
     /// An existing session: written only if it still exists. `base` is the session as this
     /// request read it, if it did and nothing of its own changed it in the store since (an
-    /// increment): the store may write from it without reading the session again.
-    Update { base: Option<&'a Loaded> },
+    /// increment): the store may write from it without reading the session again. `fence` is the
+    /// fencing token of the session's lock when this request holds it: then the write is refused
+    /// ([`Saved::Fenced`]) unless that is still the session's last token.
+    Update {
+        base: Option<&'a Loaded>,
+        fence: Option<u64>,
+    },
     /// Move the session from `from` to a fresh id, deleting `from` in the same write.
     Cycle { from: &'a KeyId },
 }
@@ -129,6 +137,9 @@ pub(crate) enum Saved {
     Collision,
     /// The change would grow the session past the limit; nothing was written.
     TooLarge,
+    /// The save carried a fencing token, and another request has taken the session's lock since
+    /// (this one's expired); nothing was written.
+    Fenced,
 }
 
 /// What an increment did.
@@ -142,6 +153,30 @@ pub(crate) enum Incremented {
     NotInteger(String),
     /// The session would grow past the limit; nothing was written.
     TooLarge,
+}
+
+/// A step of a session's lock (`$lock`, `$fence`), each atomic on the session's own key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LockOp {
+    /// Take the lock for `ttl_ms` unless another holder's lock is still running.
+    Take { ttl_ms: i64 },
+    /// Extend the holder's lock to `ttl_ms` from now, if it is still theirs.
+    Renew { token: u64, ttl_ms: i64 },
+    /// Free the lock, if it is still the holder's.
+    Release { token: u64 },
+}
+
+/// What a lock step found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Locked {
+    /// The lock is this holder's, under this fencing token (taken, renewed or released).
+    Ours(u64),
+    /// Another holder's lock runs for this many more milliseconds; nothing was written.
+    Busy { left_ms: i64 },
+    /// The lock is no longer this holder's (it expired, and another took it or freed it).
+    NotOurs,
+    /// No live session under the key.
+    Gone,
 }
 
 /// Where a [`SessionLayer`](crate::SessionLayer) keeps sessions: Redis, or this process's memory.
@@ -223,6 +258,14 @@ impl Backend {
         match self {
             Self::Redis(store) => Box::pin(store.increment(key, field, by, limits)).await,
             Self::Memory(store) => Ok(store.increment(key, field, by, limits)),
+        }
+    }
+
+    /// One step of a session's lock, atomic on the session's key; never creates the session.
+    pub(crate) async fn lock_session(&self, key: &KeyId, op: LockOp) -> Result<Locked, Error> {
+        match self {
+            Self::Redis(store) => Box::pin(store.lock_session(key, op)).await,
+            Self::Memory(store) => Ok(store.lock_session(key, op)),
         }
     }
 

@@ -259,6 +259,7 @@ pub fn app(layer: SessionLayer, gate: Gate) -> Router {
         StatusCode::NO_CONTENT
     });
     let extra = Router::new()
+        .merge(lock_routes(gate.clone()))
         .route("/test/fail", fail)
         .route("/test/slow-incr", slow_incr)
         .route("/test/login-fresh", login_fresh)
@@ -297,6 +298,67 @@ fn slow_counter(gate: Gate, wide: usize) -> axum::routing::MethodRouter {
         }
         (count + 1).to_string()
     })
+}
+
+/// `critical`'s value as the demo's `/critical` keeps it (text; 0 when absent).
+async fn critical_of(
+    session: &axum_redis_session::Session,
+) -> Result<u64, axum_redis_session::Error> {
+    let text = session.get::<String>("critical").await?;
+    Ok(text.map_or(0, |text| text.parse().expect("critical holds a number")))
+}
+
+/// Critical sections held mid-request: `POST /test/lock-gate` takes the lock, reads `critical`,
+/// waits at the gate, then writes it plus one; `POST /test/lock-panic` takes the lock, records a
+/// change, waits at the gate, then panics; `POST /test/lock-frozen?ms=N` takes the lock, reads
+/// `critical`, signals its arrival, then blocks its thread for N ms (a stalled process: on a
+/// current-thread runtime, nothing renews the lock meanwhile) before writing it plus one.
+fn lock_routes(gate: Gate) -> Router {
+    use axum::routing::post;
+    use axum_redis_session::{Error, Session};
+
+    let held_gate = gate.clone();
+    let panic_gate = gate.clone();
+    Router::new()
+        .route(
+            "/test/lock-gate",
+            post(move |session: Session| async move {
+                let _lock = session.lock().await?;
+                let value = critical_of(&session).await? + 1;
+                held_gate.pass().await;
+                session.insert("critical", value.to_string())?;
+                Ok::<_, Error>(value.to_string())
+            }),
+        )
+        .route(
+            "/test/lock-panic",
+            post(move |session: Session| async move {
+                let _lock = session.lock().await?;
+                session.insert("critical", "panicked")?;
+                panic_gate.pass().await;
+                panic!("the handler fails while it holds the lock");
+                #[allow(unreachable_code)]
+                Ok::<_, Error>(())
+            }),
+        )
+        .route(
+            "/test/lock-frozen",
+            post(move |session: Session, uri: axum::http::Uri| async move {
+                let ms: u64 = uri
+                    .query()
+                    .unwrap()
+                    .strip_prefix("ms=")
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                let _lock = session.lock().await?;
+                let value = critical_of(&session).await? + 1;
+                gate.arrived.notify_one();
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+                session.insert("critical", value.to_string())?;
+                Ok::<_, Error>(value.to_string())
+            }),
+        )
 }
 
 /// A typed session's content in the tests: two fields that requests change independently.

@@ -24,7 +24,7 @@ use std::future::Future;
 
 use fred::types::Value;
 
-use super::ops::field_args;
+use super::ops::{fence_arg, field_args};
 use super::scripts::{self, fast_update_reply};
 use super::RedisStore;
 use crate::config::Limits;
@@ -101,19 +101,25 @@ impl RedisStore {
         &'a self,
         redis_key: String,
         plan: FastUpdate<'a>,
+        fence: Option<u64>,
     ) -> impl Future<Output = Result<Saved, Error>> + Send + 'a {
         let (expires_at, ttl_ms, size_read) = (plan.expires_at, plan.ttl_ms, plan.size);
         let (sets, mut args) = field_args(plan.changes);
         let named = scripts::FastUpdateArgs {
             delta: Value::from(plan.delta),
             track: self.track(),
+            fence: fence_arg(fence),
             sets,
         };
         let mut values = named.into_values();
         values.append(&mut args);
         let sent = self.run(scripts::FastUpdateArgs::script(), vec![redis_key], values);
         async move {
-            Ok(match fast_update_reply(sent.await?)? {
+            let reply = sent.await?;
+            if scripts::is_fenced(&reply) {
+                return Ok(Saved::Fenced);
+            }
+            Ok(match fast_update_reply(reply)? {
                 // An unchanged size is the one read: had anyone else written since, the version
                 // would say so and nothing would be built on it.
                 Some((version, size)) => Saved::Written {

@@ -12,6 +12,7 @@
 //! - `loader.rs`: every script kept loaded on every server, before a request needs it;
 //! - `ops.rs`: the operations on one session, each one round trip on its slot;
 //! - `fast_update.rs`: the common write, a change of user fields to a session as read, by a script of two or three calls;
+//! - `lock.rs`: a session's lock (`lua/lock.lua`), on the session's own key;
 //! - `cluster.rs`: what a cluster adds on other slots (indexes, the cycle, logout-everywhere);
 //! - `near_cache/`: the near-cache behind its one seam (cargo feature `near-cache`).
 
@@ -20,6 +21,7 @@ mod conn;
 mod devices;
 mod fast_update;
 mod loader;
+mod lock;
 mod near_cache;
 mod ops;
 mod scripts;
@@ -290,7 +292,7 @@ impl RedisStore {
 mod tests {
     use super::*;
     use crate::config::Limits;
-    use crate::store::{Changes, SaveMode};
+    use crate::store::{Changes, LockOp, SaveMode};
 
     /// fred's command futures take about 6.5 KB. Held inline by the store's own futures, they were
     /// copied through every layer of every request: `memcpy` became two thirds of a read's
@@ -305,13 +307,25 @@ mod tests {
             ("load", size_of_val(&store.load(&key, &limits))),
             (
                 "save",
-                size_of_val(&store.save(&key, SaveMode::Update { base: None }, &changes, &limits)),
+                size_of_val(&store.save(
+                    &key,
+                    SaveMode::Update {
+                        base: None,
+                        fence: None,
+                    },
+                    &changes,
+                    &limits,
+                )),
             ),
             (
                 "increment",
                 size_of_val(&store.increment(&key, "n", 1, &limits)),
             ),
             ("destroy", size_of_val(&store.destroy(&key))),
+            (
+                "lock_session",
+                size_of_val(&store.lock_session(&key, LockOp::Take { ttl_ms: 1000 })),
+            ),
             (
                 "destroy_user",
                 size_of_val(&store.destroy_user("u", &key, &limits)),

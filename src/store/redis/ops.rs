@@ -87,9 +87,9 @@ impl RedisStore {
     ) -> Result<Saved, Error> {
         let mut ended = self.near.ended();
         let saved = match mode {
-            SaveMode::Update { base } => {
+            SaveMode::Update { base, fence } => {
                 let redis_key = self.session_key(key);
-                let update = self.update(key, changes, limits, base);
+                let update = self.update(key, changes, limits, base, fence);
                 self.near.update(&redis_key, changes, update).await
             }
             SaveMode::New => self.create(key, None, changes, limits, &mut ended).await,
@@ -115,11 +115,12 @@ impl RedisStore {
         changes: &Changes,
         limits: &Limits,
         base: Option<&Loaded>,
+        fence: Option<u64>,
     ) -> Result<Saved, Error> {
         debug_assert!(changes.user.is_none(), "a login always moves the session");
         let plan = base.and_then(|base| FastUpdate::plan(changes, base, limits, now_ms()));
         if let Some(plan) = plan {
-            return self.fast_update(self.session_key(key), plan).await;
+            return self.fast_update(self.session_key(key), plan, fence).await;
         }
         let inline_index = self.inline_index();
         let (sets, mut args) = field_args(changes);
@@ -132,6 +133,7 @@ impl RedisStore {
             inline_index: flag(inline_index),
             touch_below: self.write_touch_below(limits),
             track: self.track(),
+            fence: fence_arg(fence),
             sets,
         };
         let mut values = named.into_values();
@@ -446,6 +448,7 @@ fn saved(reply: WriteReply) -> (Saved, Option<Wrote>) {
         WriteReply::Gone => (Saved::Gone, None),
         WriteReply::Collision => (Saved::Collision, None),
         WriteReply::TooLarge => (Saved::TooLarge, None),
+        WriteReply::Fenced => (Saved::Fenced, None),
     }
 }
 
@@ -456,6 +459,14 @@ fn max_bytes(limits: &Limits) -> Value {
 /// A per-user cap as a script argument: '' for none.
 pub(super) fn cap_arg(cap: Option<u32>) -> Value {
     cap.map_or_else(|| Value::from_static_str(""), |n| Value::from(i64::from(n)))
+}
+
+/// A save's fencing token as a script argument: '' for a request that does not hold the lock.
+pub(super) fn fence_arg(fence: Option<u64>) -> Value {
+    fence.map_or_else(
+        || Value::from_static_str(""),
+        |token| Value::from(token.to_string()),
+    )
 }
 
 pub(super) fn flag(on: bool) -> Value {

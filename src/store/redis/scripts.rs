@@ -15,6 +15,7 @@ use fred::types::Value;
 use crate::error::Error;
 use crate::store::layout::METADATA;
 use crate::store::Listed;
+use crate::store::Locked;
 
 macro_rules! scripts {
     ($($(#[$doc:meta])* $name:ident = $script:literal { $($field:ident),* $(,)? })*) => {$(
@@ -55,13 +56,13 @@ macro_rules! scripts {
 scripts! {
     /// `fast_update.lua`: the common write, user fields of a session as read. Extra: as for
     /// `update.lua`.
-    FastUpdateArgs = "fast_update" { delta, track, sets }
+    FastUpdateArgs = "fast_update" { delta, track, fence, sets }
     /// `touch.lua`: roll a session's idle TTL.
     TouchArgs = "touch" { idle, prefix, key_id, inline_index, track }
     /// `update.lua`: a request's changes to a live session. Extra: `sets` field/value pairs, then
     /// the removed fields.
     UpdateArgs = "update" {
-        idle, max_bytes, prefix, key_id, clear, inline_index, touch_below, track, sets,
+        idle, max_bytes, prefix, key_id, clear, inline_index, touch_below, track, fence, sets,
     }
     /// `create.lua`: a session under a fresh id, new or moved. Extra: as for `update.lua`.
     CreateArgs = "create" {
@@ -92,6 +93,8 @@ scripts! {
     EndDeviceArgs = "end_device" { prefix, handle }
     /// `end_others.lua`: every session of the user but the asking one, ended (one server).
     EndOthersArgs = "end_others" { prefix, keep }
+    /// `lock.lua`: take, renew or release a session's lock.
+    LockArgs = "lock" { op, token, ttl }
 }
 
 const LIB: &str = include_str!("lua/lib.lua");
@@ -145,6 +148,8 @@ pub(super) enum WriteReply {
     Gone,
     Collision,
     TooLarge,
+    /// The save's fencing token is no longer the session's (`update.lua`).
+    Fenced,
 }
 
 /// The reply of `incr.lua`.
@@ -331,6 +336,25 @@ pub(super) fn revoke_reply(reply: Value) -> Result<(String, Vec<String>), Error>
     Ok((epoch, reply.rest()))
 }
 
+/// `fast_update.lua`'s refusal of a save whose fencing token is no longer the session's.
+pub(super) fn is_fenced(reply: &Value) -> bool {
+    reply.as_str().as_deref() == Some("fenced")
+}
+
+/// `lock.lua`: `{ 'ours', token }` | `{ 'busy', ms }` | `{ 'not_ours' }` | `{ 'gone' }`.
+pub(super) fn lock_reply(reply: Value) -> Result<Locked, Error> {
+    let mut reply = Reply::new(reply, "lock")?;
+    Ok(match reply.status()?.as_str() {
+        "ours" => Locked::Ours(u64::try_from(reply.int()?).unwrap_or(0)),
+        "busy" => Locked::Busy {
+            left_ms: reply.int()?,
+        },
+        "not_ours" => Locked::NotOurs,
+        "gone" => Locked::Gone,
+        _ => return Err(unexpected_reply("lock")),
+    })
+}
+
 /// A script's array reply, read in order.
 struct Reply {
     values: std::vec::IntoIter<Value>,
@@ -385,10 +409,11 @@ impl Reply {
         self.values.filter_map(text_of).collect()
     }
 
-    /// A write refused: `'gone'`, `'collision'` or `'too_large'`.
+    /// A write refused: `'gone'`, `'collision'`, `'too_large'` or `'fenced'`.
     fn refusal(&self, status: &str) -> Result<WriteReply, Error> {
         match status {
             "gone" => Ok(WriteReply::Gone),
+            "fenced" => Ok(WriteReply::Fenced),
             "collision" => Ok(WriteReply::Collision),
             "too_large" => Ok(WriteReply::TooLarge),
             _ => Err(unexpected_reply(self.script)),
@@ -555,5 +580,15 @@ mod tests {
             incr_reply(reply(&["not_integer", "abc"])).unwrap(),
             IncrReply::NotInteger(value) if value == "abc"
         ));
+        assert_eq!(lock_reply(reply(&["ours", "7"])).unwrap(), Locked::Ours(7));
+        assert_eq!(
+            lock_reply(reply(&["busy", "250"])).unwrap(),
+            Locked::Busy { left_ms: 250 }
+        );
+        assert!(matches!(
+            update_reply(reply(&["fenced"])).unwrap(),
+            WriteReply::Fenced
+        ));
+        assert!(is_fenced(&Value::from("fenced")));
     }
 }

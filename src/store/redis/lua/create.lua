@@ -48,6 +48,8 @@ else
     return { 'gone' }
   end
   old_user = whole[field.user]
+  -- The lock belongs to the old id, whose holder releases it there.
+  whole[field.lock], whole[field.fence] = nil, nil
   local deadline = tonumber(whole[field.deadline])
   if deadline and deadline <= now then
     redis.call('DEL', source)

@@ -7,13 +7,23 @@
 -- KEYS[1]            the session hash
 -- arg.delta          the change in bytes of user fields, from the values the request read
 -- arg.track          '1' when the near-cache tracks the key: read it again after writing it
+-- arg.fence          '' unless the request holds the session's lock: its fencing token, which must
+--                    still be the session's `$fence` (else nothing is written)
 -- arg.sets           n, the number of fields set; from ARGV[first_extra], n field/value pairs
 --                    follow, then the fields removed
 --
--- Returns { version, size or false when arg.delta is '0' } | false when the session no longer exists;
--- nothing is written then.
+-- Returns { version, size or false when arg.delta is '0' } | false when the session no longer exists
+-- | 'fenced' when another request has taken the lock since this one's expired; nothing is written
+-- then.
 
 local key = KEYS[1]
+if arg.fence ~= '' and redis.call('HGET', key, field.fence) ~= arg.fence then
+  -- A session that is gone has no `$fence` either: say so, as below.
+  if redis.call('HEXISTS', key, field.created) == 0 then
+    return false
+  end
+  return 'fenced'
+end
 local version = redis.call('HINCRBY', key, field.version, 1)
 -- A missing key gives 1 too, as does a session created at version 0: only a hash with $created is a
 -- session, and what HINCRBY made of a missing one goes at once.

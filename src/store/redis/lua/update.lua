@@ -12,12 +12,14 @@
 -- arg.inline_index   '1' to update the owner's index here; '0' on a cluster, where the caller does it
 -- arg.touch_below    touch threshold, ms: the TTL is rolled only once it has run below this
 -- arg.track          '1' when the near-cache tracks the key: read it again after writing it
+-- arg.fence          '' unless the request holds the session's lock: its fencing token, which must
+--                    still be the session's `$fence` (else nothing is written)
 -- arg.sets           n, the number of fields set; from ARGV[first_extra], n field/value pairs
 --                    follow, then the fields removed
 --
 -- Returns { 'ok', ttl ms, version, size, '1' if the TTL was rolled else '0', owner or '', when the
--- TTL runs out (unix ms) } | { 'gone' } | { 'too_large' }; nothing is written unless it returns
--- 'ok'.
+-- TTL runs out (unix ms) } | { 'gone' } | { 'too_large' } | { 'fenced' } (another request has taken
+-- the lock since this one's expired); nothing is written unless it returns 'ok'.
 
 local key = KEYS[1]
 local removed_from = first_extra + 2 * tonumber(arg.sets)
@@ -35,6 +37,9 @@ end
 local m, now = live_session(key, names)
 if not m then
   return { 'gone' }
+end
+if arg.fence ~= '' and redis.call('HGET', key, field.fence) ~= arg.fence then
+  return { 'fenced' }
 end
 
 local old_size = live_size(key, m)
