@@ -169,12 +169,18 @@ impl Session {
     /// # Ok(ended) }
     /// ```
     pub async fn end_device(&self, handle: &str) -> Result<bool, Error> {
+        // Handles are tokens: anything else names no session and is not sent to the store.
+        if Token::parse(handle).is_none() {
+            return Ok(false);
+        }
         let Some(user) = self.user().await? else {
             return Ok(false);
         };
         let shared = self.shared();
         let key = self.key_id().map(|key| key.log_prefix().to_owned());
-        let ending = shared.store.end_device(&user, handle);
+        let ending = shared
+            .store
+            .end_device(&user, handle, &shared.config.limits);
         let ended = shared
             .metrics
             .observe(Op::Destroy, key.as_deref(), ending, |ended| {

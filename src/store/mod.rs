@@ -296,9 +296,14 @@ impl Backend {
 
     /// Ends `user`'s sessions that carry `handle`, returning their key ids: none when no session of
     /// the user has it.
-    pub(crate) async fn end_device(&self, user: &str, handle: &str) -> Result<Vec<String>, Error> {
+    pub(crate) async fn end_device(
+        &self,
+        user: &str,
+        handle: &str,
+        limits: &Limits,
+    ) -> Result<Vec<String>, Error> {
         match self {
-            Self::Redis(store) => Box::pin(store.end_device(user, handle)).await,
+            Self::Redis(store) => Box::pin(store.end_device(user, handle, limits)).await,
             Self::Memory(store) => Ok(store.end_device(user, handle)),
         }
     }

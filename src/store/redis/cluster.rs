@@ -15,7 +15,7 @@ use super::RedisStore;
 use crate::config::Limits;
 use crate::error::Error;
 use crate::id::KeyId;
-use crate::store::layout::{CREATED_FIELD, EPOCH_FIELD, USER_FIELD, VERSION_FIELD};
+use crate::store::layout::{CREATED_FIELD, EPOCH_FIELD, HANDLE_FIELD, USER_FIELD, VERSION_FIELD};
 use crate::store::{Changes, Saved};
 
 /// Attempts at moving a session on a cluster while other requests keep writing it.
@@ -55,9 +55,18 @@ enum Admit<'a> {
     /// A session just bound to the user: never refused (it is new to the user); the index returns
     /// the user's epoch for it to record.
     Login,
-    /// A bound session under a new id, with the epoch it recorded ('' for none): refused if the
-    /// user has logged out everywhere since.
-    Moved(&'a str),
+    /// A bound session under a new id: refused if the user has logged out everywhere since it
+    /// recorded its epoch, or has ended its device meanwhile.
+    Moved(Carried<'a>),
+}
+
+/// What a session moved to a new id carries for its index to check ('' for none).
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Carried<'a> {
+    /// The user's revocation epoch the session was logged in under (`$epoch`).
+    epoch: &'a str,
+    /// Its device handle (`$handle`).
+    handle: &'a str,
 }
 
 impl RedisStore {
@@ -100,7 +109,8 @@ impl RedisStore {
             }
             let version = old.get(VERSION_FIELD).cloned().unwrap_or_default();
             let previous = old.get(USER_FIELD).cloned();
-            let epoch = old.get(EPOCH_FIELD).cloned();
+            let epoch = old.get(EPOCH_FIELD).cloned().unwrap_or_default();
+            let handle = old.get(HANDLE_FIELD).cloned().unwrap_or_default();
             let mut moved = changes.moved_onto(old);
             if changes.user.is_some() && changes.user != previous {
                 // Another user's epoch; this user's is recorded once the login is indexed.
@@ -129,9 +139,11 @@ impl RedisStore {
                         ttl_ms: wrote.ttl_ms,
                     };
                     let cap = changes.user.as_ref().and(limits.max_sessions_per_user);
-                    let admitted = self
-                        .reindex(owners, from, key, cap, epoch.as_deref(), ended)
-                        .await?;
+                    let carried = Carried {
+                        epoch: &epoch,
+                        handle: &handle,
+                    };
+                    let admitted = self.reindex(owners, from, key, cap, carried, ended).await?;
                     return Ok(if admitted { saved } else { Saved::Gone });
                 }
                 outcome @ (Taken::Gone | Taken::Changed) => {
@@ -152,8 +164,8 @@ impl RedisStore {
     /// After a write on a cluster: the session's entry leaves its previous owner's index under
     /// `from` and joins its current owner's under `to`, one single-key call per index touched. A
     /// session moved to a new id under the same owner enters only if it was logged in under the
-    /// owner's current epoch (`epoch`, the `$epoch` it carried); otherwise `to` is deleted and
-    /// this returns `false`. A session that has just been bound to its owner (a login) records the
+    /// owner's current epoch and its device was not ended meanwhile (see [`Carried`]); otherwise
+    /// `to` is deleted and this returns `false`. A session that has just been bound to its owner (a login) records the
     /// owner's epoch in a call of its own, only when the owner has one (has ever logged out
     /// everywhere).
     pub(super) async fn reindex(
@@ -162,7 +174,7 @@ impl RedisStore {
         from: &KeyId,
         to: &KeyId,
         cap: Option<u32>,
-        epoch: Option<&str>,
+        carried: Carried<'_>,
         ended: &mut Ended,
     ) -> Result<bool, Error> {
         let (moved, ttl_ms) = (from != to, owners.ttl_ms);
@@ -175,7 +187,7 @@ impl RedisStore {
             }
             (Some(previous), Some(current)) if previous == current => {
                 let (removed, admit) = match moved {
-                    true => (Some(from), Admit::Moved(epoch.unwrap_or(""))),
+                    true => (Some(from), Admit::Moved(carried)),
                     false => (None, Admit::Roll),
                 };
                 let admitted = self
@@ -250,16 +262,17 @@ impl RedisStore {
         cap: Option<u32>,
         ended: &mut Ended,
     ) -> Result<Option<i64>, Error> {
-        let (admit, epoch) = match add {
-            None | Some((_, _, Admit::Roll)) => ("roll", ""),
-            Some((_, _, Admit::Login)) => ("login", ""),
-            Some((_, _, Admit::Moved(epoch))) => ("moved", epoch),
+        let (admit, carried) = match add {
+            None | Some((_, _, Admit::Roll)) => ("roll", Carried::default()),
+            Some((_, _, Admit::Login)) => ("login", Carried::default()),
+            Some((_, _, Admit::Moved(carried))) => ("moved", carried),
         };
         let args = scripts::IndexArgs {
             remove: Value::from(remove.map_or("", KeyId::as_str)),
             add: Value::from(add.map_or("", |(key, _, _)| key.as_str())),
             admit: Value::from_static_str(admit),
-            epoch: Value::from(epoch),
+            epoch: Value::from(carried.epoch),
+            handle: Value::from(carried.handle),
             ttl: Value::from(add.map_or(0, |(_, ttl, _)| ttl)),
             // Slack for the index's own TTL, so not every add must rewrite it.
             slack: Value::from(add.map_or(0, |(_, ttl, _)| ttl / 10)),

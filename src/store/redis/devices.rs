@@ -1,8 +1,9 @@
 //! A user's device list: their live sessions, one of them ended by its handle, or all but the
 //! asking one. On one server each is one script that reads or changes the index and the sessions
 //! in one step; on a cluster, where the sessions live on other slots, the index is read first and
-//! each session reached with its own command (logging out the others goes through the revocation
-//! epoch, as a logout-everywhere does: see `cluster.rs`).
+//! each session reached with its own command, and what a racing cycle carries to a new id is
+//! refused when that id is indexed: an ended handle (`end_handle.lua`), or for logging out the
+//! others the revocation epoch, as for a logout-everywhere (see `cluster.rs`).
 
 use fred::interfaces::{ClientLike, HashesInterface, SortedSetsInterface};
 use fred::types::Value;
@@ -66,10 +67,17 @@ impl RedisStore {
     }
 
     /// Ends the user's sessions that carry `handle`; returns their key ids (none: the user has no
-    /// such session).
-    pub(crate) async fn end_device(&self, user: &str, handle: &str) -> Result<Vec<String>, Error> {
+    /// such session). On a cluster the handle is first marked ended in the user's index, so that
+    /// a cycle of its session racing this one is refused when its new id is indexed (see
+    /// `end_handle.lua`), then the listed sessions that carry it are deleted.
+    pub(crate) async fn end_device(
+        &self,
+        user: &str,
+        handle: &str,
+        limits: &Limits,
+    ) -> Result<Vec<String>, Error> {
         let mut ended = self.near.ended();
-        let result = self.end_device_now(user, handle, &mut ended).await;
+        let result = self.end_device_now(user, handle, limits, &mut ended).await;
         self.near.end(ended);
         result
     }
@@ -78,6 +86,7 @@ impl RedisStore {
         &self,
         user: &str,
         handle: &str,
+        limits: &Limits,
         ended: &mut Ended,
     ) -> Result<Vec<String>, Error> {
         if self.inline_index() {
@@ -93,17 +102,33 @@ impl RedisStore {
             }
             return Ok(ids);
         }
-        let ids: Vec<String> = self
-            .devices(user)
-            .await?
+        let index = self.index_key(user);
+        let args = scripts::EndHandleArgs {
+            handle: Value::from(handle),
+            ttl: Value::from(limits.idle_ms()),
+        };
+        let script = scripts::EndHandleArgs::script();
+        let reply = self.run(script, vec![index.clone()], args.into_values());
+        let listed = scripts::ids_reply(reply.await?, "end_handle")?;
+        // One pipeline: fred sends each read to its session's master.
+        let pipeline = self.client().pipeline();
+        let handles: Vec<Option<String>> = self
+            .bounded(async {
+                for id in &listed {
+                    let () = pipeline.hget(self.id_key(id), HANDLE_FIELD).await?;
+                }
+                pipeline.all().await
+            })
+            .await?;
+        let ids: Vec<String> = listed
             .into_iter()
-            .filter(|listed| listed.handle == handle)
-            .map(|listed| listed.key_id)
+            .zip(handles)
+            .filter(|(_, carried)| carried.as_deref() == Some(handle))
+            .map(|(id, _)| id)
             .collect();
         self.delete_sessions(&ids, ended).await?;
         if !ids.is_empty() {
             let client = self.client().with_options(&write_options());
-            let index = self.index_key(user);
             let _: () = self.bounded(client.zrem(index, ids.clone())).await?;
         }
         Ok(ids)

@@ -5,7 +5,7 @@
 
 use fred::types::Value;
 
-use super::cluster::Owners;
+use super::cluster::{Carried, Owners};
 use super::fast_update::FastUpdate;
 use super::near_cache::Ended;
 use super::scripts::{self, IncrReply, WriteReply, Wrote};
@@ -175,7 +175,7 @@ impl RedisStore {
         if let (false, Some(wrote)) = (self.inline_index(), wrote) {
             let cap = changes.user.as_ref().and(limits.max_sessions_per_user);
             // Nothing moved, so nothing can be refused.
-            self.reindex(Owners::of(&wrote), key, key, cap, None, ended)
+            self.reindex(Owners::of(&wrote), key, key, cap, Carried::default(), ended)
                 .await?;
         }
         Ok(saved)

@@ -82,9 +82,11 @@ scripts! {
     /// `destroy_user.lua`: every session of a user, at once (one server).
     DestroyUserArgs = "destroy_user" { prefix }
     /// `index.lua`: a user's index on a cluster.
-    IndexArgs = "index" { remove, add, admit, epoch, ttl, slack, cap }
+    IndexArgs = "index" { remove, add, admit, epoch, handle, ttl, slack, cap }
     /// `revoke.lua`: bump a user's revocation epoch and list the user's sessions (cluster).
     RevokeArgs = "revoke" { ttl }
+    /// `end_handle.lua`: mark a device handle ended and list the user's sessions (cluster).
+    EndHandleArgs = "end_handle" { handle, ttl }
     /// `stamp.lua`: record the user's epoch in a session just logged in (cluster).
     StampArgs = "stamp" { epoch }
     /// `devices.lua`: a user's live sessions for the device list (one server).

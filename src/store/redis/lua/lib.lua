@@ -52,16 +52,42 @@ local function end_indexed(index, prefix, ids)
   call_batched('ZREM', index, ids)
 end
 
--- On a cluster, a user's index also holds the user's revocation epoch: the member
--- `field.epoch .. ':' .. n`, scored +inf so that expiry pruning and the cap never take it, and so
--- that every other member (a key id, scored by its expiry) is found by scores below +inf. It is 0
--- (no member) until the first logout-everywhere on a cluster (see revoke.lua).
-local function index_epoch(index)
+-- On a cluster, a user's index also holds members scored +inf, so that expiry pruning and the cap
+-- never take them and every entry (a key id, scored by its expiry) is found by scores below +inf:
+-- the user's revocation epoch, the member `field.epoch .. ':' .. n`, 0 (no member) until the first
+-- logout-everywhere on a cluster (see revoke.lua); and the device handles ended lately, members
+-- `field.handle .. ':' .. ms .. ':' .. handle` (see end_handle.lua). '$e' sorts before '$h', so the
+-- epoch, when there is one, is the first of them.
+local function index_epoch_member(index)
   local member = redis.call('ZRANGEBYSCORE', index, '+inf', '+inf', 'LIMIT', 0, 1)[1]
+  if member and string.sub(member, 1, #field.epoch + 1) == field.epoch .. ':' then
+    return member
+  end
+  return nil
+end
+
+local function index_epoch(index)
+  local member = index_epoch_member(index)
   if not member then
     return 0
   end
   return tonumber(string.sub(member, #field.epoch + 2)) or 0
+end
+
+-- The ended-handle markers of a user's index, as { member, ms, handle }, oldest first.
+local function ended_handles(index)
+  local marker = field.handle .. ':'
+  local found = {}
+  for _, member in ipairs(redis.call('ZRANGEBYSCORE', index, '+inf', '+inf')) do
+    if string.sub(member, 1, #marker) == marker then
+      local ms, handle = string.match(string.sub(member, #marker + 1), '^(%d+):(.*)$')
+      if ms then
+        found[#found + 1] = { member, tonumber(ms), handle }
+      end
+    end
+  end
+  table.sort(found, function(a, b) return a[2] < b[2] end)
+  return found
 end
 
 -- Keep at most `cap` entries in a user's index (`cap` '' for no limit), never `keep_id`: the

@@ -7,10 +7,10 @@
 -- so that a failed logout can be tried again.
 --
 -- The epoch is the member `field.epoch .. ':' .. n` of the index, scored +inf (see lib.lua's
--- index_epoch): the index key has no hash tag, so no other key is sure to share its slot. n is the
--- server's clock in ms, and always more than before: should the index expire (once no session of
--- the user lives) and the epoch restart from 0, the next bump still exceeds every epoch that a
--- session may have recorded.
+-- index_epoch_member): the index key has no hash tag, so no other key is sure to share its slot.
+-- n is the server's clock in ms, and always more than before: should the index expire (once no
+-- session of the user lives) and the epoch restart from 0, the next bump still exceeds every epoch
+-- that a session may have recorded.
 --
 -- KEYS[1]   the user's index
 -- arg.ttl   the least time the epoch must be kept, ms (the idle timeout: longer than any cycle
@@ -20,7 +20,10 @@
 
 local now = now_ms()
 local epoch = math.max(now, index_epoch(KEYS[1]) + 1)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '+inf', '+inf')
+local old = index_epoch_member(KEYS[1])
+if old then
+  redis.call('ZREM', KEYS[1], old)
+end
 redis.call('ZADD', KEYS[1], '+inf', field.epoch .. ':' .. string.format('%d', epoch))
 if redis.call('PTTL', KEYS[1]) < tonumber(arg.ttl) then
   redis.call('PEXPIRE', KEYS[1], arg.ttl)
