@@ -2,6 +2,7 @@
 //! and pass the same behaviour suite; they share the layout (`layout.rs`) and the TTL rule
 //! (`ttl.rs`).
 
+mod format;
 mod layout;
 mod memory;
 mod redis;
