@@ -38,7 +38,12 @@ impl RedisStore {
                     .zrangebyscore(index, live, "(+inf", false, None),
             )
             .await?;
-        // One pipeline: fred sends each read to its session's master.
+        self.read_devices(ids).await
+    }
+
+    /// The device fields of the sessions `ids` on a cluster, those still alive: one pipeline, which
+    /// fred sends each read of to its session's master.
+    async fn read_devices(&self, ids: Vec<String>) -> Result<Vec<Listed>, Error> {
         let pipeline = self.client().pipeline();
         let fields = [
             CREATED_FIELD,
@@ -110,21 +115,12 @@ impl RedisStore {
         let script = scripts::EndHandleArgs::script();
         let reply = self.run(script, vec![index.clone()], args.into_values());
         let listed = scripts::ids_reply(reply.await?, "end_handle")?;
-        // One pipeline: fred sends each read to its session's master.
-        let pipeline = self.client().pipeline();
-        let handles: Vec<Option<String>> = self
-            .bounded(async {
-                for id in &listed {
-                    let () = pipeline.hget(self.id_key(id), HANDLE_FIELD).await?;
-                }
-                pipeline.all().await
-            })
-            .await?;
-        let ids: Vec<String> = listed
+        let ids: Vec<String> = self
+            .read_devices(listed)
+            .await?
             .into_iter()
-            .zip(handles)
-            .filter(|(_, carried)| carried.as_deref() == Some(handle))
-            .map(|(id, _)| id)
+            .filter(|listed| listed.handle == handle)
+            .map(|listed| listed.key_id)
             .collect();
         self.delete_sessions(&ids, ended).await?;
         if !ids.is_empty() {
