@@ -5,4 +5,6 @@
 #![allow(dead_code)]
 
 pub(crate) mod express;
+#[cfg(feature = "laravel")]
+pub(crate) mod laravel;
 pub(crate) mod php;
