@@ -578,12 +578,17 @@ async fn the_devices_page_lists_both_browsers_and_signs_the_other_out() {
         .click()
         .await
         .unwrap();
-    a.find("#devices").await;
-    let listed = a
-        .find_all(Locator::Css("#devices li.device"))
-        .await
-        .unwrap();
-    assert_eq!(listed.len(), 1, "{}", a.source().await.unwrap());
+    // The click's page replaces this one: until it has, the old list (or none) shows.
+    let started = std::time::Instant::now();
+    let listed = loop {
+        let listed = a.find_all(Locator::Css("#devices li.device")).await;
+        let listed = listed.map_or(0, |listed| listed.len());
+        if listed == 1 || started.elapsed() > std::time::Duration::from_secs(5) {
+            break listed;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(listed, 1, "{}", a.source().await.unwrap());
     b.refresh().await.unwrap();
     assert_login_form(&b).await;
     a.goto(&home).await.unwrap();
