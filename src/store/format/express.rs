@@ -159,16 +159,30 @@ impl Record {
 mod tests {
     use super::*;
 
-    /// A vector made by Node's crypto as cookie-signature (express-session's signer) computes it,
-    /// on Debian's Node 20:
-    ///
-    /// ```text
-    /// node -e "const id = '6aE2Vd3mZJq1m5o0y-gU_3xYk2cTQ9sP'; console.log('s:' + id + '.' +
-    ///   require('crypto').createHmac('sha256', 'keyboard cat').update(id).digest('base64')
-    ///   .replace(/=+$/, ''))"
-    /// ```
-    const SIGNED: &str =
-        "s:6aE2Vd3mZJq1m5o0y-gU_3xYk2cTQ9sP.U+B2fKoYucS4IcAfMxqT+PBcS94wvhFfUvtvOLiuclo";
+    /// express-session 1.19's own signer, through `tests/express/cookie.js` (from the packages
+    /// `.ci/run` installs with `npm ci`).
+    fn express(mode: &str, secret: &str, value: &str) -> String {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/express");
+        let output = std::process::Command::new("node")
+            .current_dir(dir)
+            .args(["cookie.js", mode, secret, value])
+            .output()
+            .expect("node is installed");
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    }
+
+    #[test]
+    fn express_accepts_our_cookies_and_we_accept_its() {
+        for secret in ["keyboard cat", "ünïcode and spaces", "s3cr3t/+="] {
+            let ours = secrets(&[secret]);
+            let id = new_session_id();
+            let cookie = ours.sign_cookie(&id);
+            assert_eq!(express("sign", secret, &id), cookie);
+            assert_eq!(express("unsign", secret, &cookie), id);
+            assert_eq!(express("unsign", "other", &cookie), "false");
+        }
+    }
 
     fn secrets(list: &[&str]) -> Secrets {
         Secrets::new(list.iter().map(|s| s.as_bytes())).unwrap()
@@ -178,14 +192,14 @@ mod tests {
     fn a_signed_id_verifies_under_any_secret_and_a_changed_one_does_not() {
         let old = secrets(&["keyboard cat"]);
         let rotated = secrets(&["new secret", "keyboard cat"]);
-        let id = "6aE2Vd3mZJq1m5o0y-gU_3xYk2cTQ9sP";
-        let cookie = old.sign_cookie(id);
-        assert_eq!(cookie, SIGNED);
-        assert_eq!(rotated.unsign_cookie(&cookie), Some(id));
-        assert!(rotated.sign_cookie(id) != cookie, "the newest secret signs");
-        let tampered = cookie.replacen("6aE2", "6aE3", 1);
+        let id = new_session_id();
+        let cookie = old.sign_cookie(&id);
+        assert_eq!(rotated.unsign_cookie(&cookie), Some(id.as_str()));
+        assert_ne!(rotated.sign_cookie(&id), cookie, "the newest secret signs");
+        let other = if id.starts_with('x') { 'y' } else { 'x' };
+        let tampered = format!("s:{other}{}", &cookie[3..]);
         assert_eq!(old.unsign_cookie(&tampered), None);
-        assert_eq!(old.unsign_cookie(id), None, "unsigned");
+        assert_eq!(old.unsign_cookie(&id), None, "unsigned");
         assert_eq!(secrets(&["other"]).unsign_cookie(&cookie), None);
         let long = old.sign_cookie(&"a".repeat(MAX_SESSION_ID_LEN + 1));
         assert_eq!(old.unsign_cookie(&long), None, "too long");
