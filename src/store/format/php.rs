@@ -219,6 +219,12 @@ impl Parser<'_> {
             .ok_or(ParseError { at: start })
     }
 
+    /// `N:"…"`: a length, then a quoted string of that many bytes (a string's, a class's name).
+    fn length_prefixed(&mut self) -> Result<Vec<u8>, ParseError> {
+        let len = self.len_until(b':')?;
+        self.quoted(len)
+    }
+
     /// `"…"` of `len` bytes.
     fn quoted(&mut self, len: usize) -> Result<Vec<u8>, ParseError> {
         self.expect(b"\"")?;
@@ -265,8 +271,7 @@ impl Parser<'_> {
                 value.map(Php::Float).ok_or(ParseError { at: start })
             }
             b's' => {
-                let len = self.len_until(b':')?;
-                let bytes = self.quoted(len)?;
+                let bytes = self.length_prefixed()?;
                 self.expect(b";")?;
                 Ok(Php::Str(bytes))
             }
@@ -287,8 +292,7 @@ impl Parser<'_> {
                 Ok(Php::Array(items))
             }
             b'O' => {
-                let len = self.len_until(b':')?;
-                self.quoted(len)?;
+                self.length_prefixed()?;
                 self.expect(b":")?;
                 let count = self.len_until(b':')?;
                 self.expect(b"{")?;
@@ -300,8 +304,7 @@ impl Parser<'_> {
                 Ok(Php::Opaque)
             }
             b'C' => {
-                let len = self.len_until(b':')?;
-                self.quoted(len)?;
+                self.length_prefixed()?;
                 self.expect(b":")?;
                 let len = self.len_until(b':')?;
                 self.expect(b"{")?;
@@ -313,8 +316,7 @@ impl Parser<'_> {
                 Ok(Php::Opaque)
             }
             b'E' => {
-                let len = self.len_until(b':')?;
-                self.quoted(len)?;
+                self.length_prefixed()?;
                 self.expect(b";")?;
                 Ok(Php::Opaque)
             }
