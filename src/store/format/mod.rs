@@ -8,3 +8,5 @@ pub(crate) mod express;
 #[cfg(feature = "laravel")]
 pub(crate) mod laravel;
 pub(crate) mod php;
+#[cfg(feature = "tower-sessions")]
+pub(crate) mod tower_sessions;
