@@ -5,7 +5,8 @@
 //! `SESSION_TTL_SECS`, `SESSION_ABSOLUTE_SECS`, `SESSION_MAX_BYTES`, `SESSION_PREFIX`,
 //! `SESSION_COOKIE`, `COOKIE_SECURE`, `SESSION_NEAR_CACHE` (max cached sessions; unset or 0: off),
 //! `SESSION_MAX_PER_USER` (unset: no cap), `SESSION_RECORD_IP` (`1`: devices record the client's IP
-//! from the socket address) (see docs/demo.md).
+//! from the socket address), `SESSION_FORMAT` (`native`, `php`, `laravel`, `express`) with
+//! `LARAVEL_APP_KEY`, `LARAVEL_CIPHER` and `SESSION_SECRET` (see docs/demo.md).
 
 use std::env;
 use std::net::SocketAddr;
@@ -18,7 +19,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::Router;
 use axum_redis_session::{
-    Backend, ClientIp, CsrfVerified, Error, MemoryStore, Metrics, RedisStore, Session, SessionLayer,
+    Backend, ClientIp, CsrfVerified, Error, Format, MemoryStore, Metrics, RedisStore, Session,
+    SessionLayer,
 };
 use serde::Deserialize;
 use time::Duration;
@@ -150,10 +152,13 @@ async fn put_kv(
 }
 
 async fn get_kv(session: Session, Path(key): Path<String>) -> Result<Response, KvError> {
-    Ok(match session.get::<String>(user_key(&key)?).await? {
-        Some(value) => value.into_response(),
-        None => StatusCode::NOT_FOUND.into_response(),
-    })
+    Ok(
+        match session.get::<serde_json::Value>(user_key(&key)?).await? {
+            Some(serde_json::Value::String(text)) => text.into_response(),
+            Some(value) => json_text(&value).into_response(),
+            None => StatusCode::NOT_FOUND.into_response(),
+        },
+    )
 }
 
 async fn delete_kv(session: Session, Path(key): Path<String>) -> Result<StatusCode, KvError> {
@@ -257,6 +262,29 @@ async fn take_flash(session: Session) -> Result<Response, Error> {
     })
 }
 
+/// A value that is not a string, as the format's own framework writes JSON: PHP's `json_encode`
+/// escapes `/` and every non-ASCII character; `JSON.stringify` (and ours) neither.
+fn json_text(value: &serde_json::Value) -> String {
+    let text = value.to_string();
+    if !matches!(env::var("SESSION_FORMAT").as_deref(), Ok("php" | "laravel")) {
+        return text;
+    }
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '/' => escaped.push_str("\\/"),
+            c if c.is_ascii() => escaped.push(c),
+            c => {
+                let mut units = [0u16; 2];
+                for unit in c.encode_utf16(&mut units) {
+                    escaped.push_str(&format!("\\u{unit:04x}"));
+                }
+            }
+        }
+    }
+    escaped
+}
+
 /// Reads an optional environment variable, failing with a message that names it.
 fn env_var<T: FromStr>(name: &str) -> Result<Option<T>, String> {
     match env::var(name) {
@@ -275,7 +303,7 @@ pub async fn store_from_env() -> Result<Backend, String> {
         let store = RedisStore::connect(&url)
             .await
             .map_err(|e| format!("REDIS_URL: {e}"))?;
-        return redis_from_env(store).map(Backend::from);
+        return redis_from_env(store);
     }
     let reachable = tokio::time::timeout(
         StdDuration::from_millis(500),
@@ -287,7 +315,10 @@ pub async fn store_from_env() -> Result<Backend, String> {
         let store = RedisStore::connect(DEFAULT_REDIS_URL)
             .await
             .map_err(|e| e.to_string())?;
-        return redis_from_env(store).map(Backend::from);
+        return redis_from_env(store);
+    }
+    if format_from_env()?.is_some() {
+        return Err("SESSION_FORMAT other than native needs Redis: set REDIS_URL".to_owned());
     }
     tracing::warn!(
         "REDIS_URL is unset and nothing answers on 127.0.0.1:6379: using the in-memory store"
@@ -295,15 +326,52 @@ pub async fn store_from_env() -> Result<Backend, String> {
     Ok(MemoryStore::default().into())
 }
 
-/// The Redis store's settings from the environment.
-fn redis_from_env(mut store: RedisStore) -> Result<RedisStore, String> {
-    if let Some(prefix) = env_var::<String>("SESSION_PREFIX")? {
-        store = store.with_key_prefix(prefix);
-    }
+/// The Redis store's settings from the environment: in a foreign format (`SESSION_FORMAT`),
+/// `SESSION_PREFIX` is that format's key prefix.
+fn redis_from_env(mut store: RedisStore) -> Result<Backend, String> {
+    let prefix = env_var::<String>("SESSION_PREFIX")?;
     if let Some(entries) = env_var::<usize>("SESSION_NEAR_CACHE")? {
         store = store.with_near_cache(entries);
     }
-    Ok(store)
+    if let Some(mut format) = format_from_env()? {
+        if let Some(prefix) = prefix {
+            format = format.with_key_prefix(prefix);
+        }
+        return Ok(store.with_format(format).into());
+    }
+    if let Some(prefix) = prefix {
+        store = store.with_key_prefix(prefix);
+    }
+    Ok(store.into())
+}
+
+/// `SESSION_FORMAT` and its settings (`LARAVEL_APP_KEY`, `LARAVEL_CIPHER`, `SESSION_SECRET`);
+/// `None` for the crate's own format.
+fn format_from_env() -> Result<Option<Format>, String> {
+    let required = |name: &str| env::var(name).map_err(|_| format!("{name} is required"));
+    let format = match env::var("SESSION_FORMAT").as_deref() {
+        Err(_) | Ok("native") => return Ok(None),
+        Ok("php") => Format::php(),
+        #[cfg(feature = "laravel")]
+        Ok("laravel") => {
+            let cipher = env::var("LARAVEL_CIPHER").unwrap_or_else(|_| "AES-256-CBC".to_owned());
+            Format::laravel(&required("LARAVEL_APP_KEY")?)
+                .and_then(|format| format.with_laravel_cipher(&cipher))
+                .map_err(|e| e.to_string())?
+        }
+        #[cfg(not(feature = "laravel"))]
+        Ok("laravel") => return Err("SESSION_FORMAT=laravel needs --features laravel".to_owned()),
+        Ok("express") => {
+            let secrets = required("SESSION_SECRET")?;
+            Format::express(secrets.split(',')).map_err(|e| e.to_string())?
+        }
+        Ok(other) => {
+            return Err(format!(
+                "SESSION_FORMAT={other:?}: expected native, php, laravel or express"
+            ))
+        }
+    };
+    Ok(Some(format))
 }
 
 /// The layer the environment configures.

@@ -1,10 +1,14 @@
 //! Cookie and expiry settings, and the checks that reject unsafe or contradictory combinations.
 
+use std::sync::Arc;
+
 use cookie::SameSite;
 use time::Duration;
 
 use crate::devices::ClientIp;
 use crate::error::Error;
+use crate::id::{KeyId, Token};
+use crate::store::Format;
 
 /// What the layer and the session handle need to know, fixed when the layer is built. The stores see
 /// only its [`Limits`].
@@ -22,6 +26,9 @@ pub(crate) struct Config {
     /// Where a login finds the client's IP for the device list; `None`: no IP recorded.
     pub(crate) client_ip: Option<ClientIp>,
     pub(crate) lock: LockSettings,
+    /// The foreign format the store keeps sessions in, which decides the cookie's value and the
+    /// ids; `None`: ours.
+    pub(crate) format: Option<Arc<Format>>,
 }
 
 /// How `Session::lock` waits for a session's lock, and how long a lock lives unless renewed.
@@ -70,6 +77,7 @@ impl Default for Config {
             hash_ids: true,
             client_ip: None,
             lock: LockSettings::default(),
+            format: None,
         }
     }
 }
@@ -125,6 +133,41 @@ impl Limits {
 const MAX_TIMEOUT: Duration = Duration::days(3650);
 
 impl Config {
+    /// A fresh token, in the format's shape.
+    pub(crate) fn new_token(&self) -> Token {
+        match &self.format {
+            Some(format) => format.new_token(),
+            None => Token::generate(),
+        }
+    }
+
+    /// The token a request's cookie value carries, if it is well-formed (and, in a foreign
+    /// format, signed or encrypted as that format does).
+    pub(crate) fn read_cookie(&self, value: &str) -> Option<Token> {
+        match &self.format {
+            Some(format) => format.read_cookie(&self.cookie_name, value),
+            None => Token::parse(value),
+        }
+    }
+
+    /// The cookie value handing out `token`.
+    pub(crate) fn cookie_value(&self, token: &Token) -> String {
+        match &self.format {
+            Some(format) => format.cookie_value(&self.cookie_name, token),
+            None => token.as_str().to_owned(),
+        }
+    }
+
+    /// Where the store keeps the session of `token`: a foreign format looks sessions up by the
+    /// raw id, so it is never hashed there.
+    pub(crate) fn key_id(&self, token: &Token) -> KeyId {
+        token.key_id(self.hashes_ids())
+    }
+
+    pub(crate) fn hashes_ids(&self) -> bool {
+        self.hash_ids && self.format.is_none()
+    }
+
     /// Rejects settings that would be unsafe or that browsers would silently drop.
     pub(crate) fn validate(&self) -> Result<(), Error> {
         let name = &self.cookie_name;

@@ -66,12 +66,14 @@ impl CookieUpdate {
         let cookie = match self {
             Self::Set { token, ttl_ms } => build(
                 config,
-                token.as_str().to_owned(),
+                config.cookie_value(&token),
                 Some(Duration::milliseconds(ttl_ms)),
             ),
             Self::Remove => removal(config),
         };
-        if let Ok(value) = HeaderValue::try_from(cookie.encoded().to_string()) {
+        // The value is already in its wire form (a foreign format's is percent-encoded as that
+        // framework writes it), so it is written as it is.
+        if let Ok(value) = HeaderValue::try_from(cookie.to_string()) {
             headers.append(SET_COOKIE, value);
             // A response that hands out or revokes a session id must never be cached.
             headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -75,6 +75,14 @@ pub enum Error {
     /// The request's CSRF token is missing or is not its session's. Responds 403.
     #[error("CSRF token missing or wrong")]
     Csrf,
+    /// The store's format cannot do this: a session lock, the device list or logging out
+    /// everywhere need the crate's own layout, and a foreign session holding a PHP reference is
+    /// never rewritten. Nothing was done. Responds 501.
+    #[error("not supported by the session format: {what}")]
+    Unsupported {
+        /// What was asked.
+        what: &'static str,
+    },
     /// A layer setting is invalid; the layer refuses to build.
     #[error("invalid session setting `{option}`: {reason}")]
     Config {
@@ -100,6 +108,7 @@ impl Error {
             Self::Ended | Self::LockBusy | Self::LockLost => StatusCode::CONFLICT,
             Self::Csrf => StatusCode::FORBIDDEN,
             Self::EmptyUser => StatusCode::BAD_REQUEST,
+            Self::Unsupported { .. } => StatusCode::NOT_IMPLEMENTED,
             Self::Corrupt { .. }
             | Self::Serialize { .. }
             | Self::ReservedKey(_)
@@ -117,6 +126,7 @@ impl Error {
             Self::LockLost => "session lock lost",
             Self::Csrf => "CSRF token missing or wrong",
             Self::EmptyUser => "empty user id",
+            Self::Unsupported { .. } => "not supported by the session format",
             _ => "internal error",
         };
         (self.status(), body).into_response()

@@ -33,23 +33,42 @@ impl Token {
         well_formed.then(|| Self(value.to_owned()))
     }
 
+    /// A session id in another framework's format, which that format has checked.
+    pub(crate) fn foreign(id: String) -> Self {
+        Self(id)
+    }
+
     pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 
-    /// The id under which the store keeps this session.
+    /// The id under which the store keeps this session: the token's SHA-256, or the token itself
+    /// for legacy readers and foreign formats, whose logs then name it by its hash's prefix.
     pub(crate) fn key_id(&self, hashed: bool) -> KeyId {
+        let hex = sha256_hex(&self.0);
         if !hashed {
-            return KeyId(self.0.clone());
+            return KeyId {
+                log: hex[..LOG_PREFIX_LEN].to_owned(),
+                id: self.0.clone(),
+            };
         }
-        let digest = Sha256::digest(self.0.as_bytes());
-        let mut hex = String::with_capacity(64);
-        for byte in digest {
-            hex.push(char::from(HEX[usize::from(byte >> 4)]));
-            hex.push(char::from(HEX[usize::from(byte & 0x0f)]));
+        KeyId {
+            log: hex[..LOG_PREFIX_LEN].to_owned(),
+            id: hex,
         }
-        KeyId(hex)
     }
+}
+
+const LOG_PREFIX_LEN: usize = 8;
+
+fn sha256_hex(text: &str) -> String {
+    let digest = Sha256::digest(text.as_bytes());
+    let mut hex = String::with_capacity(64);
+    for byte in digest {
+        hex.push(char::from(HEX[usize::from(byte >> 4)]));
+        hex.push(char::from(HEX[usize::from(byte & 0x0f)]));
+    }
+    hex
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -61,18 +80,22 @@ impl fmt::Debug for Token {
 }
 
 /// The store-side name of a session: the hex SHA-256 of its token (or the token itself when hashing
-/// is turned off for legacy readers).
+/// is turned off for legacy readers, and in foreign formats).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub(crate) struct KeyId(String);
+pub(crate) struct KeyId {
+    id: String,
+    /// The first characters of the token's hash, which reveal nothing usable of the token.
+    log: String,
+}
 
 impl KeyId {
     pub(crate) fn as_str(&self) -> &str {
-        &self.0
+        &self.id
     }
 
     /// A short prefix that identifies the session in logs without revealing anything usable.
     pub(crate) fn log_prefix(&self) -> &str {
-        log_prefix(&self.0)
+        &self.log
     }
 }
 
@@ -115,6 +138,7 @@ mod tests {
         );
         assert_eq!(token.key_id(true).as_str().len(), 64);
         assert_eq!(token.key_id(false).as_str(), token.as_str());
+        assert_eq!(token.key_id(false).log_prefix(), "2cb2601b");
     }
 
     #[test]

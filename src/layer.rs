@@ -62,10 +62,16 @@ impl SessionLayer {
     pub fn new(store: impl Into<Backend>) -> Self {
         let store = store.into();
         let metrics = Metrics::with_near_cache(store.near_cache_gauges());
+        let mut config = Config::default();
+        if let Backend::Foreign(foreign) = &store {
+            let format = foreign.format();
+            config.cookie_name = format.cookie_name().to_owned();
+            config.format = Some(Arc::clone(format));
+        }
         Self {
             shared: Arc::new(Shared {
                 store,
-                config: Arc::new(Config::default()),
+                config: Arc::new(config),
                 error_handler: None,
                 metrics,
                 hooks: None,
@@ -79,7 +85,8 @@ impl SessionLayer {
         self
     }
 
-    /// The cookie's name. Default: `sid`. A `__Host-` name requires Secure, Path `/` and no Domain.
+    /// The cookie's name. Default: `sid`, or the framework's own with a foreign format
+    /// ([`RedisStore::with_format`](crate::RedisStore::with_format)). A `__Host-` name requires Secure, Path `/` and no Domain.
     ///
     /// # Examples
     ///
@@ -380,6 +387,7 @@ impl SessionLayer {
         match &self.shared.store {
             Backend::Redis(store) => store.validate(),
             Backend::Memory(_) => Ok(()),
+            Backend::Foreign(store) => store.validate(),
         }
     }
 }

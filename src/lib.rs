@@ -46,7 +46,7 @@ pub use layer::SessionLayer;
 pub use metrics::{HistogramSnapshot, Metrics, MetricsSnapshot, NearCacheSnapshot, StoreLatency};
 pub use service::{ResponseFuture, SessionService};
 pub use session::{Session, SessionLock};
-pub use store::{Backend, MemoryStore, RedisStore};
+pub use store::{Backend, ForeignStore, Format, MemoryStore, RedisStore};
 pub use time;
 pub use typed::TypedSession;
 

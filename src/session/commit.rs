@@ -201,8 +201,8 @@ impl Writer<'_> {
             // The token a CSRF token of this request was derived from comes first, so that it
             // verifies once the session lives under it. After a collision (a broken random
             // source) the next draw is new, and that CSRF token fails, as it should.
-            let token = drawn.take().cloned().unwrap_or_else(Token::generate);
-            let key = token.key_id(config.hash_ids);
+            let token = drawn.take().cloned().unwrap_or_else(|| config.new_token());
+            let key = config.key_id(&token);
             match self
                 .shared
                 .store

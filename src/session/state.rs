@@ -127,11 +127,12 @@ impl State {
         client: Client,
         span: Span,
     ) -> Self {
-        let hashed = shared.config.hash_ids;
+        let hashed = shared.config.hashes_ids();
+        let incoming = cookie.and_then(|value| shared.config.read_cookie(value));
         Self {
             shared,
             client,
-            incoming: cookie.and_then(Token::parse).map(|token| Incoming {
+            incoming: incoming.map(|token| Incoming {
                 token,
                 hashed,
                 key: OnceLock::new(),
@@ -183,7 +184,7 @@ impl State {
             }
         }
         self.pending().changes.persist = true;
-        Ok(self.fresh.get_or_init(Token::generate))
+        Ok(self.fresh.get_or_init(|| self.shared.config.new_token()))
     }
 
     /// Records that no session lives under the cookie's id, found without a load.

@@ -152,6 +152,7 @@ impl StoredHash {
             version: self.version,
             expires_at,
             size: self.size,
+            foreign: None,
         }
     }
 }

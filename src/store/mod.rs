@@ -2,6 +2,7 @@
 //! and pass the same behaviour suite; they share the layout (`layout.rs`) and the TTL rule
 //! (`ttl.rs`).
 
+mod foreign;
 mod format;
 mod layout;
 mod memory;
@@ -11,6 +12,8 @@ pub(crate) mod ttl;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+pub use self::foreign::ForeignStore;
+pub use self::format::Format;
 use self::layout::is_metadata;
 use self::layout::{FENCE_FIELD, LOCK_FIELD};
 pub(crate) use self::layout::{
@@ -44,6 +47,9 @@ pub(crate) struct Loaded {
     pub(crate) expires_at: i64,
     /// Bytes of its user fields, as the store keeps count of them (`None` where it does not).
     pub(crate) size: Option<usize>,
+    /// In a foreign format, the whole value as read: what a write compares against before it
+    /// replaces it.
+    pub(crate) foreign: Option<Arc<Vec<u8>>>,
 }
 
 /// What one request changed: applied by the store as a delta, never as a whole-record rewrite.
@@ -202,6 +208,14 @@ pub enum Backend {
     Redis(RedisStore),
     /// Sessions in this process only: for local runs and tests.
     Memory(MemoryStore),
+    /// Sessions in Redis in another framework's format, shared with an app in that framework.
+    Foreign(ForeignStore),
+}
+
+impl From<ForeignStore> for Backend {
+    fn from(store: ForeignStore) -> Self {
+        Self::Foreign(store)
+    }
 }
 
 impl From<RedisStore> for Backend {
@@ -227,6 +241,7 @@ impl Backend {
         match self {
             Self::Redis(store) => Box::pin(store.load(key, limits)).await,
             Self::Memory(store) => Ok(store.load(key, limits)),
+            Self::Foreign(store) => Box::pin(store.load(key, limits)).await,
         }
     }
 
@@ -244,6 +259,7 @@ impl Backend {
         match self {
             Self::Redis(store) => Box::pin(store.save(key, mode, changes, limits)).await,
             Self::Memory(store) => Ok(store.save(key, mode, changes, limits)),
+            Self::Foreign(store) => Box::pin(store.save(key, mode, changes, limits)).await,
         }
     }
 
@@ -259,6 +275,7 @@ impl Backend {
         match self {
             Self::Redis(store) => Box::pin(store.increment(key, field, by, limits)).await,
             Self::Memory(store) => Ok(store.increment(key, field, by, limits)),
+            Self::Foreign(store) => Box::pin(store.increment(key, field, by, limits)).await,
         }
     }
 
@@ -267,6 +284,7 @@ impl Backend {
         match self {
             Self::Redis(store) => Box::pin(store.lock_session(key, op)).await,
             Self::Memory(store) => Ok(store.lock_session(key, op)),
+            Self::Foreign(_) => Err(native_only("a session lock")),
         }
     }
 
@@ -274,7 +292,7 @@ impl Backend {
     pub(crate) fn near_cache_gauges(&self) -> Option<NearCacheGauges> {
         match self {
             Self::Redis(store) => store.near_cache_gauges(),
-            Self::Memory(_) => None,
+            Self::Memory(_) | Self::Foreign(_) => None,
         }
     }
 
@@ -284,6 +302,7 @@ impl Backend {
         match self {
             Self::Redis(store) => Box::pin(store.destroy(key)).await,
             Self::Memory(store) => Ok(store.destroy(key)),
+            Self::Foreign(store) => Box::pin(store.destroy(key)).await,
         }
     }
 
@@ -292,6 +311,7 @@ impl Backend {
         match self {
             Self::Redis(store) => Box::pin(store.devices(user)).await,
             Self::Memory(store) => Ok(store.devices(user)),
+            Self::Foreign(_) => Err(native_only("the device list")),
         }
     }
 
@@ -306,6 +326,7 @@ impl Backend {
         match self {
             Self::Redis(store) => Box::pin(store.end_device(user, handle, limits)).await,
             Self::Memory(store) => Ok(store.end_device(user, handle)),
+            Self::Foreign(_) => Err(native_only("the device list")),
         }
     }
 
@@ -322,6 +343,7 @@ impl Backend {
                 store.end_other_devices(user, current);
                 Ok(())
             }
+            Self::Foreign(_) => Err(native_only("the device list")),
         }
     }
 
@@ -338,6 +360,12 @@ impl Backend {
                 store.destroy_user(user, current);
                 Ok(())
             }
+            Self::Foreign(_) => Err(native_only("logging a user out everywhere")),
         }
     }
+}
+
+/// What a foreign format cannot do: it keeps no index of a user's sessions and no lock of ours.
+fn native_only(what: &'static str) -> Error {
+    Error::Unsupported { what }
 }

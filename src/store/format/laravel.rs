@@ -117,6 +117,16 @@ impl Encrypter {
         Self { keys, cipher }
     }
 
+    pub(crate) fn set_cipher(&mut self, cipher: Cipher) {
+        self.cipher = cipher;
+    }
+
+    /// Replaces the previous keys, keeping the current one.
+    pub(crate) fn set_previous(&mut self, previous: Vec<AppKey>) {
+        self.keys.truncate(1);
+        self.keys.extend(previous);
+    }
+
     /// `Encrypter::encryptString`: the payload for `plaintext`, under a fresh random IV.
     pub(crate) fn encrypt(&self, plaintext: &[u8]) -> String {
         let key = &self.keys[0].0;

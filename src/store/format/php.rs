@@ -131,7 +131,7 @@ fn write_json(value: &Value, out: &mut Vec<u8>) {
     }
 }
 
-fn write_str(bytes: &[u8], out: &mut Vec<u8>) {
+pub(crate) fn write_str(bytes: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(format!("s:{}:\"", bytes.len()).as_bytes());
     out.extend_from_slice(bytes);
     out.extend_from_slice(b"\";");
@@ -399,6 +399,7 @@ impl Entries {
     }
 
     /// A serialised array (Laravel's session attributes), its keys as the entries' names.
+    #[cfg_attr(not(feature = "laravel"), allow(dead_code))]
     pub(crate) fn parse_array(input: &[u8]) -> Result<Self, ParseError> {
         let mut parser = Parser { input, at: 0 };
         parser.expect(b"a:")?;
@@ -427,6 +428,7 @@ impl Entries {
     }
 
     /// [`parse_array`](Self::parse_array)'s inverse.
+    #[cfg_attr(not(feature = "laravel"), allow(dead_code))]
     pub(crate) fn to_array(&self) -> Vec<u8> {
         let mut out = format!("a:{}:{{", self.0.len()).into_bytes();
         for entry in &self.0 {

@@ -20,6 +20,7 @@ mod cluster;
 mod conn;
 mod devices;
 mod fast_update;
+mod foreign;
 mod loader;
 mod lock;
 mod near_cache;
@@ -35,9 +36,11 @@ use fred::types::config::{Config as FredConfig, ReconnectPolicy};
 use fred::types::Builder;
 
 use self::conn::Connection;
+pub(crate) use self::foreign::{ForeignWrite, ForeignWritten};
 use self::loader::Loader;
 use self::near_cache::Near;
 use crate::error::Error;
+use crate::store::{ForeignStore, Format};
 
 /// Connections a store opens itself from a URL: enough to keep two cores busy without one
 /// connection's reader becoming the bottleneck.
@@ -236,6 +239,33 @@ impl RedisStore {
         self
     }
 
+    /// Keeps sessions in another framework's format instead of the crate's own layout, so that
+    /// an app in that framework shares them (DESIGN §11). The format's key prefix replaces the
+    /// store's, and the layer given this store reads and writes that framework's cookie. The
+    /// near-cache, session locks, the device list and logging out everywhere need the crate's own
+    /// layout and are not available (a near-cache is a configuration error, the others
+    /// [`Error::Unsupported`]).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use axum_redis_session::{Format, RedisStore, SessionLayer};
+    ///
+    /// # async fn run() -> Result<(), axum_redis_session::Error> {
+    /// let format = Format::express(["keyboard cat"])?;
+    /// let store = RedisStore::connect("redis://127.0.0.1:6379").await?.with_format(format);
+    /// let layer = SessionLayer::new(store); // cookie connect.sid, keys sess:{id}
+    /// # Ok(()) }
+    /// ```
+    pub fn with_format(self, format: Format) -> ForeignStore {
+        ForeignStore::new(self, format)
+    }
+
+    /// Whether the near-cache is on.
+    pub(crate) fn has_near_cache(&self) -> bool {
+        self.near.is_on()
+    }
+
     /// What the metrics read of the near-cache, if this store has one.
     pub(crate) fn near_cache_gauges(&self) -> Option<crate::metrics::NearCacheGauges> {
         self.near.gauges()
@@ -249,6 +279,11 @@ impl RedisStore {
                 reason: "must not be empty",
             });
         }
+        self.validate_connection()
+    }
+
+    /// The settings of the connection alone, which a foreign format's store shares.
+    pub(crate) fn validate_connection(&self) -> Result<(), Error> {
         if self.command_timeout.is_zero() {
             return Err(Error::Config {
                 option: "command_timeout",

@@ -97,13 +97,24 @@ scripts! {
     EndOthersArgs = "end_others" { prefix, keep }
     /// `lock.lua`: take, renew or release a session's lock.
     LockArgs = "lock" { op, token, ttl }
+    /// `foreign_read.lua`: a foreign session's value and TTL.
+    ForeignReadArgs = "foreign_read" {}
+    /// `foreign_write.lua`: a foreign session's compare-and-set.
+    ForeignWriteArgs = "foreign_write" { op, expected, value, ttl }
 }
 
 const LIB: &str = include_str!("lua/lib.lua");
 
 /// Scripts that call none of `lib.lua`'s helpers and run without them: defining every helper on
 /// each call is a good part of what a small script costs Redis.
-const WITHOUT_LIB: &[&str] = &["fast_update", "stamp", "take_if", "tracked_read"];
+const WITHOUT_LIB: &[&str] = &[
+    "fast_update",
+    "foreign_read",
+    "foreign_write",
+    "stamp",
+    "take_if",
+    "tracked_read",
+];
 
 /// A script from its file, behind a prelude that gives it the metadata field names (`field.user`,
 /// …) and its named arguments (`arg.<name>`), then the helpers of `lib.lua` unless it is one of
