@@ -55,6 +55,14 @@ impl Browser {
         }
     }
 
+    /// This browser, keeping the cookie `name` (a foreign format's).
+    pub fn with_cookie_name(self, name: &str) -> Self {
+        Self {
+            cookie_name: name.to_owned(),
+            ..self
+        }
+    }
+
     /// This browser, sending `user_agent` as its `User-Agent`.
     pub fn with_user_agent(self, user_agent: &str) -> Self {
         Self {

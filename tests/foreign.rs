@@ -1,0 +1,110 @@
+//! A session shared with PHP's own session module (phpredis, `session.save_handler = redis`), run
+//! by Debian's `php8.2-cli` with `php-redis` against the same `redis-server`: values both ways, a
+//! nested array PHP wrote kept byte for byte by our writes, a login PHP sees, and our logout
+//! ending the PHP session.
+
+mod support;
+
+use std::process::Command;
+
+use axum::http::StatusCode;
+use axum_redis_session::{Format, SessionLayer};
+use support::{Browser, RedisServer};
+
+/// Runs `code` in PHP with its session `id` started on `server` through phpredis, and returns
+/// what it prints. The session is written back when the script ends.
+fn php_session(server: &RedisServer, id: &str, code: &str) -> String {
+    let port = server.url().rsplit(':').next().unwrap().to_owned();
+    let script = format!("session_id($argv[1]); session_start(); {code}");
+    let output = Command::new("php")
+        .args(["-d", "session.save_handler=redis"])
+        .args(["-d", &format!("session.save_path=tcp://127.0.0.1:{port}")])
+        .args(["-d", "session.use_strict_mode=0"])
+        .args(["-r", &script, id])
+        .output()
+        .expect("php8.2-cli with php-redis is installed");
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn a_session_is_shared_with_phps_own_session_module_both_ways() {
+    let server = RedisServer::start();
+    let store = support::store_on(&server).await.with_format(Format::php());
+    let app = support::demo::app(SessionLayer::new(store).with_secure(false));
+    let mut browser = Browser::new(app).with_cookie_name("PHPSESSID");
+
+    // Ours first: PHP accepts the session we created and reads our values.
+    assert_eq!(
+        browser.put("/kv/name", "héllo").await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(browser.get("/counter").await.body, "1");
+    let id = browser.cookie.clone().expect("a PHPSESSID cookie");
+    let key = format!("PHPREDIS_SESSION:{id}");
+    assert_eq!(
+        server.cli(&["GET", &key]).trim(),
+        "name|s:6:\"héllo\";count|i:1;"
+    );
+    let read = php_session(
+        &server,
+        &id,
+        r#"echo json_encode([$_SESSION["name"], $_SESSION["count"]]);"#,
+    );
+    assert_eq!(read, r#"["h\u00e9llo",1]"#);
+
+    // PHP's values, read by us; its nested array survives our writes byte for byte.
+    php_session(
+        &server,
+        &id,
+        r#"$_SESSION["nested"] = ["a" => [1, 2, ["x" => "é"]], "n" => 42, 7 => 1.5];"#,
+    );
+    let nested = "nested|a:3:{s:1:\"a\";a:3:{i:0;i:1;i:1;i:2;i:2;a:1:{s:1:\"x\";s:2:\"é\";}}s:1:\"n\";i:42;i:7;d:1.5;}";
+    assert!(server.cli(&["GET", &key]).contains(nested));
+    let json: serde_json::Value =
+        serde_json::from_str(&browser.get("/kv/nested").await.body).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({"a": [1, 2, {"x": "é"}], "n": 42, "7": 1.5})
+    );
+    assert_eq!(
+        browser.put("/kv/other", "v").await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(browser.get("/counter").await.body, "2");
+    let stored = server.cli(&["GET", &key]);
+    assert!(stored.contains(nested), "{stored}");
+    assert!(stored.contains("other|s:1:\"v\";"), "{stored}");
+    let ttl: i64 = server.cli(&["TTL", &key]).trim().parse().unwrap();
+    assert!((7000..=7200).contains(&ttl), "TTL {ttl}");
+
+    // Our login, seen by PHP under the new id; the old key is gone.
+    assert_eq!(
+        browser.post_form("/login", "user=alice").await.status,
+        StatusCode::NO_CONTENT
+    );
+    let new_id = browser.cookie.clone().unwrap();
+    assert_ne!(new_id, id);
+    assert_eq!(server.cli(&["EXISTS", &key]).trim(), "0");
+    assert_eq!(
+        php_session(&server, &new_id, r#"echo $_SESSION["user"];"#),
+        "alice"
+    );
+    assert_eq!(browser.get("/me").await.body, "alice");
+
+    // Our logout ends the PHP session too.
+    assert_eq!(
+        browser.post_form("/logout", "").await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        server
+            .cli(&["EXISTS", &format!("PHPREDIS_SESSION:{new_id}")])
+            .trim(),
+        "0"
+    );
+    assert_eq!(
+        php_session(&server, &new_id, r#"echo count($_SESSION);"#),
+        "0"
+    );
+}
