@@ -108,3 +108,41 @@ async fn a_session_is_shared_with_phps_own_session_module_both_ways() {
         "0"
     );
 }
+
+/// Our writes are compare-and-set of PHP's whole value: eight concurrent increments on one session
+/// all count, and a write carrying the id of a session logged out meanwhile never brings it back.
+#[tokio::test]
+async fn concurrent_writes_to_a_php_session_all_count_and_a_logout_stays_done() {
+    let server = RedisServer::start();
+    let store = support::store_on(&server).await.with_format(Format::php());
+    let app = support::demo::app(SessionLayer::new(store).with_secure(false));
+    let mut browser = Browser::new(app).with_cookie_name("PHPSESSID");
+    assert_eq!(
+        browser.put("/kv/a", "x").await.status,
+        StatusCode::NO_CONTENT
+    );
+    let id = browser.cookie.clone().unwrap();
+    let key = format!("PHPREDIS_SESSION:{id}");
+
+    let increments: Vec<_> = (0..8)
+        .map(|_| {
+            let mut browser = browser.clone();
+            tokio::spawn(async move { browser.post_form("/counter/incr", "").await.status })
+        })
+        .collect();
+    for increment in increments {
+        assert_eq!(increment.await.unwrap(), StatusCode::OK);
+    }
+    assert_eq!(server.cli(&["GET", &key]).trim(), "a|s:1:\"x\";count|i:8;");
+
+    let mut stale = browser.clone();
+    assert_eq!(
+        browser.post_form("/logout", "").await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(server.cli(&["EXISTS", &key]).trim(), "0");
+    // The stale cookie's write starts a new session under a fresh id; the old key stays gone.
+    assert_eq!(stale.put("/kv/b", "y").await.status, StatusCode::NO_CONTENT);
+    assert_eq!(server.cli(&["EXISTS", &key]).trim(), "0");
+    assert_ne!(stale.cookie.as_deref(), Some(id.as_str()));
+}
