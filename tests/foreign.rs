@@ -1,7 +1,9 @@
-//! A session shared with PHP's own session module (phpredis, `session.save_handler = redis`), run
-//! by Debian's `php8.2-cli` with `php-redis` against the same `redis-server`: values both ways, a
-//! nested array PHP wrote kept byte for byte by our writes, a login PHP sees, and our logout
-//! ending the PHP session.
+//! Sessions shared with the real frameworks on one `redis-server`: PHP's own session module
+//! (phpredis, `session.save_handler = redis`, Debian's `php8.2-cli` with `php-redis`): values both
+//! ways, a nested array PHP wrote kept byte for byte by our writes, a login PHP sees, our logout
+//! ending the PHP session, concurrent writes of ours all kept; and an Express app with
+//! express-session and connect-redis (`tests/express/app.js`): values both ways, our cookie
+//! accepted, a forged one refused, a TTL on the key after either side writes.
 
 mod support;
 
@@ -9,7 +11,8 @@ use std::process::Command;
 
 use axum::http::StatusCode;
 use axum_redis_session::{Format, SessionLayer};
-use support::{Browser, RedisServer};
+use support::{request_with_cookie, Browser, RedisServer};
+use testkit::Service;
 
 /// Runs `code` in PHP with its session `id` started on `server` through phpredis, and returns
 /// what it prints. The session is written back when the script ends.
@@ -145,4 +148,81 @@ async fn concurrent_writes_to_a_php_session_all_count_and_a_logout_stays_done() 
     assert_eq!(stale.put("/kv/b", "y").await.status, StatusCode::NO_CONTENT);
     assert_eq!(server.cli(&["EXISTS", &key]).trim(), "0");
     assert_ne!(stale.cookie.as_deref(), Some(id.as_str()));
+}
+
+#[tokio::test]
+async fn a_session_is_shared_with_express_session_and_connect_redis_both_ways() {
+    let server = RedisServer::start();
+    let format = Format::express(["new secret", "kc"]).unwrap();
+    let store = support::store_on(&server).await.with_format(format);
+    let app = support::demo::app(SessionLayer::new(store).with_secure(false));
+    let mut browser = Browser::new(app.clone()).with_cookie_name("connect.sid");
+    assert_eq!(
+        browser.put("/kv/name", "héllo").await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        browser.post_form("/login", "user=bob").await.status,
+        StatusCode::NO_CONTENT
+    );
+    let cookie = format!("connect.sid={}", browser.cookie.clone().unwrap());
+
+    let signed = browser.cookie.clone().unwrap();
+    let id = signed
+        .strip_prefix("s%3A")
+        .unwrap()
+        .split('.')
+        .next()
+        .unwrap();
+    let key = format!("sess:{id}");
+    let ttl = |server: &RedisServer| -> i64 { server.cli(&["TTL", &key]).trim().parse().unwrap() };
+    let ours = ttl(&server);
+    assert!(
+        (7000..=7200).contains(&ours),
+        "TTL {ours} after our write of {key}"
+    );
+
+    // express verifies with any of its secrets; the first, which signed ours, comes second there.
+    let express = Service::serve(
+        "express",
+        Command::new("node")
+            .arg("tests/express/app.js")
+            .env("REDIS_URL", server.url())
+            .env("SESSION_SECRET", "kc,new secret"),
+        String::new,
+    )
+    .expect("node is installed and `npm ci --prefix tests/express` has run");
+    let shown = request_with_cookie(express.port, "GET", "/show", Some(&cookie), "");
+    let shown: serde_json::Value = serde_json::from_str(&shown.body).unwrap();
+    assert_eq!(
+        shown,
+        serde_json::json!({
+            "cookie": {"originalMaxAge": null, "expires": null, "httpOnly": true, "path": "/"},
+            "name": "héllo",
+            "user": "bob",
+        })
+    );
+
+    assert_eq!(
+        request_with_cookie(express.port, "GET", "/set", Some(&cookie), "").body,
+        "ok"
+    );
+    assert!(
+        (1..=86_400).contains(&ttl(&server)),
+        "TTL after express wrote"
+    );
+    assert_eq!(browser.get("/kv/fromExpress").await.body, r#"{"n":[1,2]}"#);
+    assert_eq!(browser.get("/me").await.body, "bob");
+
+    // A forged signature is a new session; the session it named is left as it was.
+    let before = server.cli(&["GET", &key]);
+    let forged = format!("s%3A{id}.AAAA");
+    let mut stranger = Browser::with_cookie(app, Some(forged)).with_cookie_name("connect.sid");
+    assert_eq!(stranger.get("/me").await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        stranger.put("/kv/name", "mallory").await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(server.cli(&["GET", &key]), before);
+    assert!(!stranger.cookie.as_deref().unwrap().contains(id));
 }

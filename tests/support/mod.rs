@@ -24,7 +24,8 @@ pub use browser::{app, app_on, Browser, Gate, Reply, CSRF_TOGETHER, MANY_FIELDS}
 pub use captured::Captured;
 pub use instance::Instance;
 pub use process::{
-    example_binary, request, request_with_headers, token_of, ExampleProcess, RawReply, WireReply,
+    example_binary, request, request_with_cookie, request_with_headers, token_of, ExampleProcess,
+    RawReply, WireReply,
 };
 pub use proxy::Nginx;
 pub use split::SplitRoute;

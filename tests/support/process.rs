@@ -107,12 +107,24 @@ pub fn request_with_headers(
     cookie: Option<&str>,
     form: &str,
 ) -> WireReply {
+    let cookie = cookie.map(|token| format!("sid={token}"));
+    request_with_cookie(port, method, path, cookie.as_deref(), form)
+}
+
+/// [`request_with_headers`] with a whole `Cookie` header (`name=value; …`), if given.
+pub fn request_with_cookie(
+    port: u16,
+    method: &str,
+    path: &str,
+    cookie: Option<&str>,
+    form: &str,
+) -> WireReply {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
     let cookie = cookie
-        .map(|c| format!("Cookie: sid={c}\r\n"))
+        .map(|c| format!("Cookie: {c}\r\n"))
         .unwrap_or_default();
     let content_type = if form.is_empty() {
         ""
