@@ -131,12 +131,12 @@ pub fn request_with_cookie(
     } else {
         "Content-Type: application/x-www-form-urlencoded\r\n"
     };
-    write!(
-        stream,
+    // One write: PHP's built-in server can take a request split across packets for malformed.
+    let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: localhost\r\n{cookie}{content_type}Content-Length: {}\r\nConnection: close\r\n\r\n{form}",
         form.len()
-    )
-    .unwrap();
+    );
+    stream.write_all(request.as_bytes()).unwrap();
     let mut reader = BufReader::new(stream);
     let mut status_line = String::new();
     reader.read_line(&mut status_line).unwrap();

@@ -1,0 +1,207 @@
+//! Sessions shared with a real Laravel HTTP app (`tests/laravel`: Laravel 8.83 from Debian's
+//! `php-laravel-framework`, its HTTP kernel with `EncryptCookies` and `StartSession`, the `redis`
+//! session driver over phpredis, the `web` session guard) on one `redis-server`, with either
+//! cipher: a Laravel login seen by us, ours by Laravel, each side's cookie accepted by the other,
+//! Laravel's `_token` and flash data kept through our writes, our logout ending its session.
+//! Needs the `laravel` feature: `cargo test --features laravel --test laravel`.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use axum::http::StatusCode;
+use axum_redis_session::{Format, SessionLayer};
+use support::{request_with_cookie, Browser, RedisServer};
+use testkit::Service;
+
+const APP_KEY: &str = "base64:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+const OTHER_KEY: &str = "base64:ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=";
+const COOKIE: &str = "laravel_session";
+
+/// The Laravel app of `tests/laravel`, served by `php -S` on a free port.
+struct Laravel {
+    service: Service,
+    dir: PathBuf,
+}
+
+impl Laravel {
+    /// Starts the app on `server`'s Redis with `cipher`; its caches and log go to a fresh folder.
+    fn start(server: &RedisServer, cipher: &str) -> Self {
+        let port = server.url().rsplit(':').next().unwrap().to_owned();
+        let dir = std::env::temp_dir().join(format!("laravel-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("server.log");
+        let service = Service::serve(
+            "laravel",
+            Command::new("sh")
+                .args([
+                    "-c",
+                    r#"exec php -S "$ADDR" -t tests/laravel/public tests/laravel/public/index.php"#,
+                ])
+                .env("APP_KEY", APP_KEY)
+                .env("APP_CIPHER", cipher)
+                .env("REDIS_PORT", &port)
+                .env("APP_PACKAGES_CACHE", dir.join("packages.php"))
+                .env("APP_SERVICES_CACHE", dir.join("services.php"))
+                .stderr(Stdio::from(std::fs::File::create(&log).unwrap())),
+            || read(&log),
+        )
+        .expect("php8.2-cli, php-redis and php-laravel-framework are installed");
+        Self { service, dir }
+    }
+
+    /// `GET path` with the session cookie `cookie`, if any: the body, and the cookie Laravel sets.
+    fn get(&self, path: &str, cookie: Option<&str>) -> (String, String) {
+        let cookie = cookie.map(|value| format!("{COOKIE}={value}"));
+        let reply = request_with_cookie(self.service.port, "GET", path, cookie.as_deref(), "");
+        assert_eq!(reply.status, 200, "{path}: {}", reply.body);
+        let set = reply.header("set-cookie").expect("Laravel sets its cookie");
+        let value = set.split(';').next().unwrap();
+        let value = value
+            .strip_prefix(&format!("{COOKIE}="))
+            .unwrap()
+            .to_owned();
+        (reply.body, value)
+    }
+
+    /// The whole session as Laravel reads it (`/show`), and the cookie it sets.
+    fn show(&self, cookie: &str) -> (serde_json::Value, String) {
+        let (body, cookie) = self.get("/show", Some(cookie));
+        (serde_json::from_str(&body).unwrap(), cookie)
+    }
+}
+
+impl Drop for Laravel {
+    fn drop(&mut self) {
+        self.service.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn read(path: &PathBuf) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// The Redis key of the session Laravel's `/show` describes, found by its `_token`.
+fn key_holding(server: &RedisServer, token: &str) -> String {
+    let keys = server.cli(&["KEYS", "laravel_database_laravel_cache:*"]);
+    let found: Vec<&str> = keys
+        .lines()
+        .filter(|key| server.cli(&["GET", key]).contains(token))
+        .collect();
+    assert_eq!(found.len(), 1, "{keys}");
+    found[0].to_owned()
+}
+
+async fn shares_a_login_with_laravel(cipher: &str) {
+    let server = RedisServer::start();
+    let laravel = Laravel::start(&server, cipher);
+    let format = Format::laravel(APP_KEY)
+        .unwrap()
+        .with_laravel_cipher(cipher)
+        .unwrap();
+    let store = support::store_on(&server).await.with_format(format);
+    let app = support::demo::app(SessionLayer::new(store).with_secure(false));
+
+    // Laravel's login and values, with a flash message for the next request.
+    let (_, first) = laravel.get("/put?key=name&value=h%C3%A9llo", None);
+    let (_, cookie) = laravel.get("/login?id=42", Some(&first));
+    let (before, cookie) = laravel.show(&cookie);
+    let (_, cookie) = laravel.get("/flash?value=saved", Some(&cookie));
+    let token = before["_token"].as_str().unwrap().to_owned();
+    let key = key_holding(&server, &token);
+
+    // Seen by us; our write keeps `_token`, the flash message and the login as Laravel wrote them.
+    let mut browser = Browser::with_cookie(app.clone(), Some(cookie)).with_cookie_name(COOKIE);
+    assert_eq!(browser.get("/me").await.body, "42");
+    assert_eq!(browser.get("/kv/name").await.body, "héllo");
+    assert_eq!(
+        browser.put("/kv/ours", "from axum").await.status,
+        StatusCode::NO_CONTENT
+    );
+    let ttl: i64 = server.cli(&["TTL", &key]).trim().parse().unwrap();
+    assert!((7000..=7200).contains(&ttl), "TTL {ttl}");
+    let cookie = browser.cookie.clone().unwrap();
+    let (after, cookie) = laravel.show(&cookie);
+    assert_eq!(after["_token"], before["_token"]);
+    assert_eq!(after["status"], "saved", "{after}");
+    assert_eq!(
+        after["_flash"],
+        serde_json::json!({"old": ["status"], "new": []})
+    );
+    assert_eq!(after["ours"], "from axum");
+    assert_eq!(laravel.get("/me", Some(&cookie)).0, "42");
+    // Laravel ages its flash data as ever: the message is gone on the request after.
+    assert_eq!(laravel.show(&cookie).0.get("status"), None);
+
+    // Our login, under a new id, seen by Laravel; the old key is gone.
+    let mut browser = Browser::with_cookie(app.clone(), Some(cookie)).with_cookie_name(COOKIE);
+    assert_eq!(
+        browser.post_form("/login", "user=7").await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(server.cli(&["EXISTS", &key]).trim(), "0");
+    let ours = browser.cookie.clone().unwrap();
+    let (me, ours) = laravel.get("/me", Some(&ours));
+    assert_eq!(me, "7");
+    let (session, ours) = laravel.show(&ours);
+    assert_eq!(session["_token"], before["_token"], "{session}");
+    assert_eq!(session["name"], "héllo");
+
+    // Our logout ends the session for Laravel too.
+    let mut browser =
+        Browser::with_cookie(app.clone(), Some(ours.clone())).with_cookie_name(COOKIE);
+    assert_eq!(
+        browser.post_form("/logout", "").await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(laravel.get("/me", Some(&ours)).0, "guest");
+
+    // A session we create first is Laravel's too, and our values are its.
+    let mut fresh = Browser::new(app.clone()).with_cookie_name(COOKIE);
+    assert_eq!(
+        fresh.put("/kv/name", "ünïcode").await.status,
+        StatusCode::NO_CONTENT
+    );
+    let (session, _) = laravel.show(fresh.cookie.as_deref().unwrap());
+    assert_eq!(session["name"], "ünïcode", "{session}");
+
+    // Laravel's cookie for that session's id, but made with another APP_KEY, fails our MAC check:
+    // a new session for us, and the session it names is left as it was.
+    let (_, theirs) = laravel.get("/put?key=kept&value=yes", None);
+    let (before, _) = laravel.show(&theirs);
+    let key = key_holding(&server, before["_token"].as_str().unwrap());
+    let stored = server.cli(&["GET", &key]);
+    let id = key.strip_prefix("laravel_database_laravel_cache:").unwrap();
+    let forged = Command::new("php")
+        .args([
+            "tests/php/laravel_cookie.php",
+            OTHER_KEY,
+            cipher,
+            "encrypt",
+            COOKIE,
+            id,
+        ])
+        .output()
+        .unwrap();
+    assert!(forged.status.success(), "{forged:?}");
+    let forged = String::from_utf8(forged.stdout).unwrap();
+    let mut stranger = Browser::with_cookie(app, Some(forged)).with_cookie_name(COOKIE);
+    assert_eq!(stranger.get("/me").await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        stranger.put("/kv/kept", "no").await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(server.cli(&["GET", &key]), stored);
+}
+
+#[tokio::test]
+async fn a_login_is_shared_with_a_laravel_app_with_aes_256_cbc_cookies() {
+    shares_a_login_with_laravel("AES-256-CBC").await;
+}
+
+#[tokio::test]
+async fn a_login_is_shared_with_a_laravel_app_with_aes_256_gcm_cookies() {
+    shares_a_login_with_laravel("AES-256-GCM").await;
+}
