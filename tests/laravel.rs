@@ -18,6 +18,8 @@ use testkit::Service;
 const APP_KEY: &str = "base64:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 const OTHER_KEY: &str = "base64:ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=";
 const COOKIE: &str = "laravel_session";
+/// Where Laravel's `web` guard keeps the user id.
+const WEB_GUARD: &str = "login_web_59ba36addc2b2f9401580f014c7f58ea4e30989d";
 
 /// The Laravel app of `tests/laravel`, served by `php -S` on a free port.
 struct Laravel {
@@ -204,4 +206,113 @@ async fn a_login_is_shared_with_a_laravel_app_with_aes_256_cbc_cookies() {
 #[tokio::test]
 async fn a_login_is_shared_with_a_laravel_app_with_aes_256_gcm_cookies() {
     shares_a_login_with_laravel("AES-256-GCM").await;
+}
+
+/// Runs `tests/php/laravel_next.php` (Laravel 9–13's bytes restated with PHP's own functions) and
+/// returns what it prints.
+fn laravel_next(args: &[&str]) -> String {
+    let output = Command::new("php")
+        .arg("tests/php/laravel_next.php")
+        .args(args)
+        .output()
+        .expect("php8.2-cli with php-redis is installed");
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// What Laravel 8.83 cannot show: a session of Laravel 11+ (no `:` after the cache prefix, a
+/// cookie made with a key since rotated into `APP_PREVIOUS_KEYS`) or of a 12.1+ skeleton (hyphens
+/// in the key and the cookie's name), in either serialisation, read and written by us, and ours
+/// read back by PHP's own functions with the current key.
+#[tokio::test]
+async fn laravel_11_to_13_sessions_are_shared_as_phps_own_functions_make_them() {
+    let server = RedisServer::start();
+    let port = server.url().rsplit(':').next().unwrap().to_owned();
+    let settings = [
+        (
+            "laravel_database_laravel_cache_",
+            "laravel_session",
+            "AES-256-CBC",
+            "php",
+        ),
+        (
+            "laravel-database-laravel-cache-",
+            "laravel-session",
+            "AES-256-GCM",
+            "json",
+        ),
+    ];
+    for (prefix, cookie, cipher, serialization) in settings {
+        let format = Format::laravel(APP_KEY)
+            .and_then(|format| format.with_laravel_previous_keys([OTHER_KEY]))
+            .and_then(|format| format.with_laravel_cipher(cipher))
+            .and_then(|format| format.with_laravel_serialization(serialization))
+            .unwrap()
+            .with_key_prefix(prefix);
+        let store = support::store_on(&server).await.with_format(format);
+        let layer = SessionLayer::new(store)
+            .with_secure(false)
+            .with_cookie_name(cookie);
+        let app = support::demo::app(layer);
+
+        let attributes = serde_json::json!({
+            "_token": "t".repeat(40),
+            WEB_GUARD: 42,
+            "name": "héllo",
+            "_flash": {"old": [], "new": []},
+        });
+        let old_cookie = laravel_next(&[
+            "write",
+            &port,
+            prefix,
+            cookie,
+            OTHER_KEY,
+            cipher,
+            serialization,
+            &attributes.to_string(),
+        ]);
+        let mut browser = Browser::with_cookie(app, Some(old_cookie)).with_cookie_name(cookie);
+        assert_eq!(browser.get("/me").await.body, "42", "{prefix}");
+        assert_eq!(browser.get("/kv/name").await.body, "héllo");
+        assert_eq!(
+            browser.put("/kv/ours", "from axum").await.status,
+            StatusCode::NO_CONTENT
+        );
+        assert_eq!(
+            browser.post_form("/login", "user=7").await.status,
+            StatusCode::NO_CONTENT
+        );
+        let ours = browser.cookie.clone().unwrap();
+        let keys = server.cli(&["KEYS", &format!("{prefix}*")]);
+        assert_eq!(keys.lines().count(), 1, "{keys}");
+        let ttl: i64 = server.cli(&["TTL", keys.trim()]).trim().parse().unwrap();
+        assert!((7000..=7200).contains(&ttl), "TTL {ttl}");
+
+        let read = |keys: &str| {
+            laravel_next(&[
+                "read",
+                &port,
+                prefix,
+                cookie,
+                keys,
+                cipher,
+                serialization,
+                &ours,
+            ])
+        };
+        let seen: serde_json::Value = serde_json::from_str(&read(APP_KEY)).unwrap();
+        assert_eq!(
+            seen,
+            serde_json::json!({
+                "_token": "t".repeat(40),
+                WEB_GUARD: 7,
+                "name": "héllo",
+                "_flash": {"old": [], "new": []},
+                "ours": "from axum",
+            }),
+            "{prefix}"
+        );
+        // Our cookie is made with the current key only: the one rotated out does not read it.
+        assert_eq!(read(OTHER_KEY), "(null)");
+    }
 }

@@ -4,9 +4,11 @@
 
 use std::collections::HashMap;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::express::Record;
+#[cfg(feature = "laravel")]
+use super::laravel::Serialization;
 #[cfg(feature = "laravel")]
 use super::php::{self, Php};
 use super::php::{Entries, Entry};
@@ -24,7 +26,16 @@ pub(crate) enum Document {
     /// Laravel's attributes, serialised as an array and that serialised again as a string.
     #[cfg(feature = "laravel")]
     Laravel(Entries),
+    /// Laravel's attributes as JSON (`session.serialization=json`), serialised as a string.
+    #[cfg(feature = "laravel")]
+    LaravelJson(Map<String, Value>),
     Express(Record),
+}
+
+/// The fields of a document, whichever format holds them: PHP's entries or a JSON object.
+enum Fields<E, M> {
+    Php(E),
+    Json(M),
 }
 
 impl Format {
@@ -33,12 +44,25 @@ impl Format {
         match self.kind {
             Kind::Php => Entries::parse_session(raw).ok().map(Document::Php),
             #[cfg(feature = "laravel")]
-            Kind::Laravel(_) => match php::parse_value(raw).ok()? {
-                (Php::Str(inner), len) if len == raw.len() => {
-                    Entries::parse_array(&inner).ok().map(Document::Laravel)
+            Kind::Laravel(_, serialization) => {
+                let (Php::Str(inner), len) = php::parse_value(raw).ok()? else {
+                    return None;
+                };
+                if len != raw.len() {
+                    return None;
                 }
-                _ => None,
-            },
+                match serialization {
+                    Serialization::Php => Entries::parse_array(&inner).ok().map(Document::Laravel),
+                    // PHP's json_encode gives `[]` for an empty array.
+                    Serialization::Json => match serde_json::from_slice(&inner).ok()? {
+                        Value::Object(map) => Some(Document::LaravelJson(map)),
+                        Value::Array(list) if list.is_empty() => {
+                            Some(Document::LaravelJson(Map::new()))
+                        }
+                        _ => None,
+                    },
+                }
+            }
             Kind::Express(_) => Record::parse(raw).map(Document::Express),
         }
     }
@@ -48,34 +72,65 @@ impl Format {
         match self.kind {
             Kind::Php => Document::Php(Entries(Vec::new())),
             #[cfg(feature = "laravel")]
-            Kind::Laravel(_) => Document::Laravel(Entries(Vec::new())),
+            Kind::Laravel(_, Serialization::Php) => Document::Laravel(Entries(Vec::new())),
+            #[cfg(feature = "laravel")]
+            Kind::Laravel(_, Serialization::Json) => Document::LaravelJson(Map::new()),
             Kind::Express(_) => Document::Express(Record::new()),
         }
     }
 }
 
 impl Document {
+    fn shape(&self) -> Fields<&Entries, &Map<String, Value>> {
+        match self {
+            Self::Php(entries) => Fields::Php(entries),
+            #[cfg(feature = "laravel")]
+            Self::Laravel(entries) => Fields::Php(entries),
+            #[cfg(feature = "laravel")]
+            Self::LaravelJson(map) => Fields::Json(map),
+            Self::Express(record) => Fields::Json(&record.fields),
+        }
+    }
+
+    fn shape_mut(&mut self) -> Fields<&mut Entries, &mut Map<String, Value>> {
+        match self {
+            Self::Php(entries) => Fields::Php(entries),
+            #[cfg(feature = "laravel")]
+            Self::Laravel(entries) => Fields::Php(entries),
+            #[cfg(feature = "laravel")]
+            Self::LaravelJson(map) => Fields::Json(map),
+            Self::Express(record) => Fields::Json(&mut record.fields),
+        }
+    }
+
     /// Every entry that maps to JSON, as JSON text; the others are kept but not shown.
     pub(crate) fn fields(&self) -> HashMap<String, String> {
-        match self {
-            Self::Express(record) => record
-                .fields
+        match self.shape() {
+            Fields::Json(map) => map
                 .iter()
                 .map(|(name, value)| (name.clone(), value.to_string()))
                 .collect(),
-            Self::Php(entries) => php_fields(entries),
-            #[cfg(feature = "laravel")]
-            Self::Laravel(entries) => php_fields(entries),
+            Fields::Php(entries) => entries
+                .0
+                .iter()
+                .filter_map(|entry| {
+                    let name = std::str::from_utf8(&entry.name).ok()?;
+                    Some((name.to_owned(), entry.value.to_json()?.to_string()))
+                })
+                .collect(),
         }
     }
 
     /// The value under `name`, as JSON, if it maps.
     pub(crate) fn get(&self, name: &str) -> Option<Value> {
-        match self {
-            Self::Express(record) => record.fields.get(name).cloned(),
-            Self::Php(entries) => find(entries, name)?.value.to_json(),
-            #[cfg(feature = "laravel")]
-            Self::Laravel(entries) => find(entries, name)?.value.to_json(),
+        match self.shape() {
+            Fields::Json(map) => map.get(name).cloned(),
+            Fields::Php(entries) => entries
+                .0
+                .iter()
+                .find(|entry| entry.name == name.as_bytes())?
+                .value
+                .to_json(),
         }
     }
 
@@ -91,7 +146,7 @@ impl Document {
     fn user_key(&self) -> &'static str {
         match self {
             #[cfg(feature = "laravel")]
-            Self::Laravel(_) => super::laravel::WEB_GUARD_USER_KEY,
+            Self::Laravel(_) | Self::LaravelJson(_) => super::laravel::WEB_GUARD_USER_KEY,
             Self::Php(_) | Self::Express(_) => USER_KEY,
         }
     }
@@ -99,11 +154,9 @@ impl Document {
     /// Whether we may write this value: not when it holds a PHP reference, which our changes
     /// could make point elsewhere.
     pub(crate) fn is_writable(&self) -> bool {
-        match self {
-            Self::Php(entries) => !entries.has_references(),
-            #[cfg(feature = "laravel")]
-            Self::Laravel(entries) => !entries.has_references(),
-            Self::Express(_) => true,
+        match self.shape() {
+            Fields::Php(entries) => !entries.has_references(),
+            Fields::Json(_) => true,
         }
     }
 
@@ -127,45 +180,44 @@ impl Document {
             }
         }
         if let Some(user) = &changes.user {
-            let value = match self {
-                #[cfg(feature = "laravel")]
-                Self::Laravel(_) if user.bytes().all(|b| b.is_ascii_digit()) => user
-                    .parse::<i64>()
-                    .map_or_else(|_| Value::from(user.as_str()), Value::from),
+            let laravel = user_key != USER_KEY;
+            let value = match user.parse::<i64>() {
+                Ok(id) if laravel && user.bytes().all(|b| b.is_ascii_digit()) => Value::from(id),
                 _ => Value::from(user.as_str()),
             };
             self.set(user_key, value);
         }
     }
 
+    /// Sets a field in place, where it was, or adds it at the end.
     pub(crate) fn set(&mut self, name: &str, value: Value) {
-        match self {
-            Self::Express(record) => {
-                record.fields.insert(name.to_owned(), value);
+        match self.shape_mut() {
+            Fields::Json(map) => {
+                map.insert(name.to_owned(), value);
             }
-            Self::Php(entries) => set_entry(entries, name, &value),
-            #[cfg(feature = "laravel")]
-            Self::Laravel(entries) => set_entry(entries, name, &value),
+            Fields::Php(entries) => {
+                let entry = Entry::from_json(name, &value);
+                match entries.0.iter_mut().find(|e| e.name == name.as_bytes()) {
+                    Some(existing) => *existing = entry,
+                    None => entries.0.push(entry),
+                }
+            }
         }
     }
 
     fn remove(&mut self, name: &str) {
-        match self {
-            Self::Express(record) => {
-                record.fields.remove(name);
+        match self.shape_mut() {
+            Fields::Json(map) => {
+                map.remove(name);
             }
-            Self::Php(entries) => entries.0.retain(|entry| entry.name != name.as_bytes()),
-            #[cfg(feature = "laravel")]
-            Self::Laravel(entries) => entries.0.retain(|entry| entry.name != name.as_bytes()),
+            Fields::Php(entries) => entries.0.retain(|entry| entry.name != name.as_bytes()),
         }
     }
 
     fn retain(&mut self, keep: &str) {
-        match self {
-            Self::Express(record) => record.fields.retain(|name, _| name == keep),
-            Self::Php(entries) => entries.0.retain(|entry| entry.name == keep.as_bytes()),
-            #[cfg(feature = "laravel")]
-            Self::Laravel(entries) => entries.0.retain(|entry| entry.name == keep.as_bytes()),
+        match self.shape_mut() {
+            Fields::Json(map) => map.retain(|name, _| name == keep),
+            Fields::Php(entries) => entries.0.retain(|entry| entry.name == keep.as_bytes()),
         }
     }
 
@@ -177,6 +229,12 @@ impl Document {
             Self::Laravel(entries) => {
                 let mut out = Vec::new();
                 php::write_str(&entries.to_array(), &mut out);
+                out
+            }
+            #[cfg(feature = "laravel")]
+            Self::LaravelJson(map) => {
+                let mut out = Vec::new();
+                php::write_str(Value::Object(map.clone()).to_string().as_bytes(), &mut out);
                 out
             }
             Self::Express(record) => record.to_json().into_bytes(),
@@ -201,29 +259,5 @@ impl Document {
             Self::Express(record) => record.cookie.get("expires").is_none_or(Value::is_null),
             _ => true,
         }
-    }
-}
-
-fn php_fields(entries: &Entries) -> HashMap<String, String> {
-    entries
-        .0
-        .iter()
-        .filter_map(|entry| {
-            let name = std::str::from_utf8(&entry.name).ok()?;
-            Some((name.to_owned(), entry.value.to_json()?.to_string()))
-        })
-        .collect()
-}
-
-fn find<'a>(entries: &'a Entries, name: &str) -> Option<&'a Entry> {
-    entries.0.iter().find(|entry| entry.name == name.as_bytes())
-}
-
-/// Sets an entry in place, where it was, or adds it at the end.
-fn set_entry(entries: &mut Entries, name: &str, value: &Value) {
-    let entry = Entry::from_json(name, value);
-    match entries.0.iter_mut().find(|e| e.name == name.as_bytes()) {
-        Some(existing) => *existing = entry,
-        None => entries.0.push(entry),
     }
 }

@@ -73,6 +73,29 @@ impl Cipher {
     }
 }
 
+/// How Laravel serialises a session's attributes (`session.serialization`), inside the string its
+/// cache store serialises again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Serialization {
+    /// `serialize()`, Laravel's default.
+    Php,
+    /// `json_encode()`, Laravel 9+.
+    Json,
+}
+
+impl Serialization {
+    pub(crate) fn parse(value: &str, option: &'static str) -> Result<Self, Error> {
+        match value {
+            "php" => Ok(Self::Php),
+            "json" => Ok(Self::Json),
+            _ => Err(Error::Config {
+                option,
+                reason: "must be php or json",
+            }),
+        }
+    }
+}
+
 /// Laravel's encrypted payload, before its outer base64: a JSON object of these strings.
 struct Payload {
     iv: String,
@@ -346,7 +369,7 @@ mod tests {
     }
 
     #[test]
-    fn a_malformed_key_or_cipher_names_the_option() {
+    fn a_malformed_key_cipher_or_serialization_names_the_option() {
         for bad in ["", "base64:!!!", "base64:c2hvcnQ=", "short"] {
             let error = AppKey::parse(bad, "LARAVEL_APP_KEY").unwrap_err();
             assert!(
@@ -369,6 +392,18 @@ mod tests {
             error,
             Error::Config {
                 option: "LARAVEL_CIPHER",
+                ..
+            }
+        ));
+        assert_eq!(
+            Serialization::parse("json", "s").unwrap(),
+            Serialization::Json
+        );
+        let error = Serialization::parse("igbinary", "laravel_serialization").unwrap_err();
+        assert!(matches!(
+            error,
+            Error::Config {
+                option: "laravel_serialization",
                 ..
             }
         ));

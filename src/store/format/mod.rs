@@ -44,7 +44,7 @@ pub struct Format {
 enum Kind {
     Php,
     #[cfg(feature = "laravel")]
-    Laravel(Box<laravel::Encrypter>),
+    Laravel(Box<laravel::Encrypter>, laravel::Serialization),
     Express(express::Secrets),
 }
 
@@ -95,11 +95,14 @@ impl Format {
     pub fn laravel(app_key: &str) -> Result<Self, Error> {
         let key = laravel::AppKey::parse(app_key, "laravel_app_key")?;
         Ok(Self {
-            kind: Kind::Laravel(Box::new(laravel::Encrypter::new(
-                key,
-                Vec::new(),
-                laravel::Cipher::Aes256Cbc,
-            ))),
+            kind: Kind::Laravel(
+                Box::new(laravel::Encrypter::new(
+                    key,
+                    Vec::new(),
+                    laravel::Cipher::Aes256Cbc,
+                )),
+                laravel::Serialization::Php,
+            ),
             key_prefix: "laravel_database_laravel_cache:".to_owned(),
         })
     }
@@ -118,7 +121,7 @@ impl Format {
     #[cfg(feature = "laravel")]
     pub fn with_laravel_cipher(mut self, cipher: &str) -> Result<Self, Error> {
         let cipher = laravel::Cipher::parse(cipher, "laravel_cipher")?;
-        self.laravel_mut()?.set_cipher(cipher);
+        self.laravel_mut()?.0.set_cipher(cipher);
         Ok(self)
     }
 
@@ -143,14 +146,35 @@ impl Format {
             .into_iter()
             .map(|key| laravel::AppKey::parse(key.as_ref(), "laravel_previous_keys"))
             .collect::<Result<Vec<_>, _>>()?;
-        self.laravel_mut()?.set_previous(keys);
+        self.laravel_mut()?.0.set_previous(keys);
+        Ok(self)
+    }
+
+    /// How Laravel serialises the session's attributes before its cache store serialises that
+    /// string again: `php` (the default, Laravel's `serialize()`) or `json` (9+,
+    /// `session.serialization=json`). Anything else is [`Error::Config`] naming
+    /// `laravel_serialization`; on another format it names `format`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let key = "base64:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    /// let format = axum_redis_session::Format::laravel(key)?.with_laravel_serialization("json")?;
+    /// # Ok::<_, axum_redis_session::Error>(())
+    /// ```
+    #[cfg(feature = "laravel")]
+    pub fn with_laravel_serialization(mut self, serialization: &str) -> Result<Self, Error> {
+        let chosen = laravel::Serialization::parse(serialization, "laravel_serialization")?;
+        *self.laravel_mut()?.1 = chosen;
         Ok(self)
     }
 
     #[cfg(feature = "laravel")]
-    fn laravel_mut(&mut self) -> Result<&mut laravel::Encrypter, Error> {
+    fn laravel_mut(
+        &mut self,
+    ) -> Result<(&mut laravel::Encrypter, &mut laravel::Serialization), Error> {
         match &mut self.kind {
-            Kind::Laravel(encrypter) => Ok(encrypter),
+            Kind::Laravel(encrypter, serialization) => Ok((encrypter, serialization)),
             _ => Err(Error::Config {
                 option: "format",
                 reason: "Laravel's settings apply to the Laravel format only",
@@ -197,7 +221,7 @@ impl Format {
         match self.kind {
             Kind::Php => "php",
             #[cfg(feature = "laravel")]
-            Kind::Laravel(_) => "laravel",
+            Kind::Laravel(..) => "laravel",
             Kind::Express(_) => "express",
         }
     }
@@ -211,7 +235,7 @@ impl Format {
         match self.kind {
             Kind::Php => "PHPSESSID",
             #[cfg(feature = "laravel")]
-            Kind::Laravel(_) => "laravel_session",
+            Kind::Laravel(..) => "laravel_session",
             Kind::Express(_) => "connect.sid",
         }
     }
@@ -223,7 +247,7 @@ impl Format {
         match self.kind {
             Kind::Php => Some(format!("{}{id}_LOCK", self.key_prefix)),
             #[cfg(feature = "laravel")]
-            Kind::Laravel(_) => Some(format!("{}session:{id}", self.key_prefix)),
+            Kind::Laravel(..) => Some(format!("{}session:{id}", self.key_prefix)),
             Kind::Express(_) => None,
         }
     }
@@ -234,7 +258,7 @@ impl Format {
             // PHP's default: 32 characters of 4 bits each (`session.sid_bits_per_character`).
             Kind::Php => Token::generate().as_str().to_owned(),
             #[cfg(feature = "laravel")]
-            Kind::Laravel(_) => laravel::new_session_id(),
+            Kind::Laravel(..) => laravel::new_session_id(),
             Kind::Express(_) => express::new_session_id(),
         })
     }
@@ -247,7 +271,7 @@ impl Format {
         let id = percent_decode(value).and_then(|value| match &self.kind {
             Kind::Php => Some(value).filter(|id| is_php_session_id(id)),
             #[cfg(feature = "laravel")]
-            Kind::Laravel(encrypter) => encrypter
+            Kind::Laravel(encrypter, _) => encrypter
                 .decrypt_cookie(name, &value)
                 .filter(|id| laravel::is_session_id(id)),
             Kind::Express(secrets) => secrets.unsign_cookie(&value).map(str::to_owned),
@@ -270,7 +294,7 @@ impl Format {
         let plain = match &self.kind {
             Kind::Php => return token.as_str().to_owned(),
             #[cfg(feature = "laravel")]
-            Kind::Laravel(encrypter) => encrypter.encrypt_cookie(name, token.as_str()),
+            Kind::Laravel(encrypter, _) => encrypter.encrypt_cookie(name, token.as_str()),
             Kind::Express(secrets) => secrets.sign_cookie(token.as_str()),
         };
         percent_encode(&plain)
