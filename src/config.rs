@@ -29,6 +29,9 @@ pub(crate) struct Config {
     /// The foreign format the store keeps sessions in, which decides the cookie's value and the
     /// ids; `None`: ours.
     pub(crate) format: Option<Arc<Format>>,
+    /// Where tower-sessions' sessions are taken over from, if the layer migrates from it.
+    #[cfg(feature = "tower-sessions")]
+    pub(crate) migration: Option<Arc<crate::migrate::TowerSessionsMigration>>,
 }
 
 /// How `Session::lock` waits for a session's lock, and how long a lock lives unless renewed.
@@ -78,6 +81,8 @@ impl Default for Config {
             client_ip: None,
             lock: LockSettings::default(),
             format: None,
+            #[cfg(feature = "tower-sessions")]
+            migration: None,
         }
     }
 }

@@ -370,6 +370,32 @@ impl SessionLayer {
         Arc::clone(&self.shared)
     }
 
+    /// Takes over the sessions of a tower-sessions app on the same Redis: a browser that carries
+    /// tower-sessions' cookie and none of ours keeps its session, moved into our layout under a
+    /// new id on its first request (three round trips, once), after which the old record is
+    /// deleted and its cookie removed. Needs the `tower-sessions` feature and the Redis store;
+    /// anything else is [`Error::Config`] naming `tower_sessions_migration` at
+    /// [`validate`](Self::validate). See the migration guide.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use axum_redis_session::{RedisStore, SessionLayer, TowerSessionsMigration};
+    ///
+    /// # async fn run() -> Result<(), axum_redis_session::Error> {
+    /// let store = RedisStore::connect("redis://127.0.0.1:6379").await?;
+    /// let layer = SessionLayer::new(store)
+    ///     .with_tower_sessions_migration(TowerSessionsMigration::new().with_user_field("user_id"));
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "tower-sessions")]
+    pub fn with_tower_sessions_migration(
+        self,
+        migration: crate::migrate::TowerSessionsMigration,
+    ) -> Self {
+        self.config(|c| c.migration = Some(Arc::new(migration)))
+    }
+
     /// Checks the settings, naming the first invalid option.
     ///
     /// # Examples
@@ -384,6 +410,10 @@ impl SessionLayer {
     /// ```
     pub fn validate(&self) -> Result<(), Error> {
         self.shared.config.validate()?;
+        #[cfg(feature = "tower-sessions")]
+        if let Some(migration) = &self.shared.config.migration {
+            migration.validate(&self.shared.store)?;
+        }
         match &self.shared.store {
             Backend::Redis(store) => store.validate(),
             Backend::Memory(_) => Ok(()),

@@ -29,6 +29,7 @@ mod hooks;
 mod id;
 mod layer;
 mod metrics;
+mod migrate;
 mod service;
 mod session;
 mod shared;
@@ -44,6 +45,8 @@ pub use fred;
 pub use hooks::{SessionEvent, SessionEventKind};
 pub use layer::SessionLayer;
 pub use metrics::{HistogramSnapshot, Metrics, MetricsSnapshot, NearCacheSnapshot, StoreLatency};
+#[cfg(feature = "tower-sessions")]
+pub use migrate::TowerSessionsMigration;
 pub use service::{ResponseFuture, SessionService};
 pub use session::{Session, SessionLock};
 pub use store::{Backend, ForeignStore, Format, MemoryStore, RedisStore};

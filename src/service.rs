@@ -19,6 +19,7 @@ use crate::cookie::SessionCookie;
 use crate::devices::Client;
 use crate::error::ErrorResponse;
 use crate::metrics::{ErrorKind, Event};
+use crate::migrate::Legacy;
 use crate::session::{commit, Session};
 use crate::shared::Shared;
 
@@ -172,14 +173,26 @@ where
             span.clone(),
         );
         request.extensions_mut().insert(session.clone());
+        // A browser still carrying tower-sessions' cookie, when the layer migrates from it.
+        let take_over = crate::migrate::take_over(&shared, &request, &session);
 
         // The service that was polled ready must be the one called; keep a fresh clone for the next call.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let inner = Box::pin(
             async move {
+                let legacy = match take_over {
+                    Some(take_over) => match take_over.await {
+                        Ok(legacy) => legacy,
+                        // The old session could not be read: the handler does not run without it.
+                        Err(error) => {
+                            return Ok(finish(error.into_response(), &session, &shared, None).await)
+                        }
+                    },
+                    None => None,
+                };
                 let response = inner.call(request).await?;
-                Ok(finish(response.map(Body::new), &session, &shared).await)
+                Ok(finish(response.map(Body::new), &session, &shared, legacy).await)
             }
             .instrument(span),
         );
@@ -189,16 +202,36 @@ where
 
 /// Saves the session unless the handler failed, and turns a failed save into an error response:
 /// the client is never told that something succeeded when its session change was not stored.
-async fn finish(mut response: Response, session: &Session, shared: &Shared) -> Response {
+/// A tower-sessions record the request took over (`legacy`) is deleted once its data is stored in
+/// our layout; until then the browser keeps its old cookie, and a later request takes it over again.
+async fn finish(
+    mut response: Response,
+    session: &Session,
+    shared: &Shared,
+    legacy: Option<Legacy>,
+) -> Response {
     // A failed handler's changes are dropped (by default); a logout it recorded is still carried out.
     let save_changes = !response.status().is_server_error() || shared.config.save_on_server_error;
-    let cookie = match commit(session.end(), shared, save_changes).await {
+    let mut stored = save_changes;
+    let mut cookie = match commit(session.end(), shared, save_changes).await {
         Ok(update) => update,
         Err(error) => {
             response = error.into_response();
+            stored = false;
             None
         }
     };
+    let legacy = legacy.filter(|_| stored);
+    if let Some(legacy) = &legacy {
+        match legacy.forget(&shared.store).await {
+            Ok(()) => legacy.expire_cookie(response.headers_mut()),
+            Err(error) => {
+                // Our copy would live beside the old one, which the old cookie still opens.
+                response = error.into_response();
+                cookie = None;
+            }
+        }
+    }
     // After the save, so that the next holder of the session's lock reads what this request wrote.
     session.release_lock().await;
     // Session errors, whether a handler returned them or the save above failed.

@@ -461,6 +461,27 @@ impl Session {
     }
 
     /// Ends the request: what it recorded, taken for `commit`.
+    /// Starts the request from another session's data (a tower-sessions session taken over): its
+    /// fields, and the user it was bound to, become this request's changes, so that its end
+    /// creates the session under a new id.
+    #[cfg_attr(not(feature = "tower-sessions"), allow(dead_code))]
+    pub(crate) fn adopt(
+        &self,
+        fields: impl IntoIterator<Item = (String, String)>,
+        user: Option<String>,
+    ) {
+        let mut pending = self.inner.pending();
+        for (field, json) in fields {
+            pending.changes.fields.insert(field, Some(json));
+        }
+        if let Some(user) = user {
+            for (field, value) in self.inner.client.login_fields() {
+                pending.changes.fields.insert(field.to_owned(), value);
+            }
+            pending.changes.user = Some(user);
+        }
+    }
+
     pub(crate) fn end(&self) -> Ending<'_> {
         self.inner.end()
     }

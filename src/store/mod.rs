@@ -3,7 +3,7 @@
 //! (`ttl.rs`).
 
 mod foreign;
-mod format;
+pub(crate) mod format;
 mod layout;
 mod memory;
 mod redis;
@@ -21,6 +21,7 @@ pub(crate) use self::layout::{
     USER_AGENT_MAX,
 };
 pub use self::memory::MemoryStore;
+pub(crate) use self::redis::ForeignWrite;
 pub use self::redis::RedisStore;
 use crate::config::Limits;
 use crate::error::Error;

@@ -3,9 +3,6 @@
 //! (22 characters of unpadded URL-safe base64 of 16 bytes) behind the store's prefix, the value a
 //! MessagePack array of the id, the data (JSON values by name) and the expiry date.
 
-// Read by the migration from tower-sessions, which is wired in next (#20's steps).
-#![allow(dead_code)]
-
 use std::collections::HashMap;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -13,9 +10,6 @@ use base64::Engine as _;
 use serde::de::IgnoredAny;
 use serde_json::Value;
 use time::OffsetDateTime;
-
-/// The cookie tower-sessions sets (since 0.5).
-pub(crate) const COOKIE_NAME: &str = "id";
 
 /// A session as tower-sessions stored it.
 #[derive(Debug, Clone, PartialEq)]
