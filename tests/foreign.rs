@@ -241,7 +241,7 @@ async fn each_foreign_request_costs_the_round_trips_it_should() {
     let app = support::demo::app(SessionLayer::new(store).with_secure(false));
     let mut browser = Browser::new(app).with_cookie_name("PHPSESSID");
     let mut monitor = Monitor::start(&server).await;
-    let mut cost = async |monitor: &mut Monitor| {
+    let cost = async |monitor: &mut Monitor| {
         let seen = monitor.take().await;
         (seen.round_trips(), seen.writing_round_trips())
     };
