@@ -11,7 +11,7 @@ use std::process::Command;
 
 use axum::http::StatusCode;
 use axum_redis_session::{Format, SessionLayer};
-use support::{request_with_cookie, Browser, Monitor, RedisServer};
+use support::{request_with_cookie, Browser, ExampleProcess, Monitor, RedisServer};
 use testkit::Service;
 
 /// Runs `code` in PHP with its session `id` started on `server` through phpredis, and returns
@@ -262,4 +262,55 @@ async fn each_foreign_request_costs_the_round_trips_it_should() {
         [created, read, blind_write, increment, login, logout],
         [(1, 1), (1, 0), (2, 1), (2, 1), (3, 2), (1, 1)]
     );
+}
+
+/// `examples/shared_with_php.rs` as a user runs it: a login and a nested array PHP stored are
+/// served by it, and its logout ends the PHP session.
+#[test]
+fn the_php_example_serves_a_login_php_made_and_ends_it() {
+    let server = RedisServer::start();
+    let id = "a2c4e6g8i0k2m4o6q8s0u2w4y6z8b0d2";
+    php_session(
+        &server,
+        id,
+        r#"$_SESSION["user"] = "alice"; $_SESSION["cart"] = [1, ["x" => "é"]];"#,
+    );
+    let example = ExampleProcess::start("shared_with_php", &[("REDIS_URL", &server.url())]);
+    let cookie = format!("PHPSESSID={id}");
+    let get = |path| request_with_cookie(example.port, "GET", path, Some(&cookie), "").body;
+    assert_eq!(get("/me"), "alice");
+    assert_eq!(get("/cart"), r#"[1,{"x":"é"}]"#);
+    let logout = request_with_cookie(example.port, "POST", "/logout", Some(&cookie), "");
+    assert_eq!(logout.status, 200);
+    let key = format!("PHPREDIS_SESSION:{id}");
+    assert_eq!(server.cli(&["EXISTS", &key]).trim(), "0");
+    assert_eq!(get("/me"), "nobody");
+}
+
+/// `examples/shared_with_express.rs` as a user runs it: a login made by the Express app is served
+/// by it.
+#[test]
+fn the_express_example_serves_a_login_express_made() {
+    let server = RedisServer::start();
+    let express = Service::serve(
+        "express",
+        Command::new("node")
+            .arg("tests/express/app.js")
+            .env("REDIS_URL", server.url())
+            .env("SESSION_SECRET", "kc"),
+        String::new,
+    )
+    .expect("node is installed and `npm ci --prefix tests/express` has run");
+    let login = request_with_cookie(express.port, "GET", "/login?user=bob", None, "");
+    assert_eq!(login.body, "ok");
+    let set = login.header("set-cookie").expect("express' cookie");
+    let cookie = set.split(';').next().unwrap().to_owned();
+    let env = [
+        ("REDIS_URL", server.url()),
+        ("SESSION_SECRET", "kc".to_owned()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let example = ExampleProcess::start("shared_with_express", &env);
+    let me = request_with_cookie(example.port, "GET", "/me", Some(&cookie), "");
+    assert_eq!(me.body, "bob");
 }

@@ -3,7 +3,8 @@
 //! session driver over phpredis, the `web` session guard) on one `redis-server`, with either
 //! cipher: a Laravel login seen by us, ours by Laravel, each side's cookie accepted by the other,
 //! Laravel's `_token` and flash data kept through our writes, our logout ending its session.
-//! Needs the `laravel` feature: `cargo test --features laravel --test laravel`.
+//! Needs the `laravel` feature, and its example built: `cargo build --features laravel --examples
+//! && cargo test --features laravel --test laravel`.
 
 mod support;
 
@@ -12,7 +13,7 @@ use std::process::{Command, Stdio};
 
 use axum::http::StatusCode;
 use axum_redis_session::{Format, SessionLayer};
-use support::{request_with_cookie, Browser, RedisServer};
+use support::{request_with_cookie, Browser, ExampleProcess, RedisServer};
 use testkit::Service;
 
 const APP_KEY: &str = "base64:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
@@ -315,4 +316,25 @@ async fn laravel_11_to_13_sessions_are_shared_as_phps_own_functions_make_them() 
         // Our cookie is made with the current key only: the one rotated out does not read it.
         assert_eq!(read(OTHER_KEY), "(null)");
     }
+}
+
+/// `examples/shared_with_laravel.rs` as a user runs it: a login made through Laravel's `web`
+/// guard is served by it, and its logout signs Laravel out too.
+#[test]
+fn the_laravel_example_serves_a_login_laravel_made_and_ends_it() {
+    let server = RedisServer::start();
+    let laravel = Laravel::start(&server, "AES-256-CBC");
+    let (_, cookie) = laravel.get("/login?id=42", None);
+    let env = [
+        ("REDIS_URL", server.url()),
+        ("LARAVEL_APP_KEY", APP_KEY.to_owned()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let example = ExampleProcess::start("shared_with_laravel", &env);
+    let header = format!("{COOKIE}={cookie}");
+    let me = request_with_cookie(example.port, "GET", "/me", Some(&header), "");
+    assert_eq!(me.body, "42");
+    let logout = request_with_cookie(example.port, "POST", "/logout", Some(&header), "");
+    assert_eq!(logout.status, 200);
+    assert_eq!(laravel.get("/me", Some(&cookie)).0, "guest");
 }

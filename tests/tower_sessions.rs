@@ -2,7 +2,8 @@
 //! (`tower-sessions-redis-store`) signs a user in; the same browser's next request reaches our
 //! layer, which takes the session over in three round trips, signed in as before, and never again:
 //! the old record is gone and its cookie removed, so a later logout stays done.
-//! Needs the `tower-sessions` feature: `cargo test --features tower-sessions --test tower_sessions`.
+//! Needs the `tower-sessions` feature, and its example built: `cargo build --features tower-sessions
+//! --examples && cargo test --features tower-sessions --test tower_sessions`.
 
 mod support;
 
@@ -13,7 +14,7 @@ use axum::Router;
 use axum_redis_session::fred::prelude::*;
 use axum_redis_session::{SessionLayer, TowerSessionsMigration};
 use http_body_util::BodyExt;
-use support::{Monitor, RedisServer};
+use support::{request_with_cookie, ExampleProcess, Monitor, RedisServer};
 use tower::ServiceExt;
 
 /// A response's status, body and `Set-Cookie` headers.
@@ -168,6 +169,23 @@ async fn a_failed_take_over_answers_503_and_keeps_the_old_session() {
 
     // Once Redis takes writes again, the next request takes the session over.
     let me = send(&app, "GET", "/me", &format!("id={id}")).await;
+    assert_eq!(me.body, "alice");
+    assert_eq!(server.cli(&["EXISTS", &id]).trim(), "0");
+}
+
+/// `examples/from_tower_sessions.rs` as a user runs it: a browser signed in under tower-sessions is
+/// still signed in.
+#[tokio::test]
+async fn the_migration_example_keeps_a_tower_sessions_login() {
+    let server = RedisServer::start();
+    let old = tower_sessions_app(&server).await;
+    let id = send(&old, "GET", "/login", "")
+        .await
+        .cookie("id")
+        .unwrap()
+        .to_owned();
+    let example = ExampleProcess::start("from_tower_sessions", &[("REDIS_URL", &server.url())]);
+    let me = request_with_cookie(example.port, "GET", "/me", Some(&format!("id={id}")), "");
     assert_eq!(me.body, "alice");
     assert_eq!(server.cli(&["EXISTS", &id]).trim(), "0");
 }

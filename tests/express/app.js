@@ -2,6 +2,7 @@
 // sessions with the demo in the express format: `ADDR` (host:port), `REDIS_URL`, `SESSION_SECRET`.
 //   GET /show   the session as JSON (`{}` when there is none)
 //   GET /set    stores `fromExpress` in the session
+//   GET /login?user=NAME   signs NAME in, under a new session id, as express-session's README does
 const express = require('express');
 const session = require('express-session');
 const { RedisStore } = require('connect-redis');
@@ -18,6 +19,13 @@ const { createClient } = require('redis');
     saveUninitialized: false,
   }));
   app.get('/show', (req, res) => res.json(req.session));
+  app.get('/login', (req, res, next) => {
+    req.session.regenerate((err) => {
+      if (err) return next(err);
+      req.session.user = req.query.user;
+      res.send('ok');
+    });
+  });
   app.get('/set', (req, res) => {
     req.session.fromExpress = { n: [1, 2] };
     res.send('ok');
