@@ -14,16 +14,26 @@ use axum_redis_session::{Format, SessionLayer};
 use support::{request_with_cookie, Browser, ExampleProcess, Monitor, RedisServer};
 use testkit::Service;
 
-/// Runs `code` in PHP with its session `id` started on `server` through phpredis, and returns
-/// what it prints. The session is written back when the script ends.
-fn php_session(server: &RedisServer, id: &str, code: &str) -> String {
+/// PHP running `code` with its session `id` started on `server` through phpredis (with its
+/// session lock when `locking`); the session is written back when the script ends.
+fn php(server: &RedisServer, id: &str, code: &str, locking: bool) -> Command {
     let port = server.url().rsplit(':').next().unwrap().to_owned();
     let script = format!("session_id($argv[1]); session_start(); {code}");
-    let output = Command::new("php")
-        .args(["-d", "session.save_handler=redis"])
+    let mut php = Command::new("php");
+    php.args(["-d", "session.save_handler=redis"])
         .args(["-d", &format!("session.save_path=tcp://127.0.0.1:{port}")])
         .args(["-d", "session.use_strict_mode=0"])
-        .args(["-r", &script, id])
+        .args([
+            "-d",
+            &format!("redis.session.locking_enabled={}", u8::from(locking)),
+        ])
+        .args(["-r", &script, id]);
+    php
+}
+
+/// Runs `code` in PHP with its session `id` (see [`php`]), and returns what it prints.
+fn php_session(server: &RedisServer, id: &str, code: &str) -> String {
+    let output = php(server, id, code, false)
         .output()
         .expect("php8.2-cli with php-redis is installed");
     assert!(output.status.success(), "{output:?}");
@@ -313,4 +323,47 @@ fn the_express_example_serves_a_login_express_made() {
     let example = ExampleProcess::start("shared_with_express", &env);
     let me = request_with_cookie(example.port, "GET", "/me", Some(&cookie), "");
     assert_eq!(me.body, "bob");
+}
+
+/// While PHP holds phpredis' session lock (`redis.session.locking_enabled`), our write waits for
+/// it: PHP then writes back the value it read, and ours lands on top of it, so both changes stay.
+/// Without the wait, PHP's save would overwrite ours.
+#[tokio::test]
+async fn our_write_waits_while_php_holds_its_session_lock_and_both_changes_stay() {
+    let server = RedisServer::start();
+    let store = support::store_on(&server).await.with_format(Format::php());
+    let app = support::demo::app(SessionLayer::new(store).with_secure(false));
+    let mut browser = Browser::new(app).with_cookie_name("PHPSESSID");
+    browser.put("/kv/first", "1").await;
+    let id = browser.cookie.clone().unwrap();
+    let lock = format!("PHPREDIS_SESSION:{id}_LOCK");
+
+    let mut holder = php(
+        &server,
+        &id,
+        r#"$_SESSION["php"] = "x"; usleep(700000);"#,
+        true,
+    )
+    .spawn()
+    .unwrap();
+    support::wait_for(
+        "PHP takes its lock",
+        std::time::Duration::from_secs(5),
+        || server.cli(&["EXISTS", &lock]).trim() == "1",
+    );
+    let started = std::time::Instant::now();
+    assert_eq!(
+        browser.put("/kv/ours", "y").await.status,
+        StatusCode::NO_CONTENT
+    );
+    let waited = started.elapsed();
+    assert!(holder.wait().unwrap().success());
+    assert_eq!(server.cli(&["EXISTS", &lock]).trim(), "0");
+    assert!(
+        waited >= std::time::Duration::from_millis(300),
+        "{waited:?}"
+    );
+    let stored = server.cli(&["GET", &format!("PHPREDIS_SESSION:{id}")]);
+    assert!(stored.contains(r#"php|s:1:"x";"#), "{stored}");
+    assert!(stored.contains(r#"ours|s:1:"y";"#), "{stored}");
 }
