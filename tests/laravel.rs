@@ -338,3 +338,45 @@ fn the_laravel_example_serves_a_login_laravel_made_and_ends_it() {
     assert_eq!(logout.status, 200);
     assert_eq!(laravel.get("/me", Some(&cookie)).0, "guest");
 }
+
+/// While a Laravel request holds its session's `block()` lock, our write waits for it: Laravel
+/// then writes back the value it read, and ours lands on top of it, so both changes stay.
+#[tokio::test]
+async fn our_write_waits_while_laravel_holds_its_session_block_lock_and_both_changes_stay() {
+    let server = RedisServer::start();
+    let laravel = Laravel::start(&server, "AES-256-CBC");
+    let (session, cookie) = laravel.show(&laravel.get("/put?key=first&value=1", None).1);
+    let key = key_holding(&server, session["_token"].as_str().unwrap());
+    let id = key.strip_prefix("laravel_database_laravel_cache:").unwrap();
+    let lock = format!("laravel_database_laravel_cache:session:{id}");
+    let store = support::store_on(&server)
+        .await
+        .with_format(Format::laravel(APP_KEY).unwrap());
+    let app = support::demo::app(SessionLayer::new(store).with_secure(false));
+    let mut browser = Browser::with_cookie(app, Some(cookie.clone())).with_cookie_name(COOKIE);
+
+    let port = laravel.service.port;
+    let header = format!("{COOKIE}={cookie}");
+    let slow =
+        std::thread::spawn(move || request_with_cookie(port, "GET", "/slow", Some(&header), ""));
+    support::wait_for(
+        "Laravel takes its lock",
+        std::time::Duration::from_secs(5),
+        || server.cli(&["EXISTS", &lock]).trim() == "1",
+    );
+    let started = std::time::Instant::now();
+    assert_eq!(
+        browser.put("/kv/ours", "y").await.status,
+        StatusCode::NO_CONTENT
+    );
+    let waited = started.elapsed();
+    assert_eq!(slow.join().unwrap().body, "ok");
+    assert!(
+        waited >= std::time::Duration::from_millis(300),
+        "{waited:?}"
+    );
+    let (session, _) = laravel.show(&cookie);
+    assert_eq!(session["laravel"], "x", "{session}");
+    assert_eq!(session["ours"], "y", "{session}");
+    assert_eq!(session["first"], "1", "{session}");
+}

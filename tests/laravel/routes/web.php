@@ -26,3 +26,10 @@ $router->get('/login', function (Request $request) {
     return 'ok';
 });
 $router->get('/me', fn () => (string) (auth()->guard('web')->id() ?? 'guest'));
+
+// A slow request under the session's lock (`block()`): a value put, then 0.7 s before the save.
+$router->get('/slow', function (Request $request) {
+    $request->session()->put('laravel', 'x');
+    usleep(700000);
+    return 'ok';
+})->block(5, 5);
