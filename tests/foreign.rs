@@ -11,7 +11,7 @@ use std::process::Command;
 
 use axum::http::StatusCode;
 use axum_redis_session::{Format, SessionLayer};
-use support::{request_with_cookie, Browser, ExampleProcess, Monitor, RedisServer};
+use support::{request_with_cookie, Browser, ExampleProcess, Monitor, Nginx, RedisServer};
 use testkit::Service;
 
 /// PHP running `code` with its session `id` started on `server` through phpredis (with its
@@ -366,4 +366,85 @@ async fn our_write_waits_while_php_holds_its_session_lock_and_both_changes_stay(
     let stored = server.cli(&["GET", &format!("PHPREDIS_SESSION:{id}")]);
     assert!(stored.contains(r#"php|s:1:"x";"#), "{stored}");
     assert!(stored.contains(r#"ours|s:1:"y";"#), "{stored}");
+}
+
+/// A plain PHP app (`tests/php/app.php`, phpredis sessions in strict mode) and the demo behind one
+/// nginx, as one host, with one client keeping its cookies as a browser does: PHP's login is seen
+/// by the demo, a value the demo stores is read by PHP, and the demo's logout signs the client
+/// out of PHP too, even with the old cookie sent again.
+#[test]
+fn a_php_app_and_the_demo_behind_one_nginx_share_one_browsers_login() {
+    let server = RedisServer::start();
+    let redis_port = server.url().rsplit(':').next().unwrap().to_owned();
+    let php = Service::serve(
+        "php",
+        Command::new("sh")
+            .args([
+                "-c",
+                r#"exec php -d session.save_handler=redis -d "session.save_path=tcp://127.0.0.1:$REDIS_PORT" -d session.use_strict_mode=1 -S "$ADDR" tests/php/app.php"#,
+            ])
+            .env("REDIS_PORT", &redis_port)
+            .stderr(std::process::Stdio::null()),
+        String::new,
+    )
+    .expect("php8.2-cli with php-redis is installed");
+    let env = [
+        ("REDIS_URL", server.url()),
+        ("SESSION_FORMAT", "php".to_owned()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let demo = ExampleProcess::start("demo", &env);
+    let nginx = Nginx::routing(&[("/php/", &[php.port]), ("/", &[demo.port])]);
+
+    let mut jar: Option<String> = None;
+    let port = nginx.port;
+    assert_eq!(
+        send(port, &mut jar, "GET", "/php/login?user=alice", ""),
+        (200, "ok".to_owned())
+    );
+    let php_id = jar.clone().expect("PHP's cookie");
+    assert_eq!(
+        send(port, &mut jar, "GET", "/me", ""),
+        (200, "alice".to_owned())
+    );
+    assert_eq!(send(port, &mut jar, "PUT", "/kv/theme", "dark").0, 204);
+    assert_eq!(
+        send(port, &mut jar, "GET", "/php/get?key=theme", ""),
+        (200, r#""dark""#.to_owned())
+    );
+    assert_eq!(send(port, &mut jar, "POST", "/logout", "").0, 204);
+    assert_eq!(jar, None, "the demo's logout removes the cookie");
+    assert_eq!(
+        send(port, &mut jar, "GET", "/php/me", ""),
+        (200, "nobody".to_owned())
+    );
+    jar = Some(php_id.clone());
+    assert_eq!(send(port, &mut jar, "GET", "/php/me", "").1, "nobody");
+    let key = format!("PHPREDIS_SESSION:{php_id}");
+    assert_eq!(server.cli(&["GET", &key]).trim(), "");
+}
+
+/// One request to `port` with the `PHPSESSID` cookie in `jar`, which keeps what the response sets
+/// (or removes), as a browser's cookie jar: the status and the body.
+fn send(
+    port: u16,
+    jar: &mut Option<String>,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> (u16, String) {
+    let cookie = jar.as_ref().map(|id| format!("PHPSESSID={id}"));
+    let reply = request_with_cookie(port, method, path, cookie.as_deref(), body);
+    for (name, value) in &reply.headers {
+        let Some(set) = value
+            .strip_prefix("PHPSESSID=")
+            .filter(|_| name == "set-cookie")
+        else {
+            continue;
+        };
+        let id = set.split(';').next().unwrap();
+        let removed = id.is_empty() || value.contains("Max-Age=0");
+        *jar = (!removed).then(|| id.to_owned());
+    }
+    (reply.status, reply.body)
 }

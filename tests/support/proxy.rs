@@ -8,8 +8,8 @@ use testkit::{free_port, Service};
 
 use super::process::{request_with_headers, WireReply};
 
-/// nginx balancing round robin over loopback ports; every response names the upstream that answered
-/// in `X-Upstream`.
+/// nginx in front of loopback ports, balancing round robin over each location's; every response
+/// names the upstream that answered in `X-Upstream`.
 pub struct Nginx {
     // Before `dir`: nginx stops before its directory is removed.
     process: Service,
@@ -20,10 +20,16 @@ pub struct Nginx {
 impl Nginx {
     /// Starts nginx in front of `upstreams` (ports on 127.0.0.1) and waits until it listens.
     pub fn start(upstreams: &[u16]) -> Self {
+        Self::routing(&[("/", upstreams)])
+    }
+
+    /// Starts nginx sending each path to the upstreams of the longest location (a path prefix)
+    /// it starts with, as one host in front of several apps.
+    pub fn routing(locations: &[(&str, &[u16])]) -> Self {
         let port = free_port();
         let dir = tempfile::tempdir().unwrap();
         let conf = dir.path().join("nginx.conf");
-        std::fs::write(&conf, config(dir.path(), port, upstreams)).unwrap();
+        std::fs::write(&conf, config(dir.path(), port, locations)).unwrap();
         let error_log = dir.path().join("error.log");
         // `-e`: what nginx logs before it has read the config goes to our log too.
         let child = Command::new("nginx")
@@ -58,12 +64,26 @@ impl Nginx {
 
 /// A single-process nginx (`master_process off`, so the PID we hold is all of it) with every path it
 /// writes under `dir`.
-fn config(dir: &Path, port: u16, upstreams: &[u16]) -> String {
+fn config(dir: &Path, port: u16, locations: &[(&str, &[u16])]) -> String {
     let dir = dir.display();
-    let servers: String = upstreams
-        .iter()
-        .map(|p| format!("        server 127.0.0.1:{p};\n"))
-        .collect();
+    let mut upstreams = String::new();
+    let mut routes = String::new();
+    for (n, (path, ports)) in locations.iter().enumerate() {
+        let servers: String = ports
+            .iter()
+            .map(|p| format!("        server 127.0.0.1:{p};\n"))
+            .collect();
+        upstreams.push_str(&format!("    upstream app{n} {{\n{servers}    }}\n"));
+        routes.push_str(&format!(
+            "        location {path} {{
+            proxy_pass http://app{n};
+            # A failing instance shows as a 502, not as a silent retry on the other one.
+            proxy_next_upstream off;
+            add_header X-Upstream $upstream_addr always;
+        }}
+"
+        ));
+    }
     format!(
         "daemon off;
 master_process off;
@@ -82,19 +102,13 @@ http {{
     fastcgi_temp_path {dir}/fastcgi;
     uwsgi_temp_path {dir}/uwsgi;
     scgi_temp_path {dir}/scgi;
+    # Bodies without a length (PHP's) end with the connection: our test client reads no chunks.
+    chunked_transfer_encoding off;
 
-    upstream demo {{
-{servers}    }}
-
+{upstreams}
     server {{
         listen 127.0.0.1:{port};
-        location / {{
-            proxy_pass http://demo;
-            # A failing instance shows as a 502, not as a silent retry on the other one.
-            proxy_next_upstream off;
-            add_header X-Upstream $upstream_addr always;
-        }}
-    }}
+{routes}    }}
 }}
 "
     )
