@@ -422,6 +422,16 @@ fn a_php_app_and_the_demo_behind_one_nginx_share_one_browsers_login() {
     assert_eq!(send(port, &mut jar, "GET", "/php/me", "").1, "nobody");
     let key = format!("PHPREDIS_SESSION:{php_id}");
     assert_eq!(server.cli(&["GET", &key]).trim(), "");
+
+    // A session the demo creates first is one PHP's strict mode accepts: its key exists.
+    jar = None;
+    assert_eq!(send(port, &mut jar, "PUT", "/kv/theme", "light").0, 204);
+    let ours = jar.clone().expect("the demo's cookie");
+    assert_eq!(
+        send(port, &mut jar, "GET", "/php/get?key=theme", ""),
+        (200, r#""light""#.to_owned())
+    );
+    assert_eq!(jar, Some(ours));
 }
 
 /// One request to `port` with the `PHPSESSID` cookie in `jar`, which keeps what the response sets
@@ -447,4 +457,39 @@ fn send(
         *jar = (!removed).then(|| id.to_owned());
     }
     (reply.status, reply.body)
+}
+
+/// A hand-written PHP save handler (`tests/php/handler.php`: `session:{id}` by SETEX) is the php
+/// format with its prefix: its values read by us, ours by it, every key with a TTL.
+#[tokio::test]
+async fn a_session_is_shared_with_a_hand_written_php_save_handler() {
+    let server = RedisServer::start();
+    let port = server.url().rsplit(':').next().unwrap().to_owned();
+    let handler = |id: &str, code: &str| {
+        let output = Command::new("php")
+            .args(["tests/php/handler.php", &port, id, code])
+            .output()
+            .expect("php8.2-cli with php-redis is installed");
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let format = Format::php().with_key_prefix("session:");
+    let store = support::store_on(&server).await.with_format(format);
+    let app = support::demo::app(SessionLayer::new(store).with_secure(false));
+    let mut browser = Browser::new(app).with_cookie_name("PHPSESSID");
+    assert_eq!(
+        browser.put("/kv/name", "héllo").await.status,
+        StatusCode::NO_CONTENT
+    );
+    let id = browser.cookie.clone().unwrap();
+    let key = format!("session:{id}");
+    let ttl: i64 = server.cli(&["TTL", &key]).trim().parse().unwrap();
+    assert!((7000..=7200).contains(&ttl), "TTL {ttl}");
+    assert_eq!(
+        handler(&id, r#"echo $_SESSION["name"]; $_SESSION["n"] = [1, 2];"#),
+        "héllo"
+    );
+    let ttl: i64 = server.cli(&["TTL", &key]).trim().parse().unwrap();
+    assert!((1..=1440).contains(&ttl), "TTL {ttl} after PHP's SETEX");
+    assert_eq!(browser.get("/kv/n").await.body, "[1,2]");
 }
