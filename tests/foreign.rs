@@ -346,17 +346,7 @@ async fn our_write_waits_while_php_holds_its_session_lock_and_both_changes_stay(
     )
     .spawn()
     .unwrap();
-    support::wait_for(
-        "PHP takes its lock",
-        std::time::Duration::from_secs(5),
-        || server.cli(&["EXISTS", &lock]).trim() == "1",
-    );
-    let started = std::time::Instant::now();
-    assert_eq!(
-        browser.put("/kv/ours", "y").await.status,
-        StatusCode::NO_CONTENT
-    );
-    let waited = started.elapsed();
+    let waited = support::put_once_unlocked(&server, &lock, &mut browser).await;
     assert!(holder.wait().unwrap().success());
     assert_eq!(server.cli(&["EXISTS", &lock]).trim(), "0");
     assert!(

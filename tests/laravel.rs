@@ -359,17 +359,7 @@ async fn our_write_waits_while_laravel_holds_its_session_block_lock_and_both_cha
     let header = format!("{COOKIE}={cookie}");
     let slow =
         std::thread::spawn(move || request_with_cookie(port, "GET", "/slow", Some(&header), ""));
-    support::wait_for(
-        "Laravel takes its lock",
-        std::time::Duration::from_secs(5),
-        || server.cli(&["EXISTS", &lock]).trim() == "1",
-    );
-    let started = std::time::Instant::now();
-    assert_eq!(
-        browser.put("/kv/ours", "y").await.status,
-        StatusCode::NO_CONTENT
-    );
-    let waited = started.elapsed();
+    let waited = support::put_once_unlocked(&server, &lock, &mut browser).await;
     assert_eq!(slow.join().unwrap().body, "ok");
     assert!(
         waited >= std::time::Duration::from_millis(300),

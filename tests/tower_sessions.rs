@@ -82,6 +82,14 @@ async fn tower_sessions_app(server: &RedisServer) -> Router {
         .layer(tower_sessions::SessionManagerLayer::new(store).with_secure(false))
 }
 
+/// The id of tower-sessions' cookie after a login in [`tower_sessions_app`].
+async fn signed_in_under_tower_sessions(server: &RedisServer) -> String {
+    let signed_in = send(&tower_sessions_app(server).await, "GET", "/login", "").await;
+    assert_eq!(signed_in.body, "ok");
+    let id = signed_in.cookie("id").expect("tower-sessions' cookie");
+    id.to_owned()
+}
+
 #[tokio::test]
 async fn a_tower_sessions_login_continues_in_our_layout_once_and_a_logout_stays_done() {
     let server = RedisServer::start();
@@ -146,12 +154,7 @@ async fn a_tower_sessions_login_continues_in_our_layout_once_and_a_logout_stays_
 #[tokio::test]
 async fn a_failed_take_over_answers_503_and_keeps_the_old_session() {
     let server = RedisServer::start();
-    let old = tower_sessions_app(&server).await;
-    let id = send(&old, "GET", "/login", "")
-        .await
-        .cookie("id")
-        .unwrap()
-        .to_owned();
+    let id = signed_in_under_tower_sessions(&server).await;
     let store = support::store_on(&server).await;
     store.ready().await.unwrap();
     let layer = SessionLayer::new(store)
@@ -178,12 +181,7 @@ async fn a_failed_take_over_answers_503_and_keeps_the_old_session() {
 #[tokio::test]
 async fn the_migration_example_keeps_a_tower_sessions_login() {
     let server = RedisServer::start();
-    let old = tower_sessions_app(&server).await;
-    let id = send(&old, "GET", "/login", "")
-        .await
-        .cookie("id")
-        .unwrap()
-        .to_owned();
+    let id = signed_in_under_tower_sessions(&server).await;
     let example = ExampleProcess::start("from_tower_sessions", &[("REDIS_URL", &server.url())]);
     let me = request_with_cookie(example.port, "GET", "/me", Some(&format!("id={id}")), "");
     assert_eq!(me.body, "alice");

@@ -161,3 +161,21 @@ pub async fn leave_a_minute(redis: &Client, key: &str) {
         .unwrap();
     let _: () = redis.pexpire(key, 60_000, None).await.unwrap();
 }
+
+/// Once the other framework's lock key `lock` exists, `PUT /kv/ours` with `y`, which must wait
+/// for the lock to go and then succeed: how long it waited.
+pub async fn put_once_unlocked(
+    server: &RedisServer,
+    lock: &str,
+    browser: &mut Browser,
+) -> std::time::Duration {
+    wait_for(
+        "the other app takes its lock",
+        std::time::Duration::from_secs(5),
+        || server.cli(&["EXISTS", lock]).trim() == "1",
+    );
+    let started = std::time::Instant::now();
+    let status = browser.put("/kv/ours", "y").await.status;
+    assert_eq!(status, axum::http::StatusCode::NO_CONTENT);
+    started.elapsed()
+}
