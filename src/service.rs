@@ -221,17 +221,19 @@ async fn finish(
             None
         }
     };
-    let legacy = legacy.filter(|_| stored);
-    if let Some(legacy) = &legacy {
-        match legacy.forget(&shared.store).await {
-            Ok(()) => legacy.expire_cookie(response.headers_mut()),
+    // The old record, deleted: its cookie is then removed, after any error handler has run.
+    let forgotten = match legacy.filter(|_| stored) {
+        Some(legacy) => match legacy.forget(&shared.store).await {
+            Ok(()) => Some(legacy),
             Err(error) => {
                 // Our copy would live beside the old one, which the old cookie still opens.
                 response = error.into_response();
                 cookie = None;
+                None
             }
-        }
-    }
+        },
+        None => None,
+    };
     // After the save, so that the next holder of the session's lock reads what this request wrote.
     session.release_lock().await;
     // Session errors, whether a handler returned them or the save above failed.
@@ -249,6 +251,9 @@ async fn finish(
     }
     if let Some(update) = cookie {
         update.write(&shared.config, response.headers_mut());
+    }
+    if let Some(legacy) = forgotten {
+        legacy.expire_cookie(response.headers_mut());
     }
     response
 }
