@@ -1,9 +1,11 @@
-//! No token in any log line. Its own test binary: tracing caches which call sites are enabled, and a
-//! test running in parallel on another thread could settle that before this test's subscriber exists.
+//! No token in any log line, and a foreign format's bad input logged once, without the value. Its
+//! own test binary: tracing caches which call sites are enabled, and a test running in parallel on
+//! another thread without a subscriber could settle that before these tests' subscribers exist.
 
 mod support;
 
 use axum::http::StatusCode;
+use axum_redis_session::{Format, SessionLayer};
 use support::{Browser, Captured, RedisServer};
 
 #[tokio::test]
@@ -88,4 +90,61 @@ async fn no_token_appears_in_any_log_line() {
             "{line}"
         );
     }
+}
+
+/// In a foreign format, a stored value the format cannot read, or a cookie whose signature fails,
+/// is a new session for that request, never a 500, and one `warn` line names the format and the
+/// session's key id prefix but holds neither the cookie nor the value.
+#[tokio::test]
+async fn bad_foreign_input_is_a_new_session_logged_once_without_the_value() {
+    let captured = Captured::default();
+    let _guard = tracing::subscriber::set_default(captured.subscriber(tracing::Level::WARN));
+    let server = RedisServer::start();
+
+    // PHP's cookie is the id itself; the value under it is no PHP session.
+    let php = support::store_on(&server).await.with_format(Format::php());
+    let app = support::demo::app(SessionLayer::new(php).with_secure(false));
+    let id = "stored0garbage0under0this0id0000";
+    let key = format!("PHPREDIS_SESSION:{id}");
+    server.cli(&["SET", &key, "not a session: SECRET-VALUE"]);
+    let mut browser = Browser::with_cookie(app, Some(id.to_owned())).with_cookie_name("PHPSESSID");
+    assert_eq!(
+        browser.put("/kv/a", "1").await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_ne!(browser.cookie.as_deref(), Some(id), "a new session");
+    assert_eq!(
+        server.cli(&["GET", &key]).trim(),
+        "not a session: SECRET-VALUE"
+    );
+    let unreadable = captured.text();
+    assert_eq!(
+        unreadable
+            .matches("stored session is not in its format")
+            .count(),
+        1,
+        "{unreadable}"
+    );
+
+    // express' signature fails: a new session, the cookie not logged.
+    let express = support::store_on(&server)
+        .await
+        .with_format(Format::express(["s3cret"]).unwrap());
+    let app = support::demo::app(SessionLayer::new(express).with_secure(false));
+    let forged = "s%3ASECRET-COOKIE.forged";
+    let mut stranger =
+        Browser::with_cookie(app, Some(forged.to_owned())).with_cookie_name("connect.sid");
+    assert_eq!(stranger.get("/me").await.status, StatusCode::UNAUTHORIZED);
+    let logs = captured.text();
+    let refused: Vec<&str> = logs
+        .lines()
+        .filter(|line| line.contains("does not verify in its format"))
+        .collect();
+    assert_eq!(refused.len(), 1, "{logs}");
+    assert!(
+        refused[0].contains("WARN") && refused[0].contains("express"),
+        "{logs}"
+    );
+    assert!(!logs.contains("SECRET"), "{logs}");
+    assert!(!logs.contains(id), "PHP's id is its token: {logs}");
 }
