@@ -1,6 +1,6 @@
 //! Sessions shared with the real frameworks on one `redis-server`: PHP's own session module
 //! (phpredis, `session.save_handler = redis`, Debian's `php8.2-cli` with `php-redis`): values both
-//! ways, a nested array PHP wrote kept byte for byte by our writes, a login PHP sees, our logout
+//! ways, a nested array and an object PHP wrote kept byte for byte by our writes, a login PHP sees, our logout
 //! ending the PHP session, concurrent writes of ours all kept; and an Express app with
 //! express-session and connect-redis (`tests/express/app.js`): values both ways, our cookie
 //! accepted, a forged one refused, a TTL on the key after either side writes.
@@ -70,10 +70,23 @@ async fn a_session_is_shared_with_phps_own_session_module_both_ways() {
     php_session(
         &server,
         &id,
-        r#"$_SESSION["nested"] = ["a" => [1, 2, ["x" => "é"]], "n" => 42, 7 => 1.5];"#,
+        r#"$_SESSION["nested"] = ["a" => [1, 2, ["x" => "é"]], "n" => 42, 7 => 1.5];
+        $_SESSION["object"] = new ArrayObject(["k" => "é"]);"#,
     );
     let nested = "nested|a:3:{s:1:\"a\";a:3:{i:0;i:1;i:1;i:2;i:2;a:1:{s:1:\"x\";s:2:\"é\";}}s:1:\"n\";i:42;i:7;d:1.5;}";
-    assert!(server.cli(&["GET", &key]).contains(nested));
+    let stored = server.cli(&["GET", &key]);
+    assert!(stored.contains(nested));
+    // A PHP object maps to no JSON: kept as PHP wrote it.
+    // The last entry PHP wrote.
+    let object = stored[stored.find("object|").unwrap()..].trim_end();
+    assert!(
+        object.starts_with("object|O:11:\"ArrayObject\""),
+        "{object}"
+    );
+    assert_eq!(
+        browser.get("/kv/object").await.status,
+        StatusCode::NOT_FOUND
+    );
     let json: serde_json::Value =
         serde_json::from_str(&browser.get("/kv/nested").await.body).unwrap();
     assert_eq!(
@@ -87,9 +100,19 @@ async fn a_session_is_shared_with_phps_own_session_module_both_ways() {
     assert_eq!(browser.get("/counter").await.body, "2");
     let stored = server.cli(&["GET", &key]);
     assert!(stored.contains(nested), "{stored}");
+    assert!(stored.contains(object), "{stored}");
     assert!(stored.contains("other|s:1:\"v\";"), "{stored}");
     let ttl: i64 = server.cli(&["TTL", &key]).trim().parse().unwrap();
     assert!((7000..=7200).contains(&ttl), "TTL {ttl}");
+    // PHP reads its object back from our write.
+    assert_eq!(
+        php_session(
+            &server,
+            &id,
+            r#"echo get_class($_SESSION["object"]), $_SESSION["object"]["k"];"#
+        ),
+        "ArrayObjecté"
+    );
 
     // Our login, seen by PHP under the new id; the old key is gone.
     assert_eq!(
