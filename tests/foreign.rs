@@ -1,9 +1,12 @@
-//! Sessions shared with the real frameworks on one `redis-server`: PHP's own session module
-//! (phpredis, `session.save_handler = redis`, Debian's `php8.2-cli` with `php-redis`): values both
-//! ways, a nested array and an object PHP wrote kept byte for byte by our writes, a login PHP sees, our logout
-//! ending the PHP session, concurrent writes of ours all kept; and an Express app with
-//! express-session and connect-redis (`tests/express/app.js`): values both ways, our cookie
-//! accepted, a forged one refused, a TTL on the key after either side writes.
+//! Sessions shared with the real frameworks on one `redis-server`:
+//! - PHP's own session module (phpredis, `session.save_handler = redis`, Debian's `php8.2-cli` with
+//!   `php-redis`): values both ways, a nested array and an object PHP wrote kept byte for byte by
+//!   our writes, a login PHP sees, our logout ending the PHP session, concurrent writes of ours all
+//!   kept, our write waiting while phpredis' session lock is held; a hand-written save handler
+//!   (`session:{id}` by SETEX); a PHP app and the demo behind one nginx, one browser's cookies;
+//! - an Express app with express-session and connect-redis (`tests/express/app.js`): values both
+//!   ways, our cookie accepted, a forged one refused, a TTL on the key after either side writes;
+//! - the round trips each request costs, and the php and express examples run as users run them.
 
 mod support;
 
