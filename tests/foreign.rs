@@ -17,30 +17,30 @@ use axum_redis_session::{Format, SessionLayer};
 use support::{request_with_cookie, Browser, ExampleProcess, Monitor, Nginx, RedisServer};
 use testkit::Service;
 
-/// PHP running `code` with its session `id` started on `server` through phpredis (with its
-/// session lock when `locking`); the session is written back when the script ends.
-fn php(server: &RedisServer, id: &str, code: &str, locking: bool) -> Command {
-    let port = server.url().rsplit(':').next().unwrap().to_owned();
+/// PHP's arguments to run `code` with its session `id` started on `server` through phpredis (with
+/// its session lock when `locking`); the session is written back when the script ends.
+fn php_args(server: &RedisServer, id: &str, code: &str, locking: bool) -> Vec<String> {
     let script = format!("session_id($argv[1]); session_start(); {code}");
-    let mut php = Command::new("php");
-    php.args(["-d", "session.save_handler=redis"])
-        .args(["-d", &format!("session.save_path=tcp://127.0.0.1:{port}")])
-        .args(["-d", "session.use_strict_mode=0"])
-        .args([
-            "-d",
-            &format!("redis.session.locking_enabled={}", u8::from(locking)),
-        ])
-        .args(["-r", &script, id]);
-    php
+    [
+        "-d".to_owned(),
+        "session.save_handler=redis".to_owned(),
+        "-d".to_owned(),
+        format!("session.save_path=tcp://127.0.0.1:{}", server.port),
+        "-d".to_owned(),
+        "session.use_strict_mode=0".to_owned(),
+        "-d".to_owned(),
+        format!("redis.session.locking_enabled={}", u8::from(locking)),
+        "-r".to_owned(),
+        script,
+        id.to_owned(),
+    ]
+    .into()
 }
 
-/// Runs `code` in PHP with its session `id` (see [`php`]), and returns what it prints.
+/// Runs `code` in PHP with its session `id` (see [`php_args`]), and returns what it prints.
 fn php_session(server: &RedisServer, id: &str, code: &str) -> String {
-    let output = php(server, id, code, false)
-        .output()
-        .expect("php8.2-cli with php-redis is installed");
-    assert!(output.status.success(), "{output:?}");
-    String::from_utf8(output.stdout).unwrap()
+    let args = php_args(server, id, code, false);
+    support::php_output(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
 #[tokio::test]
@@ -364,14 +364,11 @@ async fn our_write_waits_while_php_holds_its_session_lock_and_both_changes_stay(
     let id = browser.cookie.clone().unwrap();
     let lock = format!("PHPREDIS_SESSION:{id}_LOCK");
 
-    let mut holder = php(
-        &server,
-        &id,
-        r#"$_SESSION["php"] = "x"; usleep(700000);"#,
-        true,
-    )
-    .spawn()
-    .unwrap();
+    let code = r#"$_SESSION["php"] = "x"; usleep(700000);"#;
+    let mut holder = Command::new("php")
+        .args(php_args(&server, &id, code, true))
+        .spawn()
+        .unwrap();
     let waited = support::put_once_unlocked(&server, &lock, &mut browser).await;
     assert!(holder.wait().unwrap().success());
     assert_eq!(server.cli(&["EXISTS", &lock]).trim(), "0");
@@ -391,7 +388,7 @@ async fn our_write_waits_while_php_holds_its_session_lock_and_both_changes_stay(
 #[test]
 fn a_php_app_and_the_demo_behind_one_nginx_share_one_browsers_login() {
     let server = RedisServer::start();
-    let redis_port = server.url().rsplit(':').next().unwrap().to_owned();
+    let redis_port = server.port.to_string();
     let php = Service::serve(
         "php",
         Command::new("sh")
@@ -480,15 +477,9 @@ fn send(
 #[tokio::test]
 async fn a_session_is_shared_with_a_hand_written_php_save_handler() {
     let server = RedisServer::start();
-    let port = server.url().rsplit(':').next().unwrap().to_owned();
-    let handler = |id: &str, code: &str| {
-        let output = Command::new("php")
-            .args(["tests/php/handler.php", &port, id, code])
-            .output()
-            .expect("php8.2-cli with php-redis is installed");
-        assert!(output.status.success(), "{output:?}");
-        String::from_utf8(output.stdout).unwrap()
-    };
+    let port = server.port.to_string();
+    let handler =
+        |id: &str, code: &str| support::php_output(&["tests/php/handler.php", &port, id, code]);
     let format = Format::php().with_key_prefix("session:");
     let store = support::store_on(&server).await.with_format(format);
     let app = support::demo::app(SessionLayer::new(store).with_secure(false));

@@ -31,7 +31,7 @@ struct Laravel {
 impl Laravel {
     /// Starts the app on `server`'s Redis with `cipher`; its caches and log go to a fresh folder.
     fn start(server: &RedisServer, cipher: &str) -> Self {
-        let port = server.url().rsplit(':').next().unwrap().to_owned();
+        let port = server.port.to_string();
         let dir = std::env::temp_dir().join(format!("laravel-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let log = dir.join("server.log");
@@ -177,19 +177,14 @@ async fn shares_a_login_with_laravel(cipher: &str) {
     let key = key_holding(&server, before["_token"].as_str().unwrap());
     let stored = server.cli(&["GET", &key]);
     let id = key.strip_prefix("laravel_database_laravel_cache:").unwrap();
-    let forged = Command::new("php")
-        .args([
-            "tests/php/laravel_cookie.php",
-            OTHER_KEY,
-            cipher,
-            "encrypt",
-            COOKIE,
-            id,
-        ])
-        .output()
-        .unwrap();
-    assert!(forged.status.success(), "{forged:?}");
-    let forged = String::from_utf8(forged.stdout).unwrap();
+    let forged = support::php_output(&[
+        "tests/php/laravel_cookie.php",
+        OTHER_KEY,
+        cipher,
+        "encrypt",
+        COOKIE,
+        id,
+    ]);
     let mut stranger = Browser::with_cookie(app, Some(forged)).with_cookie_name(COOKIE);
     assert_eq!(stranger.get("/me").await.status, StatusCode::UNAUTHORIZED);
     assert_eq!(
@@ -212,13 +207,7 @@ async fn a_login_is_shared_with_a_laravel_app_with_aes_256_gcm_cookies() {
 /// Runs `tests/php/laravel_next.php` (Laravel 9–13's bytes restated with PHP's own functions) and
 /// returns what it prints.
 fn laravel_next(args: &[&str]) -> String {
-    let output = Command::new("php")
-        .arg("tests/php/laravel_next.php")
-        .args(args)
-        .output()
-        .expect("php8.2-cli with php-redis is installed");
-    assert!(output.status.success(), "{output:?}");
-    String::from_utf8(output.stdout).unwrap()
+    support::php_output(&[&["tests/php/laravel_next.php"], args].concat())
 }
 
 /// What Laravel 8.83 cannot show: a session of Laravel 11+ (no `:` after the cache prefix, a
@@ -228,7 +217,7 @@ fn laravel_next(args: &[&str]) -> String {
 #[tokio::test]
 async fn laravel_11_to_13_sessions_are_shared_as_phps_own_functions_make_them() {
     let server = RedisServer::start();
-    let port = server.url().rsplit(':').next().unwrap().to_owned();
+    let port = server.port.to_string();
     let settings = [
         (
             "laravel_database_laravel_cache_",

@@ -179,3 +179,13 @@ pub async fn put_once_unlocked(
     assert_eq!(status, axum::http::StatusCode::NO_CONTENT);
     started.elapsed()
 }
+
+/// Runs `php` with its arguments, which must succeed: what it printed.
+pub fn php_output(args: &[&str]) -> String {
+    let output = std::process::Command::new("php")
+        .args(args)
+        .output()
+        .expect("php8.2-cli with php-redis is installed");
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8(output.stdout).unwrap()
+}
