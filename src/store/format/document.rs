@@ -151,6 +151,15 @@ impl Document {
         }
     }
 
+    /// Whether a login binds a user id that is all digits as an integer, as Laravel's guard does.
+    fn binds_integer_ids(&self) -> bool {
+        match self {
+            #[cfg(feature = "laravel")]
+            Self::Laravel(_) | Self::LaravelJson(_) => true,
+            Self::Php(_) | Self::Express(_) => false,
+        }
+    }
+
     /// Whether we may write this value: not when it holds a PHP reference, which our changes
     /// could make point elsewhere.
     pub(crate) fn is_writable(&self) -> bool {
@@ -180,9 +189,10 @@ impl Document {
             }
         }
         if let Some(user) = &changes.user {
-            let laravel = user_key != USER_KEY;
             let value = match user.parse::<i64>() {
-                Ok(id) if laravel && user.bytes().all(|b| b.is_ascii_digit()) => Value::from(id),
+                Ok(id) if self.binds_integer_ids() && user.bytes().all(|b| b.is_ascii_digit()) => {
+                    Value::from(id)
+                }
                 _ => Value::from(user.as_str()),
             };
             self.set(user_key, value);
