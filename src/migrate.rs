@@ -57,8 +57,8 @@ pub(crate) fn take_over<B>(
     _: &crate::shared::Shared,
     _: &http::Request<B>,
     _: &crate::session::Session,
-) -> Option<impl std::future::Future<Output = Result<Option<Legacy>, Error>> + Send + 'static> {
-    None::<std::future::Ready<Result<Option<Legacy>, Error>>>
+) -> Option<impl std::future::Future<Output = Result<Legacy, Error>> + Send + 'static> {
+    None::<std::future::Ready<Result<Legacy, Error>>>
 }
 
 #[cfg(feature = "tower-sessions")]
@@ -194,7 +194,7 @@ mod tower_sessions {
         shared: &Shared,
         request: &http::Request<B>,
         session: &Session,
-    ) -> Option<impl Future<Output = Result<Option<Legacy>, Error>> + Send + 'static> {
+    ) -> Option<impl Future<Output = Result<Legacy, Error>> + Send + 'static> {
         let migration = shared.config.migration.as_ref()?;
         let config = &shared.config;
         let ours = SessionCookie::find(request.headers(), &config.cookie_name).value();
@@ -216,7 +216,7 @@ mod tower_sessions {
                 cookie_name: migration.cookie_name.clone(),
             };
             let Some((bytes, _)) = store.foreign_read(key.clone()).await? else {
-                return Ok(Some(legacy));
+                return Ok(legacy);
             };
             let Some(record) = parse_record(&bytes) else {
                 // Without the value: it may hold anything.
@@ -224,10 +224,10 @@ mod tower_sessions {
                     cookie = migration.cookie_name,
                     "tower-sessions record does not parse; the request starts a new session"
                 );
-                return Ok(Some(legacy));
+                return Ok(legacy);
             };
             if record.expires_at <= OffsetDateTime::now_utc() {
-                return Ok(Some(legacy));
+                return Ok(legacy);
             }
             let user = migration
                 .user_field
@@ -249,7 +249,7 @@ mod tower_sessions {
             session.adopt(fields, user);
             tracing::debug!("tower-sessions session taken over; it is saved under a new id");
             legacy.key = Some(key);
-            Ok(Some(legacy))
+            Ok(legacy)
         })
     }
 }

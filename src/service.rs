@@ -183,7 +183,7 @@ where
             async move {
                 let legacy = match take_over {
                     Some(take_over) => match take_over.await {
-                        Ok(legacy) => legacy,
+                        Ok(legacy) => Some(legacy),
                         // The old session could not be read: the handler does not run without it.
                         Err(error) => {
                             return Ok(finish(error.into_response(), &session, &shared, None).await)
