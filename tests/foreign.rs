@@ -263,41 +263,19 @@ async fn a_session_is_shared_with_express_session_and_connect_redis_both_ways() 
     assert!(!stranger.cookie.as_deref().unwrap().contains(id));
 }
 
-/// What each request costs Redis in the php format (the same code serves every format), counted
-/// with MONITOR: a read is one round trip (the value and its TTL, by one script); a write after a
-/// read is one compare-and-set; a write without a read first reads the value it compares against;
-/// a new session is one create; a login creates the new key and deletes the old one after reading
-/// it; a logout is one delete.
+/// What each request costs Redis in the php and express formats (Laravel's: `tests/laravel.rs`),
+/// counted with MONITOR (see [`support::foreign_costs`]).
 #[tokio::test]
 async fn each_foreign_request_costs_the_round_trips_it_should() {
     let server = RedisServer::start();
-    let redis = support::store_on(&server).await;
-    redis.ready().await.expect("connected, scripts loaded");
-    let store = redis.with_format(Format::php());
-    let app = support::demo::app(SessionLayer::new(store).with_secure(false));
-    let mut browser = Browser::new(app).with_cookie_name("PHPSESSID");
-    let mut monitor = Monitor::start(&server).await;
-    let cost = async |monitor: &mut Monitor| {
-        let seen = monitor.take().await;
-        (seen.round_trips(), seen.writing_round_trips())
-    };
-
-    browser.put("/kv/name", "v").await;
-    let created = cost(&mut monitor).await;
-    browser.get("/kv/name").await;
-    let read = cost(&mut monitor).await;
-    browser.put("/kv/name", "w").await;
-    let blind_write = cost(&mut monitor).await;
-    browser.get("/counter").await;
-    let increment = cost(&mut monitor).await;
-    browser.post_form("/login", "user=alice").await;
-    let login = cost(&mut monitor).await;
-    browser.post_form("/logout", "").await;
-    let logout = cost(&mut monitor).await;
-    assert_eq!(
-        [created, read, blind_write, increment, login, logout],
-        [(1, 1), (1, 0), (2, 1), (2, 1), (3, 2), (1, 1)]
-    );
+    let express = Format::express(["s3cret"]).unwrap();
+    for (format, cookie) in [(Format::php(), "PHPSESSID"), (express, "connect.sid")] {
+        assert_eq!(
+            support::foreign_costs(&server, format, cookie).await,
+            support::FOREIGN_COSTS,
+            "{cookie}"
+        );
+    }
 }
 
 /// `examples/shared_with_php.rs` as a user runs it: a login and a nested array PHP stored are

@@ -359,3 +359,15 @@ async fn our_write_waits_while_laravel_holds_its_session_block_lock_and_both_cha
     assert_eq!(session["ours"], "y", "{session}");
     assert_eq!(session["first"], "1", "{session}");
 }
+
+/// What each request costs Redis in the Laravel format: as in every foreign format
+/// ([`support::foreign_costs`]).
+#[tokio::test]
+async fn each_laravel_request_costs_the_round_trips_it_should() {
+    let server = RedisServer::start();
+    let format = Format::laravel(APP_KEY).unwrap();
+    assert_eq!(
+        support::foreign_costs(&server, format, COOKIE).await,
+        support::FOREIGN_COSTS
+    );
+}

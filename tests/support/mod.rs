@@ -189,3 +189,39 @@ pub fn php_output(args: &[&str]) -> String {
     assert!(output.status.success(), "{output:?}");
     String::from_utf8(output.stdout).unwrap()
 }
+
+/// What [`foreign_costs`] must find, in every foreign format: (round trips, of which write).
+pub const FOREIGN_COSTS: [(usize, usize); 7] =
+    [(1, 1), (1, 0), (2, 1), (2, 1), (2, 1), (3, 2), (1, 1)];
+
+/// The round trips each demo request costs in `format` (its cookie named `cookie`), and how many of
+/// them write, counted with MONITOR: a new session (one create), a read (the value and its TTL, one
+/// script), a read and a write (`GET /counter`: then one compare-and-set), a write without a read
+/// (it reads the value it compares against), an atomic increment (the same two), a login (read the
+/// old value, create the new key, delete the old one) and a logout (one delete).
+pub async fn foreign_costs(
+    server: &RedisServer,
+    format: axum_redis_session::Format,
+    cookie: &str,
+) -> [(usize, usize); 7] {
+    let redis = store_on(server).await;
+    redis.ready().await.expect("connected, scripts loaded");
+    let layer = axum_redis_session::SessionLayer::new(redis.with_format(format));
+    let mut browser = Browser::new(demo::app(layer.with_secure(false))).with_cookie_name(cookie);
+    let mut monitor = Monitor::start(server).await;
+    let mut costs = [(0, 0); 7];
+    for (n, cost) in costs.iter_mut().enumerate() {
+        match n {
+            0 => browser.put("/kv/name", "v").await,
+            1 => browser.get("/kv/name").await,
+            2 => browser.get("/counter").await,
+            3 => browser.put("/kv/name", "w").await,
+            4 => browser.post_form("/counter/incr", "").await,
+            5 => browser.post_form("/login", "user=7").await,
+            _ => browser.post_form("/logout", "").await,
+        };
+        let seen = monitor.take().await;
+        *cost = (seen.round_trips(), seen.writing_round_trips());
+    }
+    costs
+}
