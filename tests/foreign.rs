@@ -14,7 +14,7 @@ use std::process::Command;
 
 use axum::http::StatusCode;
 use axum_redis_session::{Format, SessionLayer};
-use support::{request_with_cookie, Browser, ExampleProcess, Monitor, Nginx, RedisServer};
+use support::{request_with_cookie, Browser, ExampleProcess, Nginx, RedisServer};
 use testkit::Service;
 
 /// PHP's arguments to run `code` with its session `id` started on `server` through phpredis (with
