@@ -134,6 +134,11 @@ async fn a_tower_sessions_login_continues_in_our_layout_once_and_a_logout_stays_
     let cart = send(&app, "GET", "/kv/cart", &both).await;
     assert_eq!(cart.body, r#"{"items":[1,2],"note":"é"}"#);
     assert_eq!(send(&app, "GET", "/me", &both).await.body, "alice");
+    // Bound as a login of ours is: the session is in alice's device list.
+    let devices = send(&app, "GET", "/sessions", &both).await;
+    let devices: serde_json::Value = serde_json::from_str(&devices.body).unwrap();
+    assert_eq!(devices.as_array().map(Vec::len), Some(1), "{devices}");
+    assert_eq!(devices[0]["current"], true);
 
     // A logout with ours stays done: the old cookie alone opens nothing any more.
     let logout = send(&app, "POST", "/logout", &both).await;
