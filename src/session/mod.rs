@@ -287,10 +287,7 @@ impl Session {
             return Err(Error::EmptyUser);
         }
         let mut pending = self.inner.pending();
-        pending.changes.user = Some(user);
-        for (field, value) in self.inner.client.login_fields() {
-            pending.changes.fields.insert(field.to_owned(), value);
-        }
+        self.bind(&mut pending.changes, user);
         if pending.intent == Intent::Keep {
             pending.intent = Intent::Cycle;
         }
@@ -460,7 +457,6 @@ impl Session {
         self.inner.pending().intent = Intent::Destroyed;
     }
 
-    /// Ends the request: what it recorded, taken for `commit`.
     /// Starts the request from another session's data (a tower-sessions session taken over): its
     /// fields, and the user it was bound to, become this request's changes, so that its end
     /// creates the session under a new id.
@@ -475,13 +471,19 @@ impl Session {
             pending.changes.fields.insert(field, Some(json));
         }
         if let Some(user) = user {
-            for (field, value) in self.inner.client.login_fields() {
-                pending.changes.fields.insert(field.to_owned(), value);
-            }
-            pending.changes.user = Some(user);
+            self.bind(&mut pending.changes, user);
         }
     }
 
+    /// Records the binding of a login: the user, and the client's details for the device list.
+    fn bind(&self, changes: &mut Changes, user: String) {
+        changes.user = Some(user);
+        for (field, value) in self.inner.client.login_fields() {
+            changes.fields.insert(field.to_owned(), value);
+        }
+    }
+
+    /// Ends the request: what it recorded, taken for `commit`.
     pub(crate) fn end(&self) -> Ending<'_> {
         self.inner.end()
     }
