@@ -37,6 +37,19 @@ fn php_args(server: &RedisServer, id: &str, code: &str, locking: bool) -> Vec<St
     .into()
 }
 
+/// The Express app of `tests/express` on `server`'s Redis, verifying with `secrets` (`,` between).
+fn express_app(server: &RedisServer, secrets: &str) -> Service {
+    Service::serve(
+        "express",
+        Command::new("node")
+            .arg("tests/express/app.js")
+            .env("REDIS_URL", server.url())
+            .env("SESSION_SECRET", secrets),
+        String::new,
+    )
+    .expect("node is installed and `npm ci --prefix tests/express` has run")
+}
+
 /// Runs `code` in PHP with its session `id` (see [`php_args`]), and returns what it prints.
 fn php_session(server: &RedisServer, id: &str, code: &str) -> String {
     let args = php_args(server, id, code, false);
@@ -219,15 +232,7 @@ async fn a_session_is_shared_with_express_session_and_connect_redis_both_ways() 
     );
 
     // express verifies with any of its secrets; the first, which signed ours, comes second there.
-    let express = Service::serve(
-        "express",
-        Command::new("node")
-            .arg("tests/express/app.js")
-            .env("REDIS_URL", server.url())
-            .env("SESSION_SECRET", "kc,new secret"),
-        String::new,
-    )
-    .expect("node is installed and `npm ci --prefix tests/express` has run");
+    let express = express_app(&server, "kc,new secret");
     let shown = request_with_cookie(express.port, "GET", "/show", Some(&cookie), "");
     let shown: serde_json::Value = serde_json::from_str(&shown.body).unwrap();
     assert_eq!(
@@ -306,25 +311,16 @@ fn the_php_example_serves_a_login_php_made_and_ends_it() {
 #[test]
 fn the_express_example_serves_a_login_express_made() {
     let server = RedisServer::start();
-    let express = Service::serve(
-        "express",
-        Command::new("node")
-            .arg("tests/express/app.js")
-            .env("REDIS_URL", server.url())
-            .env("SESSION_SECRET", "kc"),
-        String::new,
-    )
-    .expect("node is installed and `npm ci --prefix tests/express` has run");
+    let express = express_app(&server, "kc");
     let login = request_with_cookie(express.port, "GET", "/login?user=bob", None, "");
     assert_eq!(login.body, "ok");
     let set = login.header("set-cookie").expect("express' cookie");
     let cookie = set.split(';').next().unwrap().to_owned();
-    let env = [
-        ("REDIS_URL", server.url()),
-        ("SESSION_SECRET", "kc".to_owned()),
-    ];
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let example = ExampleProcess::start("shared_with_express", &env);
+    let url = server.url();
+    let example = ExampleProcess::start(
+        "shared_with_express",
+        &[("REDIS_URL", &url), ("SESSION_SECRET", "kc")],
+    );
     let me = request_with_cookie(example.port, "GET", "/me", Some(&cookie), "");
     assert_eq!(me.body, "bob");
 }
@@ -379,12 +375,8 @@ fn a_php_app_and_the_demo_behind_one_nginx_share_one_browsers_login() {
         String::new,
     )
     .expect("php8.2-cli with php-redis is installed");
-    let env = [
-        ("REDIS_URL", server.url()),
-        ("SESSION_FORMAT", "php".to_owned()),
-    ];
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let demo = ExampleProcess::start("demo", &env);
+    let url = server.url();
+    let demo = ExampleProcess::start("demo", &[("REDIS_URL", &url), ("SESSION_FORMAT", "php")]);
     let nginx = Nginx::routing(&[("/php/", &[php.port]), ("/", &[demo.port])]);
 
     let mut jar: Option<String> = None;

@@ -314,12 +314,11 @@ fn the_laravel_example_serves_a_login_laravel_made_and_ends_it() {
     let server = RedisServer::start();
     let laravel = Laravel::start(&server, "AES-256-CBC");
     let (_, cookie) = laravel.get("/login?id=42", None);
-    let env = [
-        ("REDIS_URL", server.url()),
-        ("LARAVEL_APP_KEY", APP_KEY.to_owned()),
-    ];
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let example = ExampleProcess::start("shared_with_laravel", &env);
+    let url = server.url();
+    let example = ExampleProcess::start(
+        "shared_with_laravel",
+        &[("REDIS_URL", &url), ("LARAVEL_APP_KEY", APP_KEY)],
+    );
     let header = format!("{COOKIE}={cookie}");
     let me = request_with_cookie(example.port, "GET", "/me", Some(&header), "");
     assert_eq!(me.body, "42");
